@@ -1,0 +1,4 @@
+import { registerProvider } from "../src/core/registry.js";
+
+// Each provider is loaded lazily, only when a command uses it.
+registerProvider("local", async () => (await import("./local/index.js")).createProvider);

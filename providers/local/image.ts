@@ -1,0 +1,62 @@
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { UserError } from "../../src/core/errors.js";
+
+/** The image recipe (a shell script shipped next to this file, in source and build alike). */
+export function recipePath(): string {
+  for (const rel of ["./build-image.sh", "../../../providers/local/build-image.sh"]) {
+    const p = new URL(rel, import.meta.url).pathname;
+    if (existsSync(p)) return p;
+  }
+  throw new Error("providers/local/build-image.sh is missing from this installation");
+}
+
+/** Built images are cached by the recipe's hash: a changed recipe means a new image. */
+export function recipeHash(): string {
+  return createHash("sha256").update(readFileSync(recipePath())).digest("hex").slice(0, 12);
+}
+
+export function builtImageDir(cacheDir: string): string {
+  return join(cacheDir, "images", `debian-12-${recipeHash()}`);
+}
+
+export interface BaseImage {
+  disk: string;
+  /** Direct kernel boot (built images); absent for a cloud image that boots through its own bootloader. */
+  kernel?: string;
+  initrd?: string;
+  description: string;
+}
+
+function fromDir(dir: string): BaseImage | undefined {
+  const disk = join(dir, "disk.qcow2");
+  if (!existsSync(disk)) return undefined;
+  return { disk, kernel: join(dir, "vmlinuz"), initrd: join(dir, "initrd.img"), description: `built image ${dir}` };
+}
+
+/**
+ * The base image: `local.image` (a directory from `spuff image build`, or a cloud .qcow2 file), else the built image
+ * for the current recipe. Refuses with the command that gets one when there is none.
+ */
+export function findImage(cacheDir: string, configured?: string): BaseImage {
+  if (configured) {
+    if (!existsSync(configured)) {
+      throw new UserError(`local.image ${configured} does not exist`, { hint: "build one with `spuff image build`, or fix the path" });
+    }
+    if (statSync(configured).isDirectory()) {
+      const img = fromDir(configured);
+      if (!img) throw new UserError(`${configured} has no disk.qcow2`, { hint: "point local.image at a directory made by `spuff image build`" });
+      return img;
+    }
+    return { disk: configured, description: `image ${configured}` };
+  }
+  const built = fromDir(builtImageDir(cacheDir));
+  if (built) return built;
+  throw new UserError("no local VM image yet", {
+    hint: [
+      "build one (about 2 minutes, needs root and the Debian mirror): `sudo spuff image build`",
+      "or set local.image to a Debian 12 genericcloud .qcow2 you downloaded and verified",
+    ],
+  });
+}

@@ -1,0 +1,265 @@
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { ProviderError, UserError } from "../../src/core/errors.js";
+import type { CreateSpec, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
+import { writeFileAtomic } from "../../src/core/state.js";
+import { type BaseImage, builtImageDir, findImage, recipePath } from "./image.js";
+import { type Accel, accelCandidates, freePort, hasCommand, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
+
+interface Meta {
+  name: string;
+  labels: Record<string, string>;
+  createdAt: string;
+  sshPort: number;
+  accel?: Accel;
+  cpus: number;
+  memoryMiB: number;
+}
+
+/** How long a fresh guest must survive before its accelerator counts as working. */
+const ACCEL_PROBE_MS = 8000;
+
+class LocalProvider implements Provider {
+  private readonly root: string;
+  constructor(private readonly ctx: ProviderContext) {
+    this.root = join(ctx.stateDir, "local");
+  }
+
+  info() {
+    return {
+      name: "local",
+      description: "QEMU on this machine",
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, prices: true },
+    };
+  }
+
+  private dir(name: string): string {
+    return join(this.root, name);
+  }
+
+  private resources(): { cpus: number; memoryMiB: number; diskMiB: number } {
+    const c = this.ctx.config.local;
+    return { cpus: c.cpus, memoryMiB: toMiB(c.memory), diskMiB: toMiB(c.disk) };
+  }
+
+  async validate(): Promise<void> {
+    const bin = qemuBinary();
+    if (!hasCommand(bin)) {
+      throw new UserError(`${bin} is not installed`, {
+        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install qemu cdrtools`",
+      });
+    }
+    for (const tool of ["qemu-img", "genisoimage"]) {
+      if (!hasCommand(tool)) throw new UserError(`${tool} is not installed`, { hint: "run `bash scripts/install-deps.sh` as root" });
+    }
+    findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+    const r = this.resources();
+    const problems: string[] = [];
+    if (r.cpus > cpus().length) problems.push(`local.cpus: ${r.cpus} is more than this machine's ${cpus().length} CPUs`);
+    const hostMiB = Math.floor(totalmem() / 2 ** 20);
+    if (r.memoryMiB > hostMiB - 512) problems.push(`local.memory: ${r.memoryMiB} MiB leaves less than 512 MiB of this machine's ${hostMiB} MiB`);
+    mkdirSync(this.root, { recursive: true, mode: 0o700 });
+    const fs = statfsSync(this.root);
+    const freeMiB = Math.floor((fs.bavail * fs.bsize) / 2 ** 20);
+    if (r.diskMiB > freeMiB) problems.push(`local.disk: ${r.diskMiB} MiB is more than the ${freeMiB} MiB free under ${this.root}`);
+    if (problems.length) throw new UserError("the local VM does not fit on this machine", { notes: problems, hint: "lower these in your config (spuff config show)" });
+  }
+
+  async create(spec: CreateSpec, progress: Progress): Promise<Vm> {
+    const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+    const dir = this.dir(spec.name);
+    if (existsSync(join(dir, "meta.json"))) throw new UserError(`a local VM named ${spec.name} already exists`, { hint: `spuff down ${spec.name}` });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const r = this.resources();
+    const meta: Meta = { name: spec.name, labels: spec.labels, createdAt: new Date().toISOString(), sshPort: await freePort(), cpus: r.cpus, memoryMiB: r.memoryMiB };
+    writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+
+    progress.phase("seed");
+    this.seed(dir, spec);
+    const overlay = join(dir, "disk.qcow2");
+    run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk, overlay, `${r.diskMiB}M`]);
+
+    progress.phase("boot");
+    const accel = await this.boot(meta, image, progress, spec.signal);
+    meta.accel = accel;
+    writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+    return this.toVm(meta);
+  }
+
+  /** NoCloud seed ISO (volume id cidata) with the user-data and meta-data. */
+  private seed(dir: string, spec: CreateSpec): void {
+    const seedDir = join(dir, "seed");
+    mkdirSync(seedDir, { recursive: true });
+    writeFileSync(join(seedDir, "user-data"), spec.userData, { mode: 0o600 });
+    writeFileSync(join(seedDir, "meta-data"), `instance-id: spuff-${spec.name}-${spec.requestId}\nlocal-hostname: ${spec.name}\n`);
+    run("genisoimage", ["-quiet", "-output", join(dir, "seed.iso"), "-volid", "cidata", "-joliet", "-rock", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
+    rmSync(seedDir, { recursive: true, force: true });
+  }
+
+  private accelCache(): string {
+    return join(this.ctx.cacheDir, "accel");
+  }
+
+  /** Starts QEMU detached; tries accelerators best first and remembers the first one whose guest survives. */
+  private async boot(meta: Meta, image: BaseImage, progress: Progress, signal?: AbortSignal): Promise<Accel> {
+    const dir = this.dir(meta.name);
+    const setting = this.ctx.config.local.accel;
+    const remembered = existsSync(this.accelCache()) ? (readFileSync(this.accelCache(), "utf8").trim() as Accel) : undefined;
+    const candidates = setting === "auto" && remembered ? [remembered] : accelCandidates(setting);
+    let lastError = "";
+    for (const accel of candidates) {
+      signal?.throwIfAborted();
+      const log = join(dir, "qemu.log");
+      rmSync(join(dir, "qemu.pid"), { force: true });
+      const fd = openSync(log, "w");
+      const child = spawn(
+        qemuBinary(),
+        qemuArgs({
+          name: meta.name,
+          accel,
+          cpus: meta.cpus,
+          memoryMiB: meta.memoryMiB,
+          overlay: join(dir, "disk.qcow2"),
+          seed: join(dir, "seed.iso"),
+          kernel: image.kernel,
+          initrd: image.initrd,
+          sshPort: meta.sshPort,
+          guestForwards: this.ctx.config.local.guest_forwards ?? [],
+          pidfile: join(dir, "qemu.pid"),
+          qmp: join(dir, "qmp.sock"),
+          console: join(dir, "console.log"),
+        }),
+        { detached: true, stdio: ["ignore", fd, fd] },
+      );
+      child.unref();
+      const exited = await new Promise<number | null | undefined>((resolve) => {
+        // A hardware accelerator gets a longer probe: a KVM guest that cannot run dies within seconds.
+        const t = setTimeout(() => resolve(undefined), accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
+        child.once("exit", (code) => {
+          clearTimeout(t);
+          resolve(code);
+        });
+      });
+      if (exited === undefined) {
+        if (setting === "auto" && remembered !== accel) writeFileAtomic(this.accelCache(), `${accel}\n`, 0o644);
+        progress.info(`QEMU runs with ${accel.toUpperCase()} acceleration${accel === "tcg" ? " (software emulation: slow, about a minute to SSH)" : ""}`);
+        return accel;
+      }
+      lastError = readFileSync(log, "utf8").trim().split("\n").slice(-3).join(" | ");
+      if (accel !== "tcg") progress.warn(`the guest died under ${accel.toUpperCase()} (${lastError.slice(0, 160)}); retrying with TCG`);
+    }
+    throw new ProviderError(`QEMU could not start ${meta.name}`, {
+      notes: [lastError],
+      hint: `see ${join(dir, "qemu.log")}; try local.accel: tcg`,
+    });
+  }
+
+  private readMeta(name: string): Meta | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.dir(name), "meta.json"), "utf8")) as Meta;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private toVm(meta: Meta): Vm {
+    const alive = livePid(join(this.dir(meta.name), "qemu.pid")) !== undefined;
+    return {
+      id: meta.name,
+      name: meta.name,
+      provider: "local",
+      status: alive ? "running" : "gone",
+      endpoint: { host: "127.0.0.1", port: meta.sshPort },
+      location: "localhost",
+      size: `${meta.cpus}cpu-${Math.round(meta.memoryMiB / 1024)}g${meta.accel ? `-${meta.accel}` : ""}`,
+      labels: meta.labels,
+      createdAt: meta.createdAt,
+      pricePerHour: { amount: 0, currency: "EUR" },
+    };
+  }
+
+  async list(): Promise<Vm[]> {
+    if (!existsSync(this.root)) return [];
+    return readdirSync(this.root)
+      .map((n) => this.readMeta(n))
+      .filter((m): m is Meta => m !== undefined)
+      .map((m) => this.toVm(m));
+  }
+
+  async get(name: string): Promise<Vm | undefined> {
+    const m = this.readMeta(name);
+    return m ? this.toVm(m) : undefined;
+  }
+
+  async waitReady(vm: Vm): Promise<Vm> {
+    const fresh = await this.get(vm.name);
+    if (!fresh || fresh.status !== "running") {
+      const log = join(this.dir(vm.name), "console.log");
+      const tail = existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").slice(-5) : [];
+      throw new ProviderError(`the local VM ${vm.name} stopped while booting`, { notes: tail, hint: `see ${log}` });
+    }
+    return fresh;
+  }
+
+  sshEndpoint(vm: Vm): SshEndpoint {
+    if (!vm.endpoint) throw new ProviderError(`${vm.name} has no SSH port`);
+    return vm.endpoint;
+  }
+
+  /** Stops QEMU (QMP quit, then SIGKILL by pid) and removes the overlay, seed and metadata. */
+  async destroy(vm: Vm): Promise<void> {
+    const dir = this.dir(vm.name);
+    const pidfile = join(dir, "qemu.pid");
+    const pid = livePid(pidfile);
+    if (pid !== undefined) {
+      await qmp(join(dir, "qmp.sock"), ["quit"]);
+      const deadline = Date.now() + 5000;
+      while (livePid(pidfile) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      if (livePid(pidfile) !== undefined) process.kill(pid, "SIGKILL");
+      while (livePid(pidfile) !== undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */
+  async buildImage(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string> {
+    const out = builtImageDir(this.ctx.cacheDir);
+    if (existsSync(join(out, "disk.qcow2")) && !opts.force) {
+      progress.info(`image already built: ${out} (--force rebuilds it)`);
+      return out;
+    }
+    if (opts.force) rmSync(out, { recursive: true, force: true });
+    mkdirSync(join(out, ".."), { recursive: true });
+    progress.phase("debootstrap Debian 12 (about 2 minutes)");
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn("bash", [recipePath(), out, ...(opts.mirror ? [opts.mirror] : [])], { stdio: ["ignore", "inherit", "pipe"] });
+      child.stderr.on("data", (d: Buffer) => {
+        for (const line of d.toString().trim().split("\n")) if (line) progress.info(line.replace(/^build-image: /, ""));
+      });
+      child.on("exit", resolve);
+    });
+    if (code === 3) throw new UserError("cannot build the image here", { hint: "run it as root with debootstrap, e2fsprogs and qemu-utils installed (`sudo bash scripts/install-deps.sh`)" });
+    if (code !== 0) throw new ProviderError(`the image build failed (exit ${code})`, { hint: "check that the Debian mirror is reachable; pass --mirror URL to use another" });
+    return out;
+  }
+
+  /** Removes directories of VMs whose QEMU is gone (powered off when idle, or killed). */
+  async reapOrphans(dryRun: boolean): Promise<string[]> {
+    const removed: string[] = [];
+    for (const vm of await this.list()) {
+      if (vm.status !== "gone") continue;
+      removed.push(`local VM directory ${this.dir(vm.name)}`);
+      if (!dryRun) rmSync(this.dir(vm.name), { recursive: true, force: true });
+    }
+    return removed;
+  }
+}
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  if (r.status !== 0) throw new ProviderError(`${cmd} failed: ${(r.stderr || r.error?.message || "").trim()}`);
+}
+
+export const createProvider: ProviderFactory = (ctx) => new LocalProvider(ctx);

@@ -1,0 +1,34 @@
+import type { Command } from "commander";
+import { UserError } from "../../core/errors.js";
+import type { App } from "../app.js";
+import { PlainProgress } from "../progress.js";
+
+export function register(program: Command, app: App): void {
+  const image = program
+    .command("image")
+    .description("manage the local provider's base VM image")
+    .addHelpText("after", "\nExamples:\n  $ sudo spuff image build");
+  image
+    .command("build")
+    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; about 2 minutes)")
+    .option("--force", "rebuild even if an image for the current recipe exists")
+    .option("--mirror <url>", "Debian mirror (default: the one in this machine's apt sources)")
+    .addHelpText(
+      "after",
+      `
+The image is cached under ~/.cache/spuff/images/, keyed by the recipe's hash, and used by \`spuff up\` (provider local).
+
+Examples:
+  $ sudo spuff image build
+  $ sudo spuff image build --mirror http://deb.debian.org/debian --force`,
+    )
+    .action(async (opts: { force?: boolean; mirror?: string }) => {
+      const provider = await app.provider("local");
+      if (!provider.buildImage) throw new UserError("the local provider cannot build images on this platform");
+      const progress = new PlainProgress(app);
+      const dir = await provider.buildImage({ force: Boolean(opts.force), mirror: opts.mirror }, progress);
+      progress.finish();
+      if (app.json) app.printJson({ image: dir });
+      else app.out(`image ready: ${dir}`);
+    });
+}

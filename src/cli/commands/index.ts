@@ -1,0 +1,22 @@
+import type { Command } from "commander";
+import type { App } from "../app.js";
+import * as config from "./config.js";
+import * as down from "./down.js";
+import * as image from "./image.js";
+import * as ls from "./ls.js";
+import * as ssh from "./ssh.js";
+import * as sshConfig from "./ssh-config.js";
+import * as status from "./status.js";
+import * as up from "./up.js";
+
+/** Every command, in `--help` order. Each file registers one command (or one group). */
+export const commands: ((program: Command, app: App) => void)[] = [
+  up.register,
+  ssh.register,
+  ls.register,
+  status.register,
+  down.register,
+  config.register,
+  sshConfig.register,
+  image.register,
+];

@@ -1,0 +1,63 @@
+import type { Command } from "commander";
+import { inventory } from "../../core/inventory.js";
+import { formatDuration, formatMoney, table, type VmView } from "../../core/view.js";
+import type { App } from "../app.js";
+
+/** Columns, in the order they are dropped when the terminal is narrow (last dropped first). */
+const COLUMNS: { header: string; cell: (v: VmView) => string }[] = [
+  { header: "NAME", cell: (v) => v.name },
+  { header: "STATUS", cell: (v) => v.status },
+  { header: "PROVIDER", cell: (v) => v.provider },
+  { header: "ADDRESS", cell: (v) => v.address ?? "-" },
+  { header: "TTL", cell: (v) => formatDuration(v.ttlSeconds) },
+  { header: "AGE", cell: (v) => formatDuration(v.ageSeconds) },
+  { header: "PRICE/H", cell: (v) => formatMoney(v.pricePerHour) },
+  { header: "COST", cell: (v) => formatMoney(v.accruedCost) },
+  { header: "LOCATION", cell: (v) => v.location ?? "-" },
+  { header: "SIZE", cell: (v) => v.size ?? "-" },
+];
+
+export function renderTable(vms: VmView[], width = 200): string {
+  let cols = COLUMNS;
+  for (;;) {
+    const text = table(
+      cols.map((c) => c.header),
+      vms.map((v) => cols.map((c) => c.cell(v))),
+    );
+    if (cols.length <= 2 || Math.max(...text.split("\n").map((l) => l.length)) <= width) return text;
+    cols = cols.slice(0, -1);
+  }
+}
+
+export async function listVms(app: App, signal?: AbortSignal) {
+  return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope() }, signal);
+}
+
+export function register(program: Command, app: App): void {
+  program
+    .command("ls")
+    .alias("list")
+    .description("list spuff VMs with status, address, time to live and cost")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff ls
+  $ spuff ls --provider hetzner --json`,
+    )
+    .action(async () => {
+      const { vms, errors } = await listVms(app);
+      for (const e of errors) app.warn(`${e.provider}: ${e.message}`);
+      if (app.json) {
+        app.printJson(vms);
+        return;
+      }
+      if (vms.length === 0) {
+        app.info("no VMs; create one with `spuff up`");
+        return;
+      }
+      app.out(renderTable(vms, app.io.stdout.isTTY ? (app.io.stdout.columns ?? 80) : 200));
+      const reap = vms.filter((v) => v.reap);
+      if (reap.length) app.info(`${reap.length} VM(s) need reaping (${reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}); run \`spuff reap\``);
+    });
+}

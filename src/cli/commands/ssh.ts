@@ -1,0 +1,117 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { UserError } from "../../core/errors.js";
+import { hostAlias, type VmRecord } from "../../core/state.js";
+import type { App } from "../app.js";
+
+interface SshOpts {
+  agent: boolean;
+  tmux: boolean;
+  t?: boolean;
+  L: string[];
+}
+
+/** The VM to connect to: by name, or the only one this machine has keys for. */
+export function resolveRecord(app: App, name: string | undefined): VmRecord {
+  const state = app.state();
+  if (name) {
+    const r = state.read(name);
+    if (!r) {
+      const names = state.list().map((x) => x.name);
+      throw new UserError(`no VM named "${name}" on this machine`, {
+        hint: names.length ? `VMs: ${names.join(", ")}` : "create one with `spuff up`",
+      });
+    }
+    return r;
+  }
+  const all = state.list();
+  if (all.length === 1) return all[0];
+  if (all.length === 0) throw new UserError("there are no VMs", { hint: "create one with `spuff up`" });
+  throw new UserError(`there are ${all.length} VMs; name one`, { hint: `VMs: ${all.map((r) => r.name).join(", ")}` });
+}
+
+export function register(program: Command, app: App): void {
+  program
+    .command("ssh [name] [command...]")
+    .description("open a shell (in tmux) on a VM with your agent forwarded through spuff's guard, or run a command")
+    .option("--no-agent", "do not forward the SSH agent")
+    .option("--no-tmux", "plain login shell instead of `tmux new -A -s spuff`")
+    .option("-t", "force a PTY for a command")
+    .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
+    .addHelpText(
+      "after",
+      `
+The VM's host key is checked against the key pinned when it was created; a mismatch refuses to connect.
+The forwarded agent shows only ssh.allowed_keys and, with ssh.sign_policy git-only (default), signs only SSH logins
+as user "git" (git hosts). Every signature request is logged to ~/.local/state/spuff/agent.log.
+The remote exit code becomes spuff's exit code.
+
+Examples:
+  $ spuff ssh                             shell on your only VM, attached to tmux session "spuff"
+  $ spuff ssh api -- make test            run a command, stdin/stdout piped
+  $ spuff ssh api -L 8080:localhost:80    shell plus a port forward
+  $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session`,
+    )
+    .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
+      const { parseForward, runSession } = await import("../../ssh/session.js");
+      const forwards = opts.L.map(parseForward);
+      const record = resolveRecord(app, name);
+      if (!record.endpoint) {
+        throw new UserError(`${record.name} has no address yet (its creation did not finish)`, {
+          hint: `check \`spuff status ${record.name}\`; remove it with \`spuff down ${record.name}\``,
+        });
+      }
+      const config = app.config();
+      const state = app.state();
+      const target = {
+        name: record.name,
+        host: record.endpoint.host,
+        port: record.endpoint.port,
+        user: record.user,
+        privateKey: readFileSync(state.clientKeyPath(record.name)),
+        hostKey: record.hostKey,
+      };
+      let agent: { socket: string; policy: import("../../ssh/agent.js").AgentPolicy } | undefined;
+      if (opts.agent && config.ssh.forward_agent) {
+        const { agentSocket, preflightAgent } = await import("../../ssh/agent.js");
+        const { identityAgentFor } = await import("../../ssh/openssh-config.js");
+        const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
+        await preflightAgent(sock);
+        agent = {
+          socket: sock!.path,
+          policy: {
+            allowedKeys: config.ssh.allowed_keys ?? [],
+            signPolicy: config.ssh.sign_policy,
+            logFile: join(state.dir, "agent.log"),
+            vm: record.name,
+            onDecision: (d) => {
+              if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
+            },
+          },
+        };
+      }
+      const interactive = command.length === 0;
+      // Like OpenSSH, the words after `--` are joined with spaces and run by the remote shell.
+      const remote = interactive ? (config.ssh.tmux && opts.tmux ? "tmux new -A -s spuff" : undefined) : command.join(" ");
+      const io = app.io as unknown as Parameters<typeof runSession>[0];
+      const code = await runSession({
+        target,
+        command: remote,
+        pty: interactive || Boolean(opts.t),
+        agent,
+        forwards,
+        stdin: io.stdin,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        env: app.io.env,
+        status: (l) => app.info(l),
+      });
+      if (code !== 0 && !agent && !interactive) {
+        app.err(
+          `spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${opts.agent ? "ssh.forward_agent is false" : "--no-agent"}): git over SSH on the VM has no key to log in with; run it without --no-agent`,
+        );
+      }
+      process.exitCode = code;
+    });
+}

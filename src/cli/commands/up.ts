@@ -1,0 +1,67 @@
+import type { Command } from "commander";
+import { ownerId } from "../../core/labels.js";
+import { nameFromDir, randomName, validateName } from "../../core/names.js";
+import { hostAlias } from "../../core/state.js";
+import { toView } from "../../core/view.js";
+import type { App } from "../app.js";
+import { PlainProgress } from "../progress.js";
+import { dirname } from "node:path";
+
+export function register(program: Command, app: App): void {
+  program
+    .command("up [name]")
+    .description("create a VM, wait until it is ready, and print how to connect")
+    .option("--ttl <duration>", "hard time to live, e.g. 4h (default: config idle.ttl, 24h)")
+    .option("--keep-on-failure", "keep the VM when cloud-init or SSH fails, for debugging")
+    .addHelpText(
+      "after",
+      `
+The name defaults to the directory holding spuff.yaml, else a random spuff-<adjective>-<noun>.
+Ctrl-C rolls back everything created so far; a second Ctrl-C exits at once (\`spuff reap\` cleans up).
+
+Examples:
+  $ spuff up                          local QEMU VM (no account needed)
+  $ spuff up api --provider hetzner   a Hetzner Cloud server named "api"
+  $ spuff up --ttl 4h --json          JSON progress events, then the VM`,
+    )
+    .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean }) => {
+      const config = app.config();
+      const { findProjectConfig } = await import("../../config/load.js");
+      const project = findProjectConfig(app.io.cwd);
+      const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
+      const provider = await app.provider();
+      const progress = new PlainProgress(app);
+      const { up } = await import("../../core/up.js");
+      const result = await app.interruptible((signal) =>
+        up(
+          { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
+          { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, signal },
+        ),
+      );
+      progress.finish();
+      await regenerateSshConfig(app);
+      const view = toView(result.vm, new Date(), provider.info().features.billsWhenStopped);
+      if (app.json) {
+        app.out(JSON.stringify({ event: "ready", vm: view, timings: progress.timings }));
+        return;
+      }
+      app.out(
+        [
+          `${name} is ready (${view.address ?? "no address"}, ${provider.info().description})`,
+          `  connect:  spuff ssh ${name}`,
+          `  openssh:  ssh ${hostAlias(name)}   (after \`spuff ssh-config --install\`)`,
+          `  destroy:  spuff down ${name}`,
+        ].join("\n"),
+      );
+    });
+}
+
+/** Rewrites the generated OpenSSH config (`spuff ssh-config`) after the set of VMs changed. */
+export async function regenerateSshConfig(app: App): Promise<void> {
+  try {
+    const { writeSshConfig } = await import("../../ssh/sshconfig.js");
+    await writeSshConfig(app.io.env);
+  } catch (err) {
+    app.warn(`could not update the generated ssh config: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,103 @@
+import { Command, CommanderError, Option } from "commander";
+import { SpuffError } from "../core/errors.js";
+import { App, type Io } from "./app.js";
+import { commands } from "./commands/index.js";
+import { VERSION } from "./version.js";
+
+const EXIT_CODES = `
+Exit codes:
+  0    success
+  1    user error (bad flag, bad config, unknown VM) — the message says how to fix it
+  2    provider or API error (cloud API, QEMU, SSH to the VM)
+  130  interrupted (Ctrl-C)
+
+Examples:
+  $ spuff up                      create a VM with the configured provider (default: local QEMU)
+  $ spuff ssh                     open a shell on your only VM, agent forwarded
+  $ spuff ls --json               list VMs for scripts
+  $ spuff down my-vm              destroy a VM and everything spuff made for it
+
+Docs: README.md, docs/config.md, docs/json.md`;
+
+export function buildProgram(app: App): Command {
+  const program = new Command("spuff")
+    .description("Ephemeral development VMs with pinned host keys and a guarded, forwarded SSH agent")
+    .version(VERSION, "--version", "print the version")
+    .addOption(new Option("--provider <name>", "provider to use: local, hetzner, aws (default from config)"))
+    .option("--config <file>", "use this config file instead of the user and project files")
+    .option("--json", "machine-readable output on stdout (see docs/json.md)")
+    .option("-y, --yes", "answer yes to confirmations (needed when not interactive)")
+    .option("-v, --verbose", "more detail, and stack traces on errors")
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", EXIT_CODES)
+    .configureOutput({
+      writeOut: (s) => app.io.stdout.write(s),
+      writeErr: (s) => app.io.stderr.write(s),
+    })
+    .exitOverride();
+  program.hook("preAction", async (_this, action) => {
+    app.globals = action.optsWithGlobals();
+    await app.prepare();
+  });
+  for (const register of commands) register(program, app);
+  for (const cmd of program.commands) {
+    cmd.exitOverride().configureOutput({
+      writeOut: (s) => app.io.stdout.write(s),
+      writeErr: (s) => app.io.stderr.write(s),
+    });
+    cmd.showHelpAfterError("(run with --help for usage)");
+  }
+  return program;
+}
+
+/** `spuff` alone prints the help (the interactive picker is not built yet). */
+async function noArguments(_app: App, program: Command): Promise<number> {
+  program.outputHelp();
+  return 0;
+}
+
+function defaultIo(): Io {
+  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+}
+
+/** Runs spuff with `argv` (without node and script) and returns the exit code. Never throws. */
+export async function main(argv: string[], io: Partial<Io> = {}): Promise<number> {
+  const app = new App({ ...defaultIo(), ...io });
+  const program = buildProgram(app);
+  const before = process.exitCode;
+  process.exitCode = undefined;
+  try {
+    if (argv.length === 0) return await noArguments(app, program);
+    await program.parseAsync(argv, { from: "user" });
+    const code = typeof process.exitCode === "number" ? process.exitCode : 0;
+    return code;
+  } catch (err) {
+    return handleError(app, err);
+  } finally {
+    process.exitCode = before;
+  }
+}
+
+/** The one top-level error handler: message, notes, hints; stack only with --verbose. */
+export function handleError(app: App, err: unknown): number {
+  if (err instanceof CommanderError) {
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return 0;
+    return err.exitCode === 0 ? 0 : 1;
+  }
+  const verbose = app.verbose || app.io.env.SPUFF_DEBUG === "1";
+  if (err instanceof SpuffError) {
+    if (app.json) {
+      app.out(JSON.stringify({ error: { type: err.name, message: err.message, notes: err.notes, hints: err.hints, exitCode: err.exitCode } }));
+    }
+    const red = app.color ? (s: string) => `\u001b[31m${s}\u001b[0m` : (s: string) => s;
+    const lines = [`${red("error:")} ${err.message}`, ...err.notes.map((n) => `  ${n}`), ...err.hints.map((h) => `hint: ${h}`)];
+    if (verbose && err.stack) lines.push(err.stack);
+    app.err(lines.join("\n"));
+    return err.exitCode;
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  app.err(`error: ${e.message}`);
+  if (verbose) app.err(e.stack ?? "");
+  else app.err("hint: this is a bug or an unexpected failure; run again with --verbose for details");
+  return 2;
+}

@@ -1,0 +1,13 @@
+export {
+  DEFAULT_PACKAGES,
+  encodeUserData,
+  type RenderOptions,
+  renderUserData,
+  SSHD_DROP_IN,
+  sshConfigFor,
+  templateArgsFromConfig,
+  templateDir,
+  trustWarnings,
+  validateTemplateArgs,
+} from "./render.js";
+export type { GitHostInput, TemplateArgs } from "./types.js";

@@ -1,0 +1,38 @@
+/**
+ * The one typed input the cloud-init templates are rendered from (see cloud-init/ and docs/cloud-init.md).
+ * Validated by `validateTemplateArgs` before rendering.
+ */
+export interface GitHostInput {
+  host: string;
+  port?: number;
+  /** Where the VM reaches the host if not by its name (e.g. a test git server behind QEMU guestfwd). */
+  address?: string;
+  /** Pinned "TYPE BASE64" keys. */
+  hostKeys?: string[];
+  /** "SHA256:..." fingerprints; the VM keyscans and keeps only matching keys. */
+  fingerprints?: string[];
+}
+
+export interface TemplateArgs {
+  /** VM hostname (the spuff VM name). */
+  hostname: string;
+  /** Login user, never root. */
+  user: string;
+  /** Public keys for the user's authorized_keys: the per-VM key first, then configured extras. */
+  authorizedKeys: string[];
+  /** The VM's own ed25519 host key pair, generated locally (the private half exists only in user-data and on the VM). */
+  hostKey: { private: string; public: string };
+  gitHosts: GitHostInput[];
+  packages: string[];
+  dotfiles?: { repo: string; install?: string };
+  setup: string[];
+  repositories: string[];
+  idle: {
+    /** Seconds without activity before the idle action. */
+    timeoutSeconds: number;
+    /** Hard TTL, Unix seconds. */
+    expiresAt: number;
+    /** What the VM does when idle or expired. */
+    action: "poweroff";
+  };
+}

@@ -1,0 +1,268 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import type { ZodIssue } from "zod";
+import { ConfigError } from "../core/errors.js";
+import { type Config, DEFAULTS } from "./defaults.js";
+import { type ConfigFile, configSchema } from "./schema.js";
+
+export interface LoadOptions {
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** `--config FILE`: used instead of the user and project files. */
+  configFile?: string;
+  /** `--provider NAME`. */
+  provider?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Files read, lowest precedence first. */
+  files: string[];
+  warnings: string[];
+}
+
+export function userConfigPath(env: NodeJS.ProcessEnv): string {
+  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
+  return join(base, "spuff", "config.yaml");
+}
+
+/** `spuff.yaml` in `cwd` or the nearest parent directory that has one. */
+export function findProjectConfig(cwd: string): string | undefined {
+  let dir = resolve(cwd);
+  for (;;) {
+    const candidate = join(dir, "spuff.yaml");
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+function position(lc: LineCounter, offset: number | undefined): string {
+  if (offset === undefined) return "";
+  const { line, col } = lc.linePos(offset);
+  return `:${line}:${col}`;
+}
+
+/** Finds the YAML node for a zod issue path, falling back to the nearest parent that exists. */
+function nodeAt(doc: Document, path: (string | number)[]): Node | undefined {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true) as Node | undefined;
+    if (node && typeof node === "object" && "range" in node) return node;
+  }
+  return doc.contents ?? undefined;
+}
+
+/** The node of a map key, so "unknown key" points at the key itself. */
+function keyNodeAt(doc: Document, parent: (string | number)[], key: string): Node | undefined {
+  const map = parent.length === 0 ? doc.contents : (doc.getIn(parent, true) as Node | undefined);
+  if (map && isMap(map)) {
+    for (const pair of map.items) {
+      if (isScalar(pair.key) && pair.key.value === key) return pair.key;
+    }
+  }
+  return undefined;
+}
+
+function pathString(path: (string | number)[]): string {
+  return path.reduce<string>((acc, p) => (typeof p === "number" ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), "");
+}
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length][b.length];
+}
+
+export function didYouMean(word: string, options: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestScore = Number.POSITIVE_INFINITY;
+  for (const o of options) {
+    const score = levenshtein(word.toLowerCase(), o.toLowerCase());
+    if (score < bestScore) {
+      best = o;
+      bestScore = score;
+    }
+  }
+  return best !== undefined && bestScore <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/** Valid keys of the strict object at `path` in the schema, for "unknown key" messages. */
+function validKeysAt(path: (string | number)[]): string[] {
+  // biome-ignore lint/suspicious/noExplicitAny: walking zod internals generically
+  let schema: any = configSchema;
+  for (const p of path) {
+    while (schema?._def?.innerType) schema = schema._def.innerType;
+    if (typeof p === "number") schema = schema?._def?.type;
+    else schema = schema?.shape?.[p];
+  }
+  while (schema?._def?.innerType) schema = schema._def.innerType;
+  if (schema?._def?.typeName === "ZodUnion") schema = schema._def.options.find((o: { shape?: unknown }) => o.shape);
+  return schema?.shape ? Object.keys(schema.shape) : [];
+}
+
+function issueLines(file: string, doc: Document, lc: LineCounter, issue: ZodIssue): string[] {
+  if (issue.code === "unrecognized_keys") {
+    const valid = validKeysAt(issue.path);
+    return issue.keys.map((key) => {
+      const node = keyNodeAt(doc, issue.path, key) ?? nodeAt(doc, issue.path);
+      const where = pathString([...issue.path, key]);
+      const guess = didYouMean(key, valid);
+      return `${file}${position(lc, node?.range?.[0])}: ${where}: unknown key "${key}"${guess ? ` (did you mean "${guess}"?)` : ""}; valid keys here: ${valid.join(", ")}`;
+    });
+  }
+  const node = nodeAt(doc, issue.path);
+  const where = pathString(issue.path) || "(top level)";
+  let message = issue.message;
+  if (issue.code === "invalid_type") message = `expected ${issue.expected}, got ${issue.received}`;
+  if (issue.code === "invalid_enum_value") message = `expected one of ${issue.options.join(", ")}, got "${issue.received}"`;
+  if (issue.code === "invalid_union") {
+    const inner = issue.unionErrors.flatMap((e) => e.issues).find((i) => i.path.length > issue.path.length);
+    if (inner) return issueLines(file, doc, lc, inner);
+    message = "has the wrong shape";
+  }
+  return [`${file}${position(lc, node?.range?.[0])}: ${where}: ${message}`];
+}
+
+const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Expands `${VAR}` and `${VAR:-default}` in every string scalar; an unset `${VAR}` is an error naming it. */
+function expandEnv(doc: Document, lc: LineCounter, file: string, env: NodeJS.ProcessEnv, problems: string[]): void {
+  const visit = (node: unknown, path: (string | number)[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : "?"]);
+    } else if (isSeq(node)) {
+      for (const [i, item] of node.items.entries()) visit(item, [...path, i]);
+    } else if (isScalar(node) && typeof node.value === "string" && node.value.includes("${")) {
+      node.value = node.value.replace(VAR_RE, (_m, name: string, fallback: string | undefined) => {
+        const value = env[name];
+        if (value !== undefined && value !== "") return value;
+        if (fallback !== undefined) return fallback;
+        problems.push(
+          `${file}${position(lc, node.range?.[0])}: ${pathString(path)}: environment variable \${${name}} is not set (set it, or write \${${name}:-default})`,
+        );
+        return "";
+      });
+    }
+  };
+  visit(doc.contents, []);
+}
+
+/** Reads and validates one config file. Throws a ConfigError listing every problem with file:line:col. */
+export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[] = []): ConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(`cannot read config file ${file}: ${code === "ENOENT" ? "no such file" : code}`, {
+      hint: code === "ENOENT" ? "create one with `spuff config init`, or check the path" : undefined,
+    });
+  }
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(`${file} is not valid YAML`, {
+      notes: doc.errors.map((e) => `${file}${position(lc, e.pos[0])}: ${e.message.split("\n")[0]}`),
+      hint: "fix the YAML syntax at the position shown",
+    });
+  }
+  const problems: string[] = [];
+  expandEnv(doc, lc, file, env, problems);
+  const raw = doc.toJS() ?? {};
+  const result = configSchema.safeParse(raw);
+  if (!result.success) problems.push(...result.error.issues.flatMap((i) => issueLines(file, doc, lc, i)));
+  if (problems.length > 0) {
+    throw new ConfigError(`${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}`, {
+      notes: problems,
+      hint: "see docs/config.md or `spuff config init` for the reference of every key",
+    });
+  }
+  const parsed = result.data as ConfigFile;
+  if (parsed.hetzner?.token && /\bhetzner:[\s\S]*\btoken:/.test(text)) {
+    try {
+      const mode = statSync(file).mode;
+      if (mode & 0o077) {
+        warnings.push(
+          `${file} holds an API token and is readable by others (mode ${(mode & 0o777).toString(8)}); fix: chmod 600 ${file}`,
+        );
+      }
+    } catch {
+      /* unreadable stat is not worth an error */
+    }
+  }
+  return parsed;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Objects merge key by key; arrays and scalars from the higher layer replace the lower one. */
+export function merge<T>(lower: T, higher: unknown): T {
+  if (!isPlainObject(lower) || !isPlainObject(higher)) return (higher === undefined ? lower : higher) as T;
+  const out: Record<string, unknown> = { ...lower };
+  for (const [k, v] of Object.entries(higher)) {
+    if (v === undefined) continue;
+    out[k] = merge(out[k], v);
+  }
+  return out as T;
+}
+
+/** Environment layer: SPUFF_PROVIDER, HCLOUD_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_EC2. */
+function envLayer(env: NodeJS.ProcessEnv): ConfigFile {
+  const layer: Record<string, Record<string, unknown> | string> = {};
+  if (env.SPUFF_PROVIDER) layer.provider = env.SPUFF_PROVIDER;
+  if (env.HCLOUD_TOKEN) layer.hetzner = { token: env.HCLOUD_TOKEN };
+  const aws: Record<string, unknown> = {};
+  if (env.AWS_REGION || env.AWS_DEFAULT_REGION) aws.region = env.AWS_REGION || env.AWS_DEFAULT_REGION;
+  if (env.AWS_PROFILE) aws.profile = env.AWS_PROFILE;
+  if (env.AWS_ENDPOINT_URL_EC2) aws.endpoint = env.AWS_ENDPOINT_URL_EC2;
+  if (Object.keys(aws).length) layer.aws = aws;
+  return layer as ConfigFile;
+}
+
+/**
+ * Precedence, lowest first: built-in defaults < user config (`$XDG_CONFIG_HOME/spuff/config.yaml`) < project
+ * `spuff.yaml` (cwd or nearest parent) < environment variables < command-line flags. `--config FILE` replaces both
+ * files. Each file is validated on its own so every problem points at its file, line and column.
+ */
+export function loadConfig(opts: LoadOptions): LoadedConfig {
+  const warnings: string[] = [];
+  const files: string[] = [];
+  if (opts.configFile) {
+    files.push(resolve(opts.cwd, opts.configFile));
+  } else {
+    const user = userConfigPath(opts.env);
+    if (existsSync(user)) files.push(user);
+    const project = findProjectConfig(opts.cwd);
+    if (project && project !== user) files.push(project);
+  }
+  let merged: ConfigFile = {};
+  for (const f of files) merged = merge(merged, loadFile(f, opts.env, warnings));
+  merged = merge(merged, envLayer(opts.env));
+  if (opts.provider !== undefined) merged = merge(merged, { provider: opts.provider });
+  const check = configSchema.safeParse(merged);
+  if (!check.success) {
+    const issue = check.error.issues[0];
+    const source = issue.path[0] === "provider" ? (opts.provider !== undefined ? "--provider" : "SPUFF_PROVIDER") : "environment";
+    throw new ConfigError(`${source}: ${pathString(issue.path)}: ${issue.message}`, {
+      hint: issue.path[0] === "provider" ? "valid providers: local, hetzner, aws" : undefined,
+    });
+  }
+  const config = merge(structuredClone(DEFAULTS) as unknown as Config, check.data);
+  return { config, files, warnings };
+}
+
+/** Parses "1h30m", "2d", "45s" into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(text);
+  if (!m || text === "") throw new ConfigError(`invalid duration "${text}"`, { hint: 'use e.g. "30m", "4h", "1h30m", "2d"' });
+  const [, d, h, min, s] = m.map((x) => Number(x ?? 0));
+  return (((d * 24 + h) * 60 + min) * 60 + s) * 1000;
+}

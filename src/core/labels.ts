@@ -1,0 +1,62 @@
+import { createHash } from "node:crypto";
+import { hostname, userInfo } from "node:os";
+
+/**
+ * The label scheme (docs/adr/0001-architecture.md). Every resource spuff creates carries these labels (Hetzner
+ * labels, EC2 tags, local VM metadata), so the provider itself is the source of truth for `ls` and `reap`.
+ * Values are restricted to what every provider accepts: [A-Za-z0-9._-], at most 63 characters; times are Unix seconds.
+ */
+export const LABEL = {
+  managedBy: "managed-by",
+  name: "spuff/name",
+  owner: "spuff/owner",
+  createdAt: "spuff/created-at",
+  expiresAt: "spuff/expires-at",
+  requestId: "spuff/request-id",
+} as const;
+
+export const MANAGED_BY_VALUE = "spuff";
+
+/** A stable, non-identifying owner id: the first 12 hex digits of sha256("user@host"). */
+export function ownerId(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SPUFF_OWNER) return env.SPUFF_OWNER;
+  let user = env.USER || env.LOGNAME || "";
+  if (!user) {
+    try {
+      user = userInfo().username;
+    } catch {
+      user = "unknown";
+    }
+  }
+  return createHash("sha256").update(`${user}@${hostname()}`).digest("hex").slice(0, 12);
+}
+
+export interface LabelInput {
+  name: string;
+  owner: string;
+  createdAt: Date;
+  expiresAt: Date;
+  requestId: string;
+}
+
+export function buildLabels(input: LabelInput): Record<string, string> {
+  return {
+    [LABEL.managedBy]: MANAGED_BY_VALUE,
+    [LABEL.name]: input.name,
+    [LABEL.owner]: input.owner,
+    [LABEL.createdAt]: String(Math.floor(input.createdAt.getTime() / 1000)),
+    [LABEL.expiresAt]: String(Math.floor(input.expiresAt.getTime() / 1000)),
+    [LABEL.requestId]: input.requestId,
+  };
+}
+
+export function labelTime(labels: Record<string, string>, key: string): Date | undefined {
+  const v = labels[key];
+  if (!v || !/^\d+$/.test(v)) return undefined;
+  return new Date(Number(v) * 1000);
+}
+
+const LABEL_VALUE_RE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
+export function isValidLabelValue(v: string): boolean {
+  return LABEL_VALUE_RE.test(v);
+}

@@ -1,0 +1,95 @@
+import type { Config } from "../config/defaults.js";
+
+/**
+ * The provider contract. Core (up, down, ls, reap) talks only to this interface and branches on `features`,
+ * never on a provider's name. Concrete providers live in providers/<name>/ and are reached through the registry.
+ */
+export interface ProviderFeatures {
+  /** A poweroff inside the VM ends billing by itself (AWS with terminate-on-shutdown, local QEMU). */
+  selfTerminatesOnPoweroff: boolean;
+  /** A stopped VM still costs money until it is deleted (Hetzner). The reaper deletes such VMs. */
+  billsWhenStopped: boolean;
+  /** Largest user-data the provider accepts, in bytes, before any encoding it does itself. */
+  maxUserDataBytes: number;
+  /** `list()` reports hourly prices. */
+  prices: boolean;
+}
+
+export interface ProviderInfo {
+  name: string;
+  /** Short human description, e.g. "QEMU on this machine (tcg)". */
+  description: string;
+  features: ProviderFeatures;
+}
+
+export type VmStatus = "creating" | "running" | "stopping" | "stopped" | "deleting" | "gone" | "unknown";
+
+export interface SshEndpoint {
+  host: string;
+  port: number;
+}
+
+export interface Vm {
+  /** The provider's id (server id, instance id, local VM directory name). */
+  id: string;
+  name: string;
+  provider: string;
+  status: VmStatus;
+  /** Public address for SSH, when known. */
+  endpoint?: SshEndpoint;
+  location?: string;
+  size?: string;
+  labels: Record<string, string>;
+  createdAt?: string;
+  /** Price per hour in EUR/USD as the provider reports it; `null` = unknown, never invented. */
+  pricePerHour?: { amount: number; currency: string } | null;
+}
+
+export interface CreateSpec {
+  name: string;
+  labels: Record<string, string>;
+  /** Rendered cloud-init user-data: text, or gzip bytes when the text exceeded the provider's limit. */
+  userData: string | Buffer;
+  /** The per-VM client public key (OpenSSH one-line format) spuff will log in with. */
+  publicKey: string;
+  /** A unique id for this create request, stored as label `spuff/request-id`, so a retry never creates twice. */
+  requestId: string;
+  signal?: AbortSignal;
+}
+
+/** Progress reporting from long provider operations (phases shown by the CLI/TUI). */
+export interface Progress {
+  phase(name: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface Provider {
+  info(): ProviderInfo;
+  /** Cheap checks of config and credentials before anything is created (unknown size, missing token...). */
+  validate?(signal?: AbortSignal): Promise<void>;
+  create(spec: CreateSpec, progress: Progress): Promise<Vm>;
+  list(signal?: AbortSignal): Promise<Vm[]>;
+  get(name: string, signal?: AbortSignal): Promise<Vm | undefined>;
+  /** Deletes the VM and everything spuff created for it. Already gone = success. */
+  destroy(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<void>;
+  /** Waits until the provider says the VM runs and has an address. */
+  waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
+  sshEndpoint(vm: Vm): SshEndpoint;
+  /** Optional: deletes spuff-labelled resources that no VM uses any more (SSH keys, security groups, overlays). */
+  reapOrphans?(dryRun: boolean, progress: Progress): Promise<string[]>;
+  /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
+  buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
+}
+
+export interface ProviderContext {
+  config: Config;
+  env: NodeJS.ProcessEnv;
+  /** spuff's state directory ($XDG_STATE_HOME/spuff). */
+  stateDir: string;
+  /** Local cache directory ($XDG_CACHE_HOME/spuff). */
+  cacheDir: string;
+  verbose: boolean;
+}
+
+export type ProviderFactory = (ctx: ProviderContext) => Provider | Promise<Provider>;

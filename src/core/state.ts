@@ -1,0 +1,196 @@
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { UserError } from "./errors.js";
+import type { SshEndpoint } from "./provider.js";
+
+/**
+ * Local state caches only what a provider cannot hold: the per-VM client key pair and the VM's pinned host key.
+ * Layout: $XDG_STATE_HOME/spuff/vms/<name>/{vm.json,id_ed25519,id_ed25519.pub}, plus generated known_hosts.
+ * Every write is atomic (temp file + rename); read-modify-write sequences run under `withLock`.
+ */
+export function stateDir(env: NodeJS.ProcessEnv): string {
+  if (env.SPUFF_STATE_DIR) return env.SPUFF_STATE_DIR;
+  const base = env.XDG_STATE_HOME || join(env.HOME || homedir(), ".local", "state");
+  return join(base, "spuff");
+}
+
+export function cacheDir(env: NodeJS.ProcessEnv): string {
+  if (env.SPUFF_CACHE_DIR) return env.SPUFF_CACHE_DIR;
+  const base = env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache");
+  return join(base, "spuff");
+}
+
+export function configDir(env: NodeJS.ProcessEnv): string {
+  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
+  return join(base, "spuff");
+}
+
+/** Writes `data` to `file` atomically: a crash or a concurrent reader sees the old or the new content, never a mix. */
+export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  const fd = openSync(tmp, "wx", mode);
+  try {
+    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Runs `fn` while holding an exclusive lock file in `dir`. A lock whose owner process is dead is broken.
+ * Waits up to `timeoutMs`, then fails with a hint naming the lock file.
+ */
+export async function withLock<T>(dir: string, fn: () => Promise<T> | T, timeoutMs = 30_000): Promise<T> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const lock = join(dir, ".lock");
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      const fd = openSync(lock, "wx", 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      let owner = Number.NaN;
+      try {
+        owner = Number(readFileSync(lock, "utf8"));
+      } catch {
+        continue; // released between our open and read
+      }
+      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new UserError(`spuff state is locked by process ${owner}`, {
+          hint: `wait for that spuff command to finish; if no spuff runs, remove ${lock}`,
+        });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+export interface VmRecord {
+  name: string;
+  provider: string;
+  /** Provider id, once known. */
+  id?: string;
+  user: string;
+  createdAt: string;
+  /** The VM's pinned host public key, "ssh-ed25519 AAAA...". */
+  hostKey: string;
+  endpoint?: SshEndpoint;
+  /** Extra provider data spuff must remember (e.g. the local provider's VM directory). */
+  extra?: Record<string, unknown>;
+}
+
+export class StateStore {
+  constructor(readonly dir: string) {}
+
+  vmDir(name: string): string {
+    return join(this.dir, "vms", name);
+  }
+
+  clientKeyPath(name: string): string {
+    return join(this.vmDir(name), "id_ed25519");
+  }
+
+  knownHostsPath(): string {
+    return join(this.dir, "known_hosts");
+  }
+
+  read(name: string): VmRecord | undefined {
+    const file = join(this.vmDir(name), "vm.json");
+    if (!existsSync(file)) return undefined;
+    try {
+      return JSON.parse(readFileSync(file, "utf8")) as VmRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  list(): VmRecord[] {
+    const root = join(this.dir, "vms");
+    if (!existsSync(root)) return [];
+    return readdirSync(root)
+      .filter((n) => statSync(join(root, n)).isDirectory())
+      .map((n) => this.read(n))
+      .filter((r): r is VmRecord => r !== undefined)
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Saves the record and the per-VM key pair; refreshes known_hosts. */
+  async save(record: VmRecord, clientKey?: { private: string; public: string }): Promise<void> {
+    await withLock(this.dir, () => {
+      const dir = this.vmDir(record.name);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (clientKey) {
+        writeFileAtomic(join(dir, "id_ed25519"), clientKey.private, 0o600);
+        writeFileAtomic(join(dir, "id_ed25519.pub"), `${clientKey.public}\n`, 0o644);
+      }
+      writeFileAtomic(join(dir, "vm.json"), `${JSON.stringify(record, null, 2)}\n`);
+      this.writeKnownHosts();
+    });
+  }
+
+  async update(name: string, change: (r: VmRecord) => VmRecord): Promise<VmRecord | undefined> {
+    return withLock(this.dir, () => {
+      const current = this.read(name);
+      if (!current) return undefined;
+      const next = change(current);
+      writeFileAtomic(join(this.vmDir(name), "vm.json"), `${JSON.stringify(next, null, 2)}\n`);
+      this.writeKnownHosts();
+      return next;
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    await withLock(this.dir, () => {
+      rmSync(this.vmDir(name), { recursive: true, force: true });
+      this.writeKnownHosts();
+    });
+  }
+
+  /** known_hosts with one line per VM under its HostKeyAlias `spuff-<name>`; regenerated from the VM records. */
+  private writeKnownHosts(): void {
+    const lines = this.list().map((r) => `${hostAlias(r.name)} ${r.hostKey}`);
+    writeFileAtomic(this.knownHostsPath(), lines.length ? `${lines.join("\n")}\n` : "", 0o644);
+  }
+}
+
+export function hostAlias(name: string): string {
+  return `spuff-${name}`;
+}

@@ -1,0 +1,84 @@
+import { LABEL, labelTime } from "./labels.js";
+import type { Vm } from "./provider.js";
+
+/** The stable JSON shape of a VM in `ls --json`, `status --json` and `up --json` (docs/json.md). */
+export interface VmView {
+  name: string;
+  provider: string;
+  id: string;
+  status: string;
+  address: string | null;
+  location: string | null;
+  size: string | null;
+  createdAt: string | null;
+  expiresAt: string | null;
+  ageSeconds: number | null;
+  ttlSeconds: number | null;
+  pricePerHour: { amount: number; currency: string } | null;
+  accruedCost: { amount: number; currency: string } | null;
+  /** Set when something needs `spuff reap`: "expired", "idle-stopped", "gone". */
+  reap: string | null;
+  labels: Record<string, string>;
+}
+
+export function toView(vm: Vm, now: Date, billsWhenStopped: boolean): VmView {
+  const created = labelTime(vm.labels, LABEL.createdAt) ?? (vm.createdAt ? new Date(vm.createdAt) : undefined);
+  const expires = labelTime(vm.labels, LABEL.expiresAt);
+  const ageSeconds = created ? Math.max(0, Math.floor((now.getTime() - created.getTime()) / 1000)) : null;
+  const price = vm.pricePerHour ?? null;
+  const accrued =
+    price && ageSeconds !== null
+      ? { amount: Math.round(price.amount * Math.max(1, Math.ceil(ageSeconds / 3600)) * 10000) / 10000, currency: price.currency }
+      : null;
+  let reap: string | null = null;
+  if (vm.status === "gone") reap = "gone";
+  else if (expires && expires.getTime() < now.getTime()) reap = "expired";
+  else if (vm.status === "stopped" && billsWhenStopped) reap = "idle-stopped";
+  return {
+    name: vm.name,
+    provider: vm.provider,
+    id: vm.id,
+    status: vm.status === "stopped" && billsWhenStopped ? "idle-stopped" : vm.status,
+    address: vm.endpoint ? `${vm.endpoint.host.includes(":") ? `[${vm.endpoint.host}]` : vm.endpoint.host}:${vm.endpoint.port}` : null,
+    location: vm.location ?? null,
+    size: vm.size ?? null,
+    createdAt: created ? created.toISOString() : null,
+    expiresAt: expires ? expires.toISOString() : null,
+    ageSeconds,
+    ttlSeconds: expires ? Math.floor((expires.getTime() - now.getTime()) / 1000) : null,
+    pricePerHour: price,
+    accruedCost: accrued,
+    reap,
+    labels: vm.labels,
+  };
+}
+
+export function formatDuration(seconds: number | null): string {
+  if (seconds === null) return "-";
+  const neg = seconds < 0;
+  let s = Math.abs(seconds);
+  const d = Math.floor(s / 86400);
+  s -= d * 86400;
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  const text = d ? `${d}d${h}h` : h ? `${h}h${m}m` : m ? `${m}m` : `${s}s`;
+  return neg ? `-${text}` : text;
+}
+
+export function formatMoney(m: { amount: number; currency: string } | null): string {
+  if (!m) return "-";
+  const symbol = m.currency === "EUR" ? "€" : m.currency === "USD" ? "$" : `${m.currency} `;
+  return `${symbol}${m.amount.toFixed(m.amount < 0.1 ? 4 : 2)}`;
+}
+
+/** A plain text table, columns padded to their widest cell. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join("  ")
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join("\n");
+}

@@ -1,0 +1,148 @@
+import { createHash } from "node:crypto";
+import ssh2, { Client, type ConnectConfig } from "ssh2";
+import { ProviderError, UserError } from "../core/errors.js";
+
+const { utils } = ssh2;
+
+/** Everything needed to reach one VM with its pinned host key. */
+export interface VmTarget {
+  name: string;
+  host: string;
+  port: number;
+  user: string;
+  privateKey: string | Buffer;
+  /** The pinned host public key, "ssh-ed25519 AAAA...". */
+  hostKey: string;
+}
+
+export function fingerprintOf(keyBlob: Buffer): string {
+  return `SHA256:${createHash("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
+}
+
+/** Fingerprint of an OpenSSH public key line. */
+export function fingerprintOfLine(line: string): string {
+  const parsed = utils.parseKey(line);
+  if (parsed instanceof Error) throw new UserError(`not a public key: ${line.slice(0, 40)}…`);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  return fingerprintOf(key.getPublicSSH());
+}
+
+export class HostKeyMismatch extends UserError {}
+
+/** ssh2 connect options that accept exactly the pinned host key and nothing else. */
+export function pinnedConnectConfig(target: VmTarget, onMismatch: (seen: string) => void): ConnectConfig {
+  const expected = fingerprintOfLine(target.hostKey);
+  return {
+    host: target.host,
+    port: target.port,
+    username: target.user,
+    privateKey: target.privateKey,
+    hostVerifier: (key: Buffer) => {
+      const seen = fingerprintOf(key);
+      if (seen === expected) return true;
+      onMismatch(seen);
+      return false;
+    },
+    readyTimeout: 20_000,
+  };
+}
+
+export function hostKeyMismatchError(target: VmTarget, seen: string): HostKeyMismatch {
+  return new HostKeyMismatch(
+    `host key of ${target.name} (${target.host}:${target.port}) does not match the key pinned when it was created`,
+    {
+      notes: [`expected ${fingerprintOfLine(target.hostKey)}`, `got      ${seen}`],
+      hint: [
+        "likely causes: the VM was recreated outside spuff, its IP address was reused by another machine, or someone is intercepting the connection",
+        `if the VM is gone, run \`spuff down ${target.name}\` and \`spuff up\` again; spuff never accepts a changed key`,
+      ],
+    },
+  );
+}
+
+/** Opens a connection with the pinned host key; rejects with a clear error on mismatch. */
+export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, signal?: AbortSignal): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const client = new Client();
+    let mismatch: string | undefined;
+    let settled = false;
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener("abort", onAbort);
+      if (err === undefined) resolve(client);
+      else {
+        client.end();
+        reject(err);
+      }
+    };
+    const onAbort = () => settle(signal?.reason ?? new Error("aborted"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    client.once("ready", () => settle());
+    // ssh2 may emit more than one error (e.g. a timeout, then the lost connection): listen for all of them.
+    client.on("error", (err) => settle(mismatch ? hostKeyMismatchError(target, mismatch) : err));
+    client.connect({ ...pinnedConnectConfig(target, (seen) => (mismatch = seen)), ...extra });
+  });
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one command on the VM without a PTY and collects its output; fails after `timeoutMs`. */
+export async function execOnVm(target: VmTarget, command: string, signal?: AbortSignal, timeoutMs = 15 * 60_000): Promise<ExecResult> {
+  const client = await connect(target, {}, signal);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await new Promise<ExecResult>((resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new ProviderError(`\`${command}\` on ${target.name} did not finish within ${Math.round(timeoutMs / 1000)} s`)),
+        timeoutMs,
+      );
+      signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+      client.on("close", () => reject(new ProviderError(`the connection to ${target.name} closed while running \`${command}\``)));
+      client.exec(command, (err, stream) => {
+        if (err) return reject(err);
+        stream.end(); // no input: tell the remote side at once
+        let stdout = "";
+        let stderr = "";
+        let code = 0;
+        stream.on("data", (d: Buffer) => (stdout += d.toString()));
+        stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        stream.on("exit", (c: number | null) => (code = c ?? 255));
+        stream.on("close", () => resolve({ code, stdout, stderr }));
+      });
+    });
+  } finally {
+    clearTimeout(timer);
+    client.end();
+  }
+}
+
+/**
+ * Waits until the VM's sshd answers with the pinned host key and accepts the per-VM key. A host key mismatch
+ * stops the wait at once (it will not fix itself); connection refusals and timeouts are retried until `timeoutMs`.
+ */
+export async function waitForSsh(target: VmTarget, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let lastError: unknown;
+  for (let delay = 250; Date.now() < deadline; delay = Math.min(delay * 1.5, 3000)) {
+    opts.signal?.throwIfAborted();
+    try {
+      const client = await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())) }, opts.signal);
+      client.end();
+      return;
+    } catch (err) {
+      if (err instanceof HostKeyMismatch) throw err;
+      opts.signal?.throwIfAborted();
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
+  throw new ProviderError(`SSH on ${target.name} (${target.host}:${target.port}) did not answer within ${Math.round(opts.timeoutMs / 1000)} s`, {
+    notes: lastError instanceof Error ? [`last error: ${lastError.message}`] : [],
+    hint: `check the VM's console or the provider's status; \`spuff status ${target.name}\``,
+  });
+}

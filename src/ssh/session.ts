@@ -1,0 +1,123 @@
+import { createServer, type Server } from "node:net";
+import type { Client, ClientChannel } from "ssh2";
+import { ProviderError, UserError } from "../core/errors.js";
+import { type AgentPolicy, GuardedAgent } from "./agent.js";
+import { connect, type VmTarget } from "./connect.js";
+
+export interface Forward {
+  localPort: number;
+  remoteHost: string;
+  remotePort: number;
+}
+
+/** Parses `-L [127.0.0.1:]LOCAL:HOST:REMOTE`. */
+export function parseForward(spec: string): Forward {
+  const parts = spec.split(":");
+  if (parts.length === 4 && (parts[0] === "127.0.0.1" || parts[0] === "localhost")) parts.shift();
+  const [l, host, r] = parts;
+  const localPort = Number(l);
+  const remotePort = Number(r);
+  if (parts.length !== 3 || !host || !(localPort > 0 && localPort < 65536) || !(remotePort > 0 && remotePort < 65536)) {
+    throw new UserError(`bad port forward "${spec}"`, { hint: "use -L LOCAL_PORT:HOST:REMOTE_PORT, e.g. -L 8080:localhost:80" });
+  }
+  return { localPort, remoteHost: host, remotePort };
+}
+
+export interface SessionOptions {
+  target: VmTarget;
+  /** Remote command; undefined = interactive shell. */
+  command?: string;
+  pty: boolean;
+  /** Guarded agent policy and the real agent's socket; undefined = no forwarding. */
+  agent?: { socket: string; policy: AgentPolicy };
+  forwards: Forward[];
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
+  stdout: { write(chunk: Buffer | string): unknown; columns?: number; rows?: number };
+  stderr: { write(chunk: Buffer | string): unknown };
+  env: NodeJS.ProcessEnv;
+  /** Status lines (forwarded ports, denied signatures) go here. */
+  status(line: string): void;
+}
+
+function startForwards(client: Client, forwards: Forward[]): Promise<Server[]> {
+  return Promise.all(
+    forwards.map(
+      (f) =>
+        new Promise<Server>((resolve, reject) => {
+          const srv = createServer((sock) => {
+            client.forwardOut("127.0.0.1", f.localPort, f.remoteHost, f.remotePort, (err, ch) => {
+              if (err) return sock.destroy();
+              sock.pipe(ch).pipe(sock);
+              sock.on("error", () => ch.close());
+              ch.on("error", () => sock.destroy());
+            });
+          });
+          srv.once("error", (e) => reject(new UserError(`cannot listen on 127.0.0.1:${f.localPort}: ${e.message}`, { hint: "pick another local port" })));
+          srv.listen(f.localPort, "127.0.0.1", () => resolve(srv));
+        }),
+    ),
+  );
+}
+
+/**
+ * Runs one SSH session on the VM: a command with piped stdio, or an interactive PTY. Returns the remote exit code.
+ * The host key is verified before anything else, so the agent is only ever forwarded to the pinned VM.
+ */
+export async function runSession(o: SessionOptions): Promise<number> {
+  const agent = o.agent ? new GuardedAgent(o.agent.socket, o.agent.policy) : undefined;
+  const client = await connect(o.target, {
+    ...(agent ? { agent: agent as never, agentForward: true } : {}),
+    // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
+    authHandler: ["publickey"] as never,
+    keepaliveInterval: 30_000,
+    keepaliveCountMax: 3,
+  });
+  const servers = await startForwards(client, o.forwards).catch((e) => {
+    client.end();
+    throw e;
+  });
+  for (const f of o.forwards) o.status(`forwarding 127.0.0.1:${f.localPort} → ${f.remoteHost}:${f.remotePort} on ${o.target.name}`);
+  const raw = o.pty && o.stdin.isTTY && typeof o.stdin.setRawMode === "function";
+  const restore = () => {
+    if (raw) o.stdin.setRawMode?.(false);
+  };
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const ptyOpts = o.pty
+        ? { term: o.env.TERM || "xterm-256color", rows: o.stdout.rows ?? 24, cols: o.stdout.columns ?? 80 }
+        : undefined;
+      const onChannel = (err: Error | undefined, stream: ClientChannel) => {
+        if (err) return reject(new ProviderError(`cannot start a session on ${o.target.name}: ${err.message}`));
+        let code = 0;
+        const onResize = () => stream.setWindow(o.stdout.rows ?? 24, o.stdout.columns ?? 80, 0, 0);
+        if (o.pty) process.on("SIGWINCH", onResize);
+        if (raw) o.stdin.setRawMode?.(true);
+        o.stdin.pipe(stream);
+        // Write rather than pipe: the CLI's output streams only promise write() (tests capture them in memory).
+        stream.on("data", (d: Buffer) => o.stdout.write(d));
+        stream.stderr.on("data", (d: Buffer) => o.stderr.write(d));
+        stream.on("exit", (c: number | null, signal?: string) => {
+          code = c ?? (signal ? 128 + 1 : 255);
+        });
+        stream.on("close", () => {
+          if (o.pty) process.off("SIGWINCH", onResize);
+          o.stdin.unpipe(stream);
+          restore();
+          resolve(code);
+        });
+      };
+      client.on("close", () => {
+        restore();
+        reject(new ProviderError(`the connection to ${o.target.name} closed`, { hint: `reconnect with \`spuff ssh ${o.target.name}\`; a tmux session keeps your work` }));
+      });
+      const opts = { ...(ptyOpts ? { pty: ptyOpts } : {}), ...(agent ? { agentForward: true } : {}) };
+      if (o.command !== undefined) client.exec(o.command, opts as never, onChannel);
+      else client.shell(ptyOpts ?? false, (agent ? { agentForward: true } : {}) as never, onChannel);
+    });
+  } finally {
+    restore();
+    for (const s of servers) s.close();
+    client.end();
+    if (typeof (o.stdin as { pause?: () => void }).pause === "function") (o.stdin as { pause: () => void }).pause();
+  }
+}

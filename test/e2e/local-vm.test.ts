@@ -1,0 +1,126 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { recipeHash } from "../../providers/local/image.js";
+import { runCli, tempHome } from "../helpers/cli.js";
+import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
+
+// The end-to-end proof on a real VM: QEMU (TCG here), the rendered cloud-init, pinned host keys both ways, a private
+// git clone through the guarded, forwarded agent from a git server on this machine's loopback, and a clean `down`.
+const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
+const imageReady = existsSync(join(cacheDir, "images", `debian-12-${recipeHash()}`, "disk.qcow2"));
+
+describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, () => {
+  const t = tempHome();
+  let agent: Agent;
+  let git: Awaited<ReturnType<typeof startGitServer>>;
+  let env: NodeJS.ProcessEnv;
+  const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
+  const spuff = (...argv: string[]) => runCli(argv, { env, cwd: t.home });
+
+  beforeAll(async () => {
+    agent = startAgent(["allowed-key", "hidden-key"]);
+    git = await startGitServer([agent.keys[0].public]);
+    const config = {
+      provider: "local",
+      local: { cpus: 2, memory: "1G", disk: "4G", guest_forwards: [`10.0.2.100:22=127.0.0.1:${git.port}`] },
+      ssh: { allowed_keys: [agent.keys[0].fingerprint] },
+      git_hosts: [{ host: "githost.test", address: "10.0.2.100", port: 22, host_keys: [git.hostKey] }],
+    };
+    writeFileSync(join(t.home, "spuff.yaml"), stringify(config));
+    env = { ...t.env, SPUFF_CACHE_DIR: cacheDir, SSH_AUTH_SOCK: agent.socket };
+  });
+
+  afterAll(async () => {
+    // Whatever happened, leave no VM behind: down by name, then kill any QEMU whose pidfile is under this state dir.
+    await runCli(["down", "e2e", "--yes"], { env, cwd: t.home }).catch(() => {});
+    spawnSync("sh", ["-c", `for f in ${stateDir}/local/*/qemu.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")"; done`]);
+    agent?.stop();
+    await git?.stop();
+    t.cleanup();
+  });
+
+  it("spuff up boots the VM and waits for cloud-init", async () => {
+    const r = await spuff("up", "e2e");
+    expect(r.stderr).toContain("✓ wait SSH");
+    expect(r.stderr).toContain("✓ cloud-init");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("e2e is ready");
+  });
+
+  it("cloud-init finished without errors", async () => {
+    const r = await spuff("ssh", "e2e", "--", "cloud-init", "status", "--long");
+    expect(r.stdout).toContain("status: done");
+    expect(r.code).toBe(0);
+  });
+
+  it("OpenSSH itself accepts the VM with strict checking against the key pinned before boot", async () => {
+    const rec = JSON.parse(execFileSync("cat", [join(stateDir, "vms", "e2e", "vm.json")], { encoding: "utf8" }));
+    const r = spawnSync("ssh", [
+      "-F", "/dev/null",
+      "-o", "BatchMode=yes",
+      "-o", "StrictHostKeyChecking=yes",
+      "-o", `UserKnownHostsFile=${join(stateDir, "known_hosts")}`,
+      "-o", "HostKeyAlias=spuff-e2e",
+      "-o", "IdentitiesOnly=yes",
+      "-i", join(stateDir, "vms", "e2e", "id_ed25519"),
+      "-p", String(rec.endpoint.port),
+      `${rec.user}@127.0.0.1`,
+      "ls /etc/ssh | grep -c '^ssh_host_.*_key$'",
+    ], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe("1"); // only one host key exists: the pinned ed25519 one that OpenSSH just accepted
+    expect(r.status).toBe(0);
+  });
+
+  it("the VM sees only the allowed key of the forwarded agent", async () => {
+    const r = await spuff("ssh", "e2e", "--", "ssh-add", "-l");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(agent.keys[0].fingerprint);
+    expect(r.stdout).not.toContain(agent.keys[1].fingerprint);
+  });
+
+  it("git clone of a private repository works through the forwarded agent, with the git host pinned", async () => {
+    const r = await spuff("ssh", "e2e", "--", "git", "clone", "-q", "git@githost.test:private.git", "&&", "cat", "private/README");
+    expect(r.stderr).not.toContain("refused a signature");
+    expect(r.stdout, r.stderr).toBe("private\n");
+    expect(r.code).toBe(0);
+    const log = execFileSync("cat", [join(stateDir, "agent.log")], { encoding: "utf8" }).trim().split("\n").map((l) => JSON.parse(l));
+    expect(log.at(-1)).toMatchObject({ vm: "e2e", key: agent.keys[0].fingerprint, user: "git", allowed: true });
+  });
+
+  it("the guard refuses signatures for anything but git logins", async () => {
+    // The git server would accept the same key for user spuff-test: the guard must not sign that login.
+    const r = await spuff("ssh", "e2e", "--", "ssh", "-o", "BatchMode=yes", "spuff-test@githost.test", "true");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("refused a signature request from e2e");
+    expect(r.stderr).toContain('user "spuff-test" is not "git"');
+  });
+
+  it("no private key is on the VM (only its own host key)", async () => {
+    const r = await spuff("ssh", "e2e", "--", "sudo", "grep", "-rlI", "PRIVATE KEY", "/home", "/root", "/etc", "/var/lib/cloud", "2>/dev/null", "||", "true");
+    const files = r.stdout.trim().split("\n").filter(Boolean);
+    expect(files.filter((f) => !f.startsWith("/etc/ssh/ssh_host_ed25519_key") && !f.startsWith("/var/lib/cloud/instances/") && !f.includes("/var/lib/cloud/instance/"))).toEqual([]);
+  });
+
+  it("with --no-agent the same clone fails, with spuff's explanation", async () => {
+    const r = await spuff("ssh", "e2e", "--no-agent", "--", "git", "clone", "-q", "git@githost.test:private.git", "again");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("Permission denied (publickey)");
+    expect(r.stderr).toContain("no SSH agent was forwarded (--no-agent)");
+  });
+
+  it("spuff down leaves no process, overlay or state", async () => {
+    const r = await spuff("down", "e2e", "--yes");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("destroyed e2e");
+    expect(existsSync(join(stateDir, "local", "e2e"))).toBe(false);
+    expect(existsSync(join(stateDir, "vms", "e2e"))).toBe(false);
+    expect(spawnSync("pgrep", ["-f", `${stateDir}/local/e2e`]).status).toBe(1);
+    const ls = await spuff("--json", "ls");
+    expect(JSON.parse(ls.stdout)).toEqual([]);
+    expect(readdirSync(join(stateDir, "local"))).toEqual([]);
+  });
+});

@@ -1,0 +1,109 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse } from "yaml";
+
+/**
+ * A real OpenSSH sshd standing in for a cloud VM in provider tests (the Hetzner fake and moto create no machines).
+ * It "boots" from the user-data spuff sent: it serves the host key spuff pinned in `ssh_keys` and authorises the keys
+ * of the first user in `users`, so spuff's host-key pinning and per-VM key are exercised for real. It listens on the
+ * address the fake handed out (a loopback address, port 22 — tests run in their own network namespace as root).
+ * The VM's cloud-init is stood in by a `cloud-init` program on the session PATH that reports `status: done`; the real
+ * cloud-init run is proven by the QEMU end-to-end test.
+ */
+export interface StandinVm {
+  host: string;
+  port: number;
+  pid: number;
+  user: string;
+  stop(): Promise<void>;
+}
+
+interface CloudConfig {
+  ssh_keys?: Record<string, string>;
+  users?: ({ name: string; ssh_authorized_keys?: string[] } | string)[];
+}
+
+export function parseUserData(userData: string | Buffer): CloudConfig {
+  const text = Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
+  if (!text.startsWith("#cloud-config")) throw new Error("user-data is not a #cloud-config document");
+  return parse(text) as CloudConfig;
+}
+
+function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const sock = createConnection({ host, port });
+      sock.once("connect", () => {
+        sock.destroy();
+        resolve();
+      });
+      sock.once("error", () => {
+        sock.destroy();
+        if (Date.now() > deadline) reject(new Error(`sshd on ${host}:${port} did not start`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+export async function startStandinVm(userData: string | Buffer, host: string, port = 22): Promise<StandinVm> {
+  const cfg = parseUserData(userData);
+  const hostKey = cfg.ssh_keys?.ed25519_private;
+  if (!hostKey) throw new Error("user-data has no ssh_keys.ed25519_private");
+  const firstUser = cfg.users?.find((u): u is { name: string; ssh_authorized_keys?: string[] } => typeof u === "object");
+  if (!firstUser?.ssh_authorized_keys?.length) throw new Error("user-data has no user with ssh_authorized_keys");
+
+  const dir = mkdtempSync(join(tmpdir(), "spuff-standin-"));
+  chmodSync(dir, 0o755);
+  const bin = join(dir, "bin");
+  mkdirSync(bin);
+  writeFileSync(join(dir, "host_ed25519"), hostKey.endsWith("\n") ? hostKey : `${hostKey}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, "authorized_keys"), `${firstUser.ssh_authorized_keys.join("\n")}\n`, { mode: 0o644 });
+  writeFileSync(join(bin, "cloud-init"), '#!/bin/sh\necho "status: done"\n', { mode: 0o755 });
+  writeFileSync(
+    join(dir, "sshd_config"),
+    [
+      `ListenAddress ${host.includes(":") ? `[${host}]` : host}:${port}`,
+      `HostKey ${join(dir, "host_ed25519")}`,
+      `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+      `PidFile ${join(dir, "sshd.pid")}`,
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "AllowAgentForwarding yes",
+      `SetEnv PATH=${bin}:/usr/local/bin:/usr/bin:/bin`,
+      "LogLevel ERROR",
+    ].join("\n"),
+  );
+  mkdirSync("/run/sshd", { recursive: true });
+  const child: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<never>((_, reject) =>
+    child.once("exit", (code) => reject(new Error(`stand-in sshd exited (${code}): ${stderr.trim()}`))),
+  );
+  await Promise.race([waitForPort(host, port, 10_000), exited]);
+  exited.catch(() => {});
+  return {
+    host,
+    port,
+    pid: child.pid ?? 0,
+    user: firstUser.name,
+    async stop() {
+      if (child.exitCode === null) {
+        const gone = new Promise((r) => child.once("exit", r));
+        child.kill("SIGTERM");
+        await gone;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Base tools: real OpenSSH server/client and agent, iproute2 and util-linux for the isolated network namespace.
+set -euo pipefail
+apt_install openssh-server openssh-client iproute2 util-linux git
+mkdir -p /run/sshd
