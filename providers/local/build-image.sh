@@ -15,6 +15,7 @@ if [ "$(id -u)" != 0 ]; then echo "build-image: debootstrap needs root; run \`su
 for tool in debootstrap mke2fs qemu-img; do
   command -v "$tool" >/dev/null || { echo "build-image: $tool is missing; install: apt-get install debootstrap e2fsprogs qemu-utils" >&2; exit 3; }
 done
+mkdir -p "$(dirname "$out")"
 work=$(mktemp -d "${out%/}.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, sta
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
-import type { CreateSpec, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
+import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, findImage, recipePath } from "./image.js";
 import { type Accel, accelCandidates, freePort, hasCommand, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
@@ -44,7 +44,10 @@ class LocalProvider implements Provider {
     return { cpus: c.cpus, memoryMiB: toMiB(c.memory), diskMiB: toMiB(c.disk) };
   }
 
-  async validate(): Promise<void> {
+  async validate(placement: Placement): Promise<void> {
+    if (placement.size || placement.location) {
+      throw new UserError("the local provider has no sizes or locations", { hint: "set local.cpus, local.memory and local.disk in your config instead of --size/--location" });
+    }
     const bin = qemuBinary();
     if (!hasCommand(bin)) {
       throw new UserError(`${bin} is not installed`, {

@@ -54,7 +54,38 @@ export interface CreateSpec {
   publicKey: string;
   /** A unique id for this create request, stored as label `spuff/request-id`, so a retry never creates twice. */
   requestId: string;
+  /** Overrides the provider's configured size (server type, instance type) for this VM. */
+  size?: string;
+  /** Overrides the provider's configured location (Hetzner location, AWS availability zone) for this VM. */
+  location?: string;
   signal?: AbortSignal;
+}
+
+/** What `up` may override on the command line (`--size`, `--location`); each provider maps them to its own terms. */
+export interface Placement {
+  size?: string;
+  location?: string;
+}
+
+/** One machine size as the provider sells it, for the create wizard, cost estimates and validation messages. */
+export interface CatalogSize {
+  name: string;
+  description?: string;
+  vcpus: number;
+  memoryGiB: number;
+  diskGiB: number;
+  deprecated?: boolean;
+  /** Locations where this size can be created now. */
+  locations: string[];
+  /** Prices per location; empty when the provider has no price source (never invented). */
+  prices: { location: string; hourly: number; monthly?: number; currency: string }[];
+}
+
+export interface Catalog {
+  locations: { name: string; description: string }[];
+  sizes: CatalogSize[];
+  /** The configured (or built-in) defaults. */
+  defaults: Placement;
 }
 
 /** Progress reporting from long provider operations (phases shown by the CLI/TUI). */
@@ -67,7 +98,9 @@ export interface Progress {
 export interface Provider {
   info(): ProviderInfo;
   /** Cheap checks of config and credentials before anything is created (unknown size, missing token...). */
-  validate?(signal?: AbortSignal): Promise<void>;
+  validate?(placement: Placement, signal?: AbortSignal): Promise<void>;
+  /** Optional: sizes and locations with prices, for the wizard and for messages listing valid choices. */
+  catalog?(signal?: AbortSignal): Promise<Catalog>;
   create(spec: CreateSpec, progress: Progress): Promise<Vm>;
   list(signal?: AbortSignal): Promise<Vm[]>;
   get(name: string, signal?: AbortSignal): Promise<Vm | undefined>;
@@ -76,6 +109,11 @@ export interface Provider {
   /** Waits until the provider says the VM runs and has an address. */
   waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
   sshEndpoint(vm: Vm): SshEndpoint;
+  /**
+   * Optional: replaces the VM's labels with `labels` (all of them, spuff's and others). `spuff extend` uses it to move
+   * `spuff/expires-at`. Providers without it keep the TTL only in local state and on the VM.
+   */
+  setLabels?(vm: Vm, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
   /** Optional: deletes spuff-labelled resources that no VM uses any more (SSH keys, security groups, overlays). */
   reapOrphans?(dryRun: boolean, progress: Progress): Promise<string[]>;
   /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */

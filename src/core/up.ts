@@ -27,6 +27,9 @@ export interface UpRequest {
   ttl?: string;
   /** Keep the VM when a later phase fails (for debugging); Ctrl-C still rolls back. */
   keepOnFailure?: boolean;
+  /** `--size` / `--location`: override the provider's configured placement. */
+  size?: string;
+  location?: string;
   signal: AbortSignal;
 }
 
@@ -70,7 +73,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       hint: [`connect with \`spuff ssh ${name}\`, or remove it with \`spuff down ${name}\``, "or pick another name: `spuff up OTHER-NAME`"],
     });
   }
-  await provider.validate?.(signal);
+  await provider.validate?.({ size: req.size, location: req.location }, signal);
   if (await provider.get(name, signal)) {
     throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}" that this machine has no keys for`, {
       hint: `remove it with \`spuff down ${name} --provider ${info.name}\` or pick another name`,
@@ -103,7 +106,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     signal.throwIfAborted();
     progress.phase("create");
     vm = await provider.create(
-      { name, labels, userData, publicKey: clientKey.public, requestId, signal },
+      { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, signal },
       progress,
     );
     await state.update(name, (r) => ({ ...r, id: vm?.id }));

@@ -12,6 +12,8 @@ export function register(program: Command, app: App): void {
     .command("up [name]")
     .description("create a VM, wait until it is ready, and print how to connect")
     .option("--ttl <duration>", "hard time to live, e.g. 4h (default: config idle.ttl, 24h)")
+    .option("--size <size>", "machine size: Hetzner server type (cx22), AWS instance type (t3.small)")
+    .option("--location <location>", "where to create it: Hetzner location (fsn1), AWS availability zone (eu-central-1a)")
     .option("--keep-on-failure", "keep the VM when cloud-init or SSH fails, for debugging")
     .addHelpText(
       "after",
@@ -24,7 +26,7 @@ Examples:
   $ spuff up api --provider hetzner   a Hetzner Cloud server named "api"
   $ spuff up --ttl 4h --json          JSON progress events, then the VM`,
     )
-    .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean }) => {
+    .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean; size?: string; location?: string }) => {
       const config = app.config();
       const { findProjectConfig } = await import("../../config/load.js");
       const project = findProjectConfig(app.io.cwd);
@@ -35,7 +37,7 @@ Examples:
       const result = await app.interruptible((signal) =>
         up(
           { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
-          { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, signal },
+          { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
         ),
       );
       progress.finish();
