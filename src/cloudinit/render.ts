@@ -210,9 +210,9 @@ function idleFiles(dir: string): WriteFile[] {
     .sort()
     .map((f) => {
       const content = readFileSync(`${idle}/${f}`, "utf8");
-      return /\.(service|timer|path|socket)$/.test(f)
-        ? { path: `/etc/systemd/system/${f}`, content, permissions: "0644" }
-        : { path: `/usr/local/bin/${f}`, content, permissions: "0755" };
+      if (/\.(service|timer|path|socket)$/.test(f)) return { path: `/etc/systemd/system/${f}`, content, permissions: "0644" };
+      if (f.endsWith(".tmpfiles")) return { path: `/etc/tmpfiles.d/${f.replace(/\.tmpfiles$/, ".conf")}`, content, permissions: "0644" };
+      return { path: `/usr/local/bin/${f}`, content, permissions: "0755" };
     });
 }
 
@@ -283,6 +283,7 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   // cloud-init runs runcmd as one sh script whose status is its last command's: `set -e` makes any failed step fail
   // the script, so cloud-init (and `spuff up`) report it instead of a later step hiding it.
   const runcmd: (string | string[])[] = ["set -e"];
+  for (const f of idle.filter((f) => f.path.startsWith("/etc/tmpfiles.d/"))) runcmd.push(["systemd-tmpfiles", "--create", f.path]);
   if (idle.some((f) => f.path === "/etc/systemd/system/spuff-idle.timer")) runcmd.push(["systemctl", "enable", "--now", "spuff-idle.timer"]);
   runcmd.push(["/usr/local/bin/spuff-install-packages", ...packages]);
   if (scanned.length) runcmd.push(["/usr/local/bin/spuff-keyscan"]);

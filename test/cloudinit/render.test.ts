@@ -413,10 +413,13 @@ describe("encodeUserData (provider size limits)", () => {
     }
   });
 
-  it("the default user-data fits EC2's 16 KiB as text, and the maximal one at least gzipped", () => {
+  it("the default user-data fits Hetzner's 32 KiB as text and EC2's 16 KiB gzipped; the maximal one at least gzipped", () => {
     const min = renderUserData(minimal());
-    expect(Buffer.byteLength(min)).toBeLessThan(16384);
-    expect(encodeUserData(min, 16384)).toBe(min);
+    expect(Buffer.byteLength(min)).toBeLessThan(32768);
+    expect(encodeUserData(min, 32768)).toBe(min);
+    const gz = encodeUserData(min, 16384);
+    expect(Buffer.isBuffer(gz)).toBe(true);
+    expect(gunzipSync(gz as Buffer).toString("utf8")).toBe(min);
     expect(() => encodeUserData(renderUserData(maximal()), 16384)).not.toThrow();
   });
 });

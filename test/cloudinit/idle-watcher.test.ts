@@ -1,0 +1,275 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+/**
+ * The idle watcher's real decision logic (cloud-init/idle/spuff-idle under bash) against fixture /proc files, fake
+ * `systemctl`/`wall`/`tmux` programs that record what they were asked, and a fake clock (SPUFF_NOW).
+ */
+const IDLE_DIR = resolve("cloud-init/idle");
+const T0 = 1_900_000_000;
+const TIMEOUT = 1800;
+
+interface Vm {
+  root: string;
+  proc: string;
+  run: string;
+  conf: string;
+  state: string;
+  calls: string;
+  env: NodeJS.ProcessEnv;
+}
+
+let vm: Vm;
+
+function write(file: string, text: string): void {
+  mkdirSync(join(file, ".."), { recursive: true });
+  writeFileSync(file, text);
+}
+
+/** A quiet machine: booted long ago, no CPU or network use, no sessions. */
+function makeVm(conf: Record<string, string | number> = {}): Vm {
+  const root = mkdtempSync(join(tmpdir(), "spuff-idle-"));
+  const proc = join(root, "proc");
+  const run = join(root, "run");
+  const bin = join(root, "bin");
+  const calls = join(root, "calls");
+  mkdirSync(join(run, "busy"), { recursive: true });
+  mkdirSync(join(root, "tmux"), { recursive: true });
+  write(join(proc, "uptime"), "86400.00 170000.00\n");
+  write(join(proc, "loadavg"), "0.00 0.01 0.05 1/120 4242\n");
+  setCpu(proc, 1000, 100000);
+  setNet(proc, 5000);
+  write(join(proc, "1", "cmdline"), "/sbin/init\0");
+  write(join(proc, "400", "cmdline"), "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\0");
+  const fake = (name: string, body: string) => {
+    write(join(bin, name), `#!/bin/bash\n${body}\n`);
+    chmodSync(join(bin, name), 0o755);
+  };
+  fake("systemctl", `echo "systemctl $*" >> "${calls}"`);
+  fake("wall", `echo "wall $*" >> "${calls}"`);
+  fake("tmux", `[ "$3" = list-clients ] && cat "$2.clients" 2>/dev/null; exit 0`);
+  fake("hostname", "echo devbox");
+  const confFile = join(root, "idle.conf");
+  const lines = { IDLE_TIMEOUT_SECONDS: TIMEOUT, EXPIRES_AT: T0 + 86400, ACTION: "poweroff", ...conf };
+  write(confFile, `${Object.entries(lines).map(([k, v]) => `${k}=${v}`).join("\n")}\n`);
+  return {
+    root,
+    proc,
+    run,
+    conf: confFile,
+    state: join(root, "state", "idle.state"),
+    calls,
+    env: {
+      PATH: `${bin}:${process.env.PATH}`,
+      SPUFF_IDLE_CONF: confFile,
+      SPUFF_IDLE_STATE: join(root, "state", "idle.state"),
+      SPUFF_RUN_DIR: run,
+      SPUFF_PROC: proc,
+      SPUFF_TMUX_DIR: join(root, "tmux"),
+    },
+  };
+}
+
+function setCpu(proc: string, busy: number, idle: number): void {
+  write(join(proc, "stat"), `cpu  ${busy} 0 0 ${idle} 0 0 0 0 0 0\ncpu0 ${busy} 0 0 ${idle} 0 0 0 0 0 0\n`);
+}
+
+function setNet(proc: string, bytes: number): void {
+  write(
+    join(proc, "net", "dev"),
+    [
+      "Inter-|   Receive                                                |  Transmit",
+      " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed",
+      "    lo: 99999999    1000    0    0    0     0          0         0 99999999    1000    0    0    0     0       0          0",
+      `  ens3: ${bytes}     100    0    0    0     0          0         0 ${bytes}     100    0    0    0     0       0          0`,
+      "",
+    ].join("\n"),
+  );
+}
+
+/** Runs one check at time `now`; returns its log line(s) and what it asked systemctl and wall to do. */
+function tick(now: number, ...args: string[]): { out: string; err: string; calls: string[]; code: number } {
+  rmSync(vm.calls, { force: true });
+  const r = spawnSync("bash", [join(IDLE_DIR, "spuff-idle"), ...args], { env: { ...vm.env, SPUFF_NOW: String(now) }, encoding: "utf8" });
+  if (r.status === 0 && r.stderr.trim()) throw new Error(`spuff-idle wrote to stderr:\n${r.stderr}`);
+  const calls = existsSync(vm.calls) ? readFileSync(vm.calls, "utf8").trim().split("\n") : [];
+  return { out: r.stdout, err: r.stderr, calls, code: r.status ?? -1 };
+}
+
+const poweroff = (calls: string[]) => calls.includes("systemctl poweroff");
+const walls = (calls: string[]) => calls.filter((c) => c.startsWith("wall "));
+
+/** Runs checks every minute from `from` to `to` (inclusive); returns the minute (offset) of the first poweroff. */
+function runMinutes(from: number, to: number, each?: (t: number) => void): number | undefined {
+  for (let t = from; t <= to; t += 60) {
+    each?.(t);
+    if (poweroff(tick(t).calls)) return t;
+  }
+  return undefined;
+}
+
+beforeEach(() => {
+  vm = makeVm();
+});
+afterEach(() => rmSync(vm.root, { recursive: true, force: true }));
+
+describe("spuff-idle: idle only when every signal is quiet", () => {
+  it("warns once 5 minutes before the timeout, then powers off at the timeout", () => {
+    const first = tick(T0);
+    expect(first.out).toContain("idle for 0s of 30m");
+    expect(first.calls).toEqual([]);
+    const warnAt: number[] = [];
+    for (let t = T0 + 60; t < T0 + TIMEOUT; t += 60) {
+      const r = tick(t);
+      expect(poweroff(r.calls)).toBe(false);
+      if (walls(r.calls).length) warnAt.push(t - T0);
+    }
+    expect(warnAt).toEqual([TIMEOUT - 300]);
+    const last = tick(T0 + TIMEOUT);
+    expect(poweroff(last.calls)).toBe(true);
+    expect(last.out).toMatch(/idle for 30m \(timeout 30m\).*poweroff/);
+  });
+
+  it("stays up while booting (grace period), counting idle time from the end of it", () => {
+    write(join(vm.proc, "uptime"), "120.00 200.00\n");
+    expect(tick(T0).out).toContain("active: booting=120s");
+    expect(poweroff(tick(T0 + TIMEOUT + 60).calls)).toBe(false);
+  });
+
+  const signals: [string, (t: number) => void, RegExp][] = [
+    ["an SSH session", () => write(join(vm.proc, "4242", "cmdline"), "sshd: dev@pts/0\0"), /ssh-sessions=1/],
+    ["a non-interactive SSH session", () => write(join(vm.proc, "4243", "cmdline"), "sshd: dev@notty\0"), /ssh-sessions=1/],
+    [
+      "an attached tmux client",
+      () => {
+        write(join(vm.root, "tmux", "tmux-1000", "default"), "");
+        write(join(vm.root, "tmux", "tmux-1000", "default.clients"), "/dev/pts/1: main [120x40 xterm-256color] (utf8)\n");
+      },
+      /tmux-clients=1/,
+    ],
+    ["CPU use", (t) => setCpu(vm.proc, 1000 + (t - T0) * 50, 100000 + (t - T0) * 50), /cpu=50%/],
+    ["load", () => write(join(vm.proc, "loadavg"), "2.10 1.50 0.70 3/120 4242\n"), /load=2.10/],
+    ["network traffic", (t) => setNet(vm.proc, 5000 + (t - T0) * 20000), /network=\d+KiB/],
+    [
+      "a spuff-busy job",
+      () => {
+        write(join(vm.run, "busy", "777"), "make test\n");
+        write(join(vm.proc, "777", "cmdline"), "/bin/bash\0/usr/local/bin/spuff-busy\0");
+      },
+      /spuff-busy=1/,
+    ],
+  ];
+  for (const [what, apply, reason] of signals) {
+    it(`stays up past the timeout while there is ${what}`, () => {
+      tick(T0);
+      const off = runMinutes(T0 + 60, T0 + TIMEOUT + 600, apply);
+      expect(off).toBeUndefined();
+      apply(T0 + TIMEOUT + 660);
+      expect(tick(T0 + TIMEOUT + 660).out).toMatch(reason);
+    });
+  }
+
+  it("a tmux server without attached clients, an sshd listener or a stale spuff-busy marker do not count", () => {
+    write(join(vm.root, "tmux", "tmux-1000", "default"), "");
+    write(join(vm.run, "busy", "31337"), "gone job\n");
+    tick(T0);
+    expect(runMinutes(T0 + 60, T0 + TIMEOUT)).toBe(T0 + TIMEOUT);
+    expect(readdirSync(join(vm.run, "busy"))).toEqual([]);
+  });
+
+  it("counts idle time again from the last activity", () => {
+    tick(T0);
+    const session = join(vm.proc, "5000");
+    write(join(session, "cmdline"), "sshd: dev@pts/0\0");
+    tick(T0 + 600);
+    rmSync(session, { recursive: true });
+    expect(runMinutes(T0 + 660, T0 + 600 + TIMEOUT + 60)).toBe(T0 + 600 + TIMEOUT);
+  });
+
+  it("spuff-keep holds the VM until its deadline, then idle time runs out normally", () => {
+    const keep = spawnSync("bash", [join(IDLE_DIR, "spuff-keep"), "1h"], { env: { ...vm.env, SPUFF_NOW: String(T0) }, encoding: "utf8" });
+    expect(keep.status).toBe(0);
+    expect(keep.stdout).toContain("kept from idle poweroff until");
+    tick(T0);
+    expect(tick(T0 + 3000).out).toMatch(/spuff-keep=10m/);
+    // The last check that sees the keep is at T0+3540; idle time counts from there.
+    expect(runMinutes(T0 + 3060, T0 + 3600 + TIMEOUT + 120)).toBe(T0 + 3540 + TIMEOUT);
+  });
+});
+
+describe("spuff-idle: the hard TTL", () => {
+  it("warns at 30 and 5 minutes, then powers off at the TTL even while someone works", () => {
+    rmSync(vm.root, { recursive: true, force: true });
+    vm = makeVm({ EXPIRES_AT: T0 + 3600 });
+    write(join(vm.proc, "4242", "cmdline"), "sshd: dev@pts/0\0");
+    const warned: number[] = [];
+    let off: number | undefined;
+    for (let t = T0; t <= T0 + 3700 && off === undefined; t += 60) {
+      const r = tick(t);
+      if (walls(r.calls).length) warned.push(T0 + 3600 - t);
+      if (poweroff(r.calls)) off = t;
+    }
+    expect(warned).toEqual([1800, 300]);
+    expect(off).toBe(T0 + 3600);
+  });
+
+  it("--set-expires moves the TTL (what `spuff extend` runs) and re-arms the warnings", () => {
+    rmSync(vm.root, { recursive: true, force: true });
+    vm = makeVm({ EXPIRES_AT: T0 + 600 });
+    write(join(vm.proc, "4242", "cmdline"), "sshd: dev@pts/0\0");
+    expect(walls(tick(T0).calls)).toHaveLength(1);
+    const set = tick(T0 + 60, "--set-expires", String(T0 + 7200));
+    expect(set.code).toBe(0);
+    expect(set.out).toContain("hard TTL moved");
+    expect(readFileSync(vm.conf, "utf8")).toMatch(/^EXPIRES_AT=1900007200$/m);
+    expect(readFileSync(vm.conf, "utf8").match(/EXPIRES_AT=/g)).toHaveLength(1);
+    expect(poweroff(tick(T0 + 660).calls)).toBe(false);
+    const rewarn = tick(T0 + 7200 - 1700);
+    expect(walls(rewarn.calls)).toHaveLength(1);
+    const bad = tick(T0 + 60, "--set-expires", "soon");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("needs a Unix time");
+  });
+});
+
+describe("spuff-idle --status, spuff-keep and spuff-busy", () => {
+  it("--status reports the signals and changes nothing", () => {
+    write(join(vm.proc, "4242", "cmdline"), "sshd: dev@pts/0\0");
+    const r = tick(T0, "--status");
+    expect(r.out).toContain("active: ssh-sessions=1");
+    expect(r.out).toContain("expires in: 24h");
+    expect(r.calls).toEqual([]);
+    expect(existsSync(vm.state)).toBe(false);
+  });
+
+  it("spuff-keep rejects a bad duration and keeps the later of two deadlines", () => {
+    const keep = (...a: string[]) =>
+      spawnSync("bash", [join(IDLE_DIR, "spuff-keep"), ...a], { env: { ...vm.env, SPUFF_NOW: String(T0) }, encoding: "utf8" });
+    const bad = keep("2x");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('"2x" is not a duration');
+    expect(keep("2h").status).toBe(0);
+    expect(keep("30m").status).toBe(0);
+    expect(readFileSync(join(vm.run, "keep-until"), "utf8").trim()).toBe(String(T0 + 7200));
+    expect(keep().stdout).toContain("120 more minutes");
+    expect(keep("off").status).toBe(0);
+    expect(existsSync(join(vm.run, "keep-until"))).toBe(false);
+  });
+
+  it("spuff-busy marks the VM busy while its command runs and passes the exit status through", () => {
+    const r = spawnSync(
+      "bash",
+      [join(IDLE_DIR, "spuff-busy"), "--", "bash", "-c", `ls "${join(vm.run, "busy")}"; cat "${join(vm.run, "busy")}"/*; exit 7`],
+      { env: vm.env, encoding: "utf8" },
+    );
+    expect(r.status).toBe(7);
+    const [pid, cmd] = r.stdout.trim().split("\n");
+    expect(pid).toMatch(/^\d+$/);
+    expect(cmd).toContain("bash -c");
+    expect(readdirSync(join(vm.run, "busy"))).toEqual([]);
+    expect(spawnSync("bash", [join(IDLE_DIR, "spuff-busy")], { env: vm.env }).status).toBe(2);
+  });
+});
