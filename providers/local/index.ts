@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
@@ -173,7 +173,8 @@ class LocalProvider implements Provider {
       id: meta.name,
       name: meta.name,
       provider: "local",
-      status: alive ? "running" : "gone",
+      // QEMU exits when the guest powers off (idle or TTL): the VM is stopped, its overlay disk is left to reap.
+      status: alive ? "running" : "stopped",
       endpoint: { host: "127.0.0.1", port: meta.sshPort },
       location: "localhost",
       size: `${meta.cpus}cpu-${Math.round(meta.memoryMiB / 1024)}g${meta.accel ? `-${meta.accel}` : ""}`,
@@ -248,13 +249,24 @@ class LocalProvider implements Provider {
     return out;
   }
 
-  /** Removes directories of VMs whose QEMU is gone (powered off when idle, or killed). */
+  /** Rewrites the labels in the VM's metadata (`spuff extend`). */
+  async setLabels(vm: Vm, labels: Record<string, string>): Promise<void> {
+    const meta = this.readMeta(vm.name);
+    if (!meta) throw new UserError(`there is no local VM named ${vm.name}`);
+    writeFileAtomic(join(this.dir(vm.name), "meta.json"), JSON.stringify({ ...meta, labels }, null, 2));
+  }
+
+  /** Removes VM directories without metadata: what a crash between creating the directory and writing it leaves. */
   async reapOrphans(dryRun: boolean): Promise<string[]> {
+    if (!existsSync(this.root)) return [];
     const removed: string[] = [];
-    for (const vm of await this.list()) {
-      if (vm.status !== "gone") continue;
-      removed.push(`local VM directory ${this.dir(vm.name)}`);
-      if (!dryRun) rmSync(this.dir(vm.name), { recursive: true, force: true });
+    for (const name of readdirSync(this.root)) {
+      const dir = this.dir(name);
+      if (this.readMeta(name) || livePid(join(dir, "qemu.pid")) !== undefined) continue;
+      // A directory younger than a minute may belong to an `up` that is writing it right now.
+      if (Date.now() - statSync(dir).mtimeMs < 60_000) continue;
+      removed.push(`local VM directory without metadata ${dir}`);
+      if (!dryRun) rmSync(dir, { recursive: true, force: true });
     }
     return removed;
   }

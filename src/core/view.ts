@@ -16,7 +16,10 @@ export interface VmView {
   ttlSeconds: number | null;
   pricePerHour: { amount: number; currency: string } | null;
   accruedCost: { amount: number; currency: string } | null;
-  /** Set when something needs `spuff reap`: "expired", "idle-stopped", "gone". */
+  /**
+   * Set when something needs `spuff reap`: "expired" (past its TTL), "idle-stopped" (powered off, still billed until
+   * deleted), "stopped" (powered off, no longer billed but still holding a disk), "gone" (only local state is left).
+   */
   reap: string | null;
   labels: Record<string, string>;
 }
@@ -33,7 +36,7 @@ export function toView(vm: Vm, now: Date, billsWhenStopped: boolean): VmView {
   let reap: string | null = null;
   if (vm.status === "gone") reap = "gone";
   else if (expires && expires.getTime() < now.getTime()) reap = "expired";
-  else if (vm.status === "stopped" && billsWhenStopped) reap = "idle-stopped";
+  else if (vm.status === "stopped") reap = billsWhenStopped ? "idle-stopped" : "stopped";
   return {
     name: vm.name,
     provider: vm.provider,

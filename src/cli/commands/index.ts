@@ -2,8 +2,10 @@ import type { Command } from "commander";
 import type { App } from "../app.js";
 import * as config from "./config.js";
 import * as down from "./down.js";
+import * as extend from "./extend.js";
 import * as image from "./image.js";
 import * as ls from "./ls.js";
+import * as reap from "./reap.js";
 import * as ssh from "./ssh.js";
 import * as sshConfig from "./ssh-config.js";
 import * as status from "./status.js";
@@ -16,6 +18,8 @@ export const commands: ((program: Command, app: App) => void)[] = [
   ls.register,
   status.register,
   down.register,
+  extend.register,
+  reap.register,
   config.register,
   sshConfig.register,
   image.register,

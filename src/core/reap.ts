@@ -1,0 +1,104 @@
+import { down, inventory } from "./inventory.js";
+import { LABEL } from "./labels.js";
+import type { Progress, Provider } from "./provider.js";
+import type { StateStore } from "./state.js";
+import type { VmView } from "./view.js";
+
+/**
+ * The reaper (docs/idle.md): deletes spuff VMs past their TTL or powered off (idle-stopped VMs still bill on some
+ * providers), forgets local state of VMs that are gone, and asks each provider to delete orphaned resources (SSH keys,
+ * security groups, overlay directories) that no VM uses.
+ */
+export interface ReapDeps {
+  state: StateStore;
+  provider(name: string): Promise<Provider>;
+  providerNames: string[];
+  /** This machine's owner id: only its VMs are reaped unless `allOwners`. */
+  owner: string;
+  allOwners?: boolean;
+  progress: Progress;
+  now?: Date;
+  signal?: AbortSignal;
+}
+
+export interface ReapItem {
+  provider: string;
+  name: string;
+  /** expired | idle-stopped | stopped | gone (see VmView.reap). */
+  reason: string;
+  /** "destroy" deletes the VM at the provider; "forget" removes local state of a VM that no longer exists. */
+  action: "destroy" | "forget";
+  done: boolean;
+  error?: string;
+}
+
+export interface ReapResult {
+  dryRun: boolean;
+  plan: ReapItem[];
+  orphans: { provider: string; resource: string }[];
+  errors: { provider: string; message: string }[];
+}
+
+/** The VMs among `vms` the reaper would act on. */
+export function reapable(vms: VmView[], owner: string, allOwners = false): VmView[] {
+  return vms.filter((v) => v.reap && (allOwners || v.status === "gone" || v.labels[LABEL.owner] === owner));
+}
+
+export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult> {
+  const { progress } = deps;
+  const inv = await inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, now: deps.now }, deps.signal);
+  const errors = [...inv.errors];
+  const plan: ReapItem[] = reapable(inv.vms, deps.owner, deps.allOwners).map((v) => ({
+    provider: v.provider,
+    name: v.name,
+    reason: v.reap ?? "",
+    action: v.status === "gone" ? "forget" : "destroy",
+    done: false,
+  }));
+  const views = new Map(inv.vms.map((v) => [`${v.provider}/${v.name}`, v]));
+  if (!dryRun) {
+    for (const item of plan) {
+      deps.signal?.throwIfAborted();
+      const view = views.get(`${item.provider}/${item.name}`);
+      if (!view) continue;
+      try {
+        await down({ state: deps.state, provider: deps.provider }, view, progress);
+        item.done = true;
+      } catch (err) {
+        item.error = (err as Error).message;
+        errors.push({ provider: item.provider, message: `${item.name}: ${item.error}` });
+      }
+    }
+  }
+  const orphans: ReapResult["orphans"] = [];
+  const asked = deps.providerNames.filter((n) => !inv.errors.some((e) => e.provider === n));
+  for (const name of asked) {
+    try {
+      const p = await deps.provider(name);
+      for (const resource of (await p.reapOrphans?.(dryRun, progress)) ?? []) orphans.push({ provider: name, resource });
+    } catch (err) {
+      errors.push({ provider: name, message: `orphans: ${(err as Error).message}` });
+    }
+  }
+  return { dryRun, plan, orphans, errors };
+}
+
+/**
+ * A fast check for `up` and `ls`: the VMs of the given providers that need reaping, or nothing when the providers do
+ * not answer within `timeoutMs` (the check must never slow a command down noticeably or fail it).
+ */
+export async function pendingReap(deps: Omit<ReapDeps, "progress">, timeoutMs: number): Promise<VmView[]> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), timeoutMs);
+  try {
+    const inv = await Promise.race([
+      inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, now: deps.now }, ac.signal),
+      new Promise<never>((_, reject) => ac.signal.addEventListener("abort", () => reject(new Error("timeout")))),
+    ]);
+    return reapable(inv.vms, deps.owner, deps.allOwners);
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
