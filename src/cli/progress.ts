@@ -57,3 +57,11 @@ export class PlainProgress implements Progress {
 export function formatMs(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
+
+/**
+ * Progress for commands whose --json output is one document (down, reap, extend): lines on stderr for humans, nothing
+ * on stdout, silent under --json except warnings.
+ */
+export function stderrProgress(app: Sink): PlainProgress {
+  return new PlainProgress({ json: false, info: (t) => app.info(t), warn: (t) => app.warn(t), out: (t) => app.info(t) });
+}

@@ -3,7 +3,7 @@ import { down, pick } from "../../core/inventory.js";
 import { UserError } from "../../core/errors.js";
 import { formatMoney } from "../../core/view.js";
 import type { App } from "../app.js";
-import { PlainProgress } from "../progress.js";
+import { stderrProgress } from "../progress.js";
 import { listVms } from "./ls.js";
 import { regenerateSshConfig } from "./up.js";
 
@@ -42,7 +42,7 @@ Examples:
           return;
         }
       }
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const results = [];
       for (const t of targets) {
         const r = await down({ state: app.state(), provider: (n) => app.provider(n) }, t, progress);

@@ -3,7 +3,7 @@ import { UserError } from "../../core/errors.js";
 import { pick } from "../../core/inventory.js";
 import { formatDuration } from "../../core/view.js";
 import type { App } from "../app.js";
-import { PlainProgress } from "../progress.js";
+import { stderrProgress } from "../progress.js";
 import { listVms } from "./ls.js";
 
 export function register(program: Command, app: App): void {
@@ -26,7 +26,7 @@ Examples:
       const vm = await provider.get(view.name);
       if (!vm) throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; `spuff up` creates a new VM" });
       const { extendVm } = await import("../../core/extend.js");
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const now = new Date();
       const expiresAt = await app.interruptible((signal) => extendVm({ provider, state: app.state(), progress, signal }, vm, duration, now));
       const ttlSeconds = Math.floor((expiresAt.getTime() - now.getTime()) / 1000);

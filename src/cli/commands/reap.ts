@@ -4,7 +4,7 @@ import type { ReapResult } from "../../core/reap.js";
 import { table } from "../../core/view.js";
 import { ProviderError } from "../../core/errors.js";
 import type { App } from "../app.js";
-import { PlainProgress } from "../progress.js";
+import { stderrProgress } from "../progress.js";
 import { regenerateSshConfig } from "./up.js";
 
 export function register(program: Command, app: App): void {
@@ -50,7 +50,7 @@ Examples:
         app.info("the timer sees your config files, not your shell's environment: keep provider credentials in the config (see docs/idle.md)");
         return;
       }
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const { reap } = await import("../../core/reap.js");
       const result = await app.interruptible((signal) =>
         reap(
