@@ -36,15 +36,34 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
     }),
   );
   const vms = results.flat();
+  const records = new Map(deps.state.list().map((r) => [`${r.provider}/${r.name}`, r]));
+  for (const v of vms) {
+    const pid = records.get(`${v.provider}/${v.name}`)?.upPid;
+    if (pid === undefined) continue;
+    // A live `up` is still creating it: never reap it from under that process. If that `up` died (crash, or a second
+    // Ctrl-C), nobody will finish or roll it back.
+    v.reap = pidAlive(pid) ? null : "interrupted";
+  }
   const seen = new Set(vms.map((v) => `${v.provider}/${v.name}`));
   const asked = new Set(deps.providerNames.filter((n) => !errors.some((e) => e.provider === n)));
   for (const r of deps.state.list()) {
     if (!asked.has(r.provider) || seen.has(`${r.provider}/${r.name}`)) continue;
-    const gone: Vm = { id: r.id ?? "", name: r.name, provider: r.provider, status: "gone", labels: {}, createdAt: r.createdAt };
-    vms.push(toView(gone, now, false));
+    // Not at the provider (yet): a running `up` is still creating it; otherwise only local state is left.
+    const creating = r.upPid !== undefined && pidAlive(r.upPid);
+    const vm: Vm = { id: r.id ?? "", name: r.name, provider: r.provider, status: creating ? "creating" : "gone", labels: {}, createdAt: r.createdAt };
+    vms.push(toView(vm, now, false));
   }
   vms.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider));
   return { vms, errors };
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** Finds one VM by name; with no name, the only VM there is. */

@@ -113,6 +113,8 @@ export interface VmRecord {
   /** The VM's pinned host public key, "ssh-ed25519 AAAA...". */
   hostKey: string;
   endpoint?: SshEndpoint;
+  /** Set while `spuff up` creates the VM: its process id. A record whose `up` died (crash, second Ctrl-C) is reaped. */
+  upPid?: number;
   /** Extra provider data spuff must remember (e.g. the local provider's VM directory). */
   extra?: Record<string, unknown>;
 }

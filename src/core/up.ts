@@ -97,6 +97,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     user: config.ssh.user,
     createdAt: now.toISOString(),
     hostKey: hostKey.public,
+    upPid: process.pid,
   };
   // State first: if spuff dies mid-create, the record (and the provider's labels) let `reap` find the leftovers.
   await state.save(record, clientKey);
@@ -129,7 +130,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       });
     }
     progress.phase("ready");
-    return { vm, record: saved ?? record, target };
+    const done = await state.update(name, ({ upPid: _, ...r }) => r);
+    return { vm, record: done ?? saved ?? record, target };
   } catch (err) {
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;

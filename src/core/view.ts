@@ -17,7 +17,7 @@ export interface VmView {
   pricePerHour: { amount: number; currency: string } | null;
   accruedCost: { amount: number; currency: string } | null;
   /**
-   * Set when something needs `spuff reap`: "expired" (past its TTL), "idle-stopped" (powered off, still billed until
+   * Set when something needs `spuff reap`: "interrupted" (its `spuff up` died before it was ready), "expired" (past its TTL), "idle-stopped" (powered off, still billed until
    * deleted), "stopped" (powered off, no longer billed but still holding a disk), "gone" (only local state is left).
    */
   reap: string | null;

@@ -34,6 +34,12 @@ Examples:
       const provider = await app.provider();
       const progress = new PlainProgress(app);
       const { up } = await import("../../core/up.js");
+      // A bounded check, run alongside: leftovers that need `spuff reap` are named at the end, never slowing `up` down.
+      const { pendingReap } = await import("../../core/reap.js");
+      const leftovers = pendingReap(
+        { state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope(), owner: ownerId(app.io.env) },
+        3000,
+      );
       const result = await app.interruptible((signal) =>
         up(
           { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
@@ -43,6 +49,10 @@ Examples:
       progress.finish();
       await regenerateSshConfig(app);
       const view = toView(result.vm, new Date(), provider.info().features.billsWhenStopped);
+      const reap = (await leftovers).filter((v) => v.name !== name);
+      if (reap.length) {
+        progress.warn(`${reap.length} other VM(s) need reaping (${reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}); run \`spuff reap\``);
+      }
       if (app.json) {
         app.out(JSON.stringify({ event: "ready", vm: view, timings: progress.timings }));
         return;

@@ -1,0 +1,96 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { recipeHash } from "../../providers/local/image.js";
+import { runCli, tempHome } from "../helpers/cli.js";
+
+// Ctrl-C, SIGTERM and crashes during a real `spuff up` of a real QEMU VM (the built binary, as a user runs it): after
+// the rollback, or after `spuff reap` when spuff had no chance to roll back, nothing is left running or on disk.
+const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
+const imageReady = existsSync(join(cacheDir, "images", `debian-12-${recipeHash()}`, "disk.qcow2"));
+const BIN = resolve("dist/src/cli/bin.js");
+
+describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the local provider", { timeout: 10 * 60_000 }, () => {
+  const t = tempHome();
+  const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
+  const env = { ...t.env, SPUFF_CACHE_DIR: cacheDir };
+  const children: ChildProcess[] = [];
+
+  beforeAll(() => {
+    writeFileSync(join(t.home, "spuff.yaml"), stringify({ provider: "local", local: { cpus: 1, memory: "768M", disk: "4G" } }));
+  });
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+    spawnSync("sh", ["-c", `for f in ${stateDir}/local/*/qemu.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")"; done`]);
+    t.cleanup();
+  });
+
+  /** Starts `spuff up NAME` and resolves once its progress shows `phase`. */
+  function upUntil(name: string, phase: string): Promise<{ child: ChildProcess; exit: Promise<{ code: number | null; stderr: string }> }> {
+    const child = spawn(process.execPath, [BIN, "up", name], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let stderr = "";
+    const exit = new Promise<{ code: number | null; stderr: string }>((res) => child.once("exit", (code) => res({ code, stderr })));
+    return new Promise((res, rej) => {
+      child.stderr?.on("data", (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes(`• ${phase}…`)) res({ child, exit });
+      });
+      exit.then(({ code }) => rej(new Error(`up exited (${code}) before "${phase}":\n${stderr}`)));
+    });
+  }
+
+  async function nothingLeft(): Promise<void> {
+    expect(spawnSync("pgrep", ["-f", `${stateDir}/local/`]).status).toBe(1);
+    expect(existsSync(join(stateDir, "local")) ? readdirSync(join(stateDir, "local")) : []).toEqual([]);
+    expect(existsSync(join(stateDir, "vms")) ? readdirSync(join(stateDir, "vms")) : []).toEqual([]);
+    const ls = await runCli(["--json", "ls"], { env, cwd: t.home });
+    expect(JSON.parse(ls.stdout)).toEqual([]);
+  }
+
+  for (const [phase, signal] of [
+    ["create", "SIGINT"],
+    ["wait SSH", "SIGINT"],
+    ["cloud-init", "SIGINT"],
+    ["wait SSH", "SIGTERM"],
+  ] as const) {
+    it(`${signal} during "${phase}" rolls back: exit 130, nothing left`, async () => {
+      const { child, exit } = await upUntil(`int-${phase.replace(/\W/g, "")}`, phase);
+      child.kill(signal);
+      const r = await exit;
+      expect(r.code).toBe(130);
+      expect(r.stderr).toContain("stopping and cleaning up");
+      expect(r.stderr).toMatch(/rolled back int-/);
+      await nothingLeft();
+    });
+  }
+
+  for (const how of ["a second Ctrl-C", "a crash (SIGKILL)"]) {
+    it(`after ${how} during "wait SSH", spuff reap finds the leftover VM and removes it`, async () => {
+      const { child, exit } = await upUntil(`left-${how.includes("KILL") ? "kill" : "twice"}`, "wait SSH");
+      if (how.includes("KILL")) child.kill("SIGKILL");
+      else {
+        child.kill("SIGINT");
+        await new Promise((r) => setTimeout(r, 20));
+        child.kill("SIGINT");
+      }
+      const r = await exit;
+      if (how.includes("KILL")) expect(r.code).toBeNull();
+      else {
+        expect(r.code).toBe(130);
+        expect(r.stderr).toContain("exiting at once");
+      }
+      const ls = await runCli(["--json", "ls"], { env, cwd: t.home });
+      // The VM (or, if the first Ctrl-C's rollback got as far as deleting it, its local state) is left for the reaper.
+      const left = JSON.parse(ls.stdout).map((v: { reap: string }) => v.reap);
+      expect(left).toHaveLength(1);
+      expect(["interrupted", "gone"]).toContain(left[0]);
+      const reap = await runCli(["reap"], { env, cwd: t.home });
+      expect(reap.code).toBe(0);
+      expect(reap.stdout).toMatch(/left-\w+\s+local\s+(interrupted\s+destroy|gone\s+forget)/);
+      await nothingLeft();
+    });
+  }
+});
