@@ -35,9 +35,17 @@ export interface SessionOptions {
   stdout: { write(chunk: Buffer | string): unknown; columns?: number; rows?: number };
   stderr: { write(chunk: Buffer | string): unknown };
   env: NodeJS.ProcessEnv;
-  /** Status lines (forwarded ports, denied signatures) go here. */
+  /** Status lines (forwarded ports, denied signatures, reconnects) go here. */
   status(line: string): void;
+  /**
+   * Reconnect with backoff when the connection drops (keepalive missed, network gone) and run the same command again.
+   * Only for commands that resume — `tmux new -A` re-attaches the same session. Ctrl-C while reconnecting gives up.
+   */
+  reconnect?: boolean;
 }
+
+/** The connection dropped before the remote command ended (as opposed to the command exiting). */
+export class ConnectionLost extends ProviderError {}
 
 function startForwards(client: Client, forwards: Forward[]): Promise<Server[]> {
   return Promise.all(
@@ -57,6 +65,54 @@ function startForwards(client: Client, forwards: Forward[]): Promise<Server[]> {
         }),
     ),
   );
+}
+
+/**
+ * Runs a session and, when `reconnect` is set, reconnects after a dropped connection with backoff (1 s doubling to
+ * 30 s, for up to 10 minutes), printing one status line per attempt. A host key mismatch or a login failure is not
+ * retried. Ctrl-C (SIGINT) while waiting to reconnect gives up with the original error.
+ */
+export async function runSessionWithReconnect(o: SessionOptions): Promise<number> {
+  for (;;) {
+    try {
+      return await runSession(o);
+    } catch (err) {
+      if (!o.reconnect || !(err instanceof ConnectionLost)) throw err;
+      o.status(`spuff: connection to ${o.target.name} lost; reconnecting (Ctrl-C gives up)…`);
+      await reconnectWait(o, err);
+      o.status(`spuff: reconnected to ${o.target.name}`);
+    }
+  }
+}
+
+async function reconnectWait(o: SessionOptions, lost: ConnectionLost): Promise<void> {
+  const ac = new AbortController();
+  const onInt = () => ac.abort();
+  process.once("SIGINT", onInt);
+  try {
+    const deadline = Date.now() + 10 * 60_000;
+    for (let delay = 1000, attempt = 1; ; delay = Math.min(delay * 2, 30_000), attempt++) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        ac.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      if (ac.signal.aborted) throw lost;
+      try {
+        const probe = await connect(o.target, { readyTimeout: 10_000 }, ac.signal);
+        probe.end();
+        return;
+      } catch (err) {
+        if (ac.signal.aborted || err instanceof UserError) throw ac.signal.aborted ? lost : err;
+        if (Date.now() > deadline) throw lost;
+        o.status(`spuff: reconnect attempt ${attempt} failed (${(err as Error).message}); retrying in ${Math.round(Math.min(delay * 2, 30_000) / 1000)} s`);
+      }
+    }
+  } finally {
+    process.off("SIGINT", onInt);
+  }
 }
 
 /**
@@ -96,20 +152,28 @@ export async function runSession(o: SessionOptions): Promise<number> {
         // Write rather than pipe: the CLI's output streams only promise write() (tests capture them in memory).
         stream.on("data", (d: Buffer) => o.stdout.write(d));
         stream.stderr.on("data", (d: Buffer) => o.stderr.write(d));
+        let exited = false;
         stream.on("exit", (c: number | null, signal?: string) => {
+          exited = true;
           code = c ?? (signal ? 128 + 1 : 255);
         });
         stream.on("close", () => {
           if (o.pty) process.off("SIGWINCH", onResize);
           o.stdin.unpipe(stream);
           restore();
-          resolve(code);
+          // sshd always reports how a command ended; a channel closed without that went down with the connection.
+          if (exited) resolve(code);
+          else reject(lostError());
         });
       };
+      const lostError = () =>
+        new ConnectionLost(`the connection to ${o.target.name} was lost`, { hint: `reconnect with \`spuff ssh ${o.target.name}\`; a tmux session keeps your work` });
       client.on("close", () => {
         restore();
-        reject(new ProviderError(`the connection to ${o.target.name} closed`, { hint: `reconnect with \`spuff ssh ${o.target.name}\`; a tmux session keeps your work` }));
+        reject(lostError());
       });
+      // Keepalive timeouts and resets surface as errors; the "close" that follows reports them.
+      client.on("error", () => {});
       const opts = { ...(ptyOpts ? { pty: ptyOpts } : {}), ...(agent ? { agentForward: true } : {}) };
       if (o.command !== undefined) client.exec(o.command, opts as never, onChannel);
       else client.shell(ptyOpts ?? false, (agent ? { agentForward: true } : {}) as never, onChannel);

@@ -54,7 +54,7 @@ Examples:
   $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session`,
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
-      const { parseForward, runSession } = await import("../../ssh/session.js");
+      const { parseForward, runSessionWithReconnect } = await import("../../ssh/session.js");
       const forwards = opts.L.map(parseForward);
       const record = resolveRecord(app, name);
       if (!record.endpoint) {
@@ -94,8 +94,8 @@ Examples:
       const interactive = command.length === 0;
       // Like OpenSSH, the words after `--` are joined with spaces and run by the remote shell.
       const remote = interactive ? (config.ssh.tmux && opts.tmux ? "tmux new -A -s spuff" : undefined) : command.join(" ");
-      const io = app.io as unknown as Parameters<typeof runSession>[0];
-      const code = await runSession({
+      const io = app.io as unknown as Parameters<typeof runSessionWithReconnect>[0];
+      const code = await runSessionWithReconnect({
         target,
         command: remote,
         pty: interactive || Boolean(opts.t),
@@ -106,6 +106,8 @@ Examples:
         stderr: io.stderr,
         env: app.io.env,
         status: (l) => app.info(l),
+        // Only a tmux shell resumes where it was; a plain shell or a command cannot be re-run safely.
+        reconnect: remote?.startsWith("tmux new -A") === true,
       });
       if (code !== 0 && !agent && !interactive) {
         app.err(
