@@ -164,6 +164,50 @@ describe("spuff ssh", () => {
     expect(r.stderr).toContain(`forwarding 127.0.0.1:${local} → 127.0.0.1:${port} on box`);
     expect(r.code).toBe(0);
   });
+
+  it("doctor passes every check when the agent, the VM and the git host are right", async () => {
+    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\ngit_hosts:\n  - host: githost.test\n    address: 127.0.0.1\n");
+    const r = await spuff(["--json", "doctor", "box"]);
+    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    const checks = JSON.parse(r.stdout);
+    expect(checks.map((c: { check: string; ok: boolean }) => [c.check, c.ok])).toEqual([
+      ["local agent", true],
+      ["VM reachable", true],
+      ["VM host key", true],
+      ["agent on the VM", true],
+      ["git login to githost.test", true],
+    ]);
+    expect(checks[3].detail).toContain(agent.keys[0].fingerprint);
+    expect(r.code).toBe(0);
+  });
+
+  it("doctor names each failure with its fix: wrong host key, key not on the git host, unpinned git host", async () => {
+    const mitm = await spuff(["doctor", "mitm", "--git-host", "githost.test"]);
+    expect(mitm.code).toBe(2);
+    expect(mitm.stdout).toMatch(/VM host key\s+FAIL\s+.*does not match the key pinned/);
+    expect(mitm.stdout).toMatch(/git login to githost.test\s+FAIL\s+skipped: no verified connection/);
+
+    // Only the second agent key is allowed: the git server knows only the first.
+    writeFileSync(join(t.home, "spuff.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
+    const denied = await spuff(["doctor", "box", "--git-host", "githost.test"]);
+    expect(denied.code).toBe(2);
+    expect(denied.stdout).toMatch(/git login to githost.test\s+FAIL\s+.*Permission denied \(publickey\)/);
+    expect(denied.stdout).toContain(`hint (git login to githost.test): githost.test accepted none of the offered keys (${agent.keys[1].fingerprint})`);
+
+    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    const known = "/home/spuff-test/.ssh/known_hosts";
+    const saved = readFileSync(known, "utf8");
+    writeFileSync(known, "");
+    const unpinned = await spuff(["doctor", "box", "--git-host", "githost.test"]);
+    writeFileSync(known, saved);
+    expect(unpinned.code).toBe(2);
+    expect(unpinned.stdout).toMatch(/git login to githost.test\s+FAIL\s+No ED25519 host key is known for githost.test/);
+    expect(unpinned.stdout).toContain("githost.test's host key is not pinned on the VM");
+
+    const noAgent = await spuff(["doctor", "box", "--git-host", "githost.test"], undefined, { SSH_AUTH_SOCK: "" });
+    expect(noAgent.code).toBe(2);
+    expect(noAgent.stdout).toMatch(/local agent\s+FAIL\s+no SSH agent to forward/);
+  });
 });
 
 describe("agent preflight", () => {

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import type { App } from "../app.js";
 import * as config from "./config.js";
+import * as doctor from "./doctor.js";
 import * as down from "./down.js";
 import * as extend from "./extend.js";
 import * as image from "./image.js";
@@ -22,5 +23,6 @@ export const commands: ((program: Command, app: App) => void)[] = [
   reap.register,
   config.register,
   sshConfig.register,
+  doctor.register,
   image.register,
 ];

@@ -3,6 +3,8 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { UserError } from "../../core/errors.js";
 import { hostAlias, type VmRecord } from "../../core/state.js";
+import type { AgentPolicy } from "../../ssh/agent.js";
+import type { VmTarget } from "../../ssh/connect.js";
 import type { App } from "../app.js";
 
 interface SshOpts {
@@ -31,6 +33,44 @@ export function resolveRecord(app: App, name: string | undefined): VmRecord {
   throw new UserError(`there are ${all.length} VMs; name one`, { hint: `VMs: ${all.map((r) => r.name).join(", ")}` });
 }
 
+/** Where and how to log in to the VM: its pinned host key and the per-VM client key. */
+export function vmTarget(app: App, record: VmRecord): VmTarget {
+  if (!record.endpoint) {
+    throw new UserError(`${record.name} has no address yet (its creation did not finish)`, {
+      hint: `check \`spuff status ${record.name}\`; remove it with \`spuff down ${record.name}\``,
+    });
+  }
+  return {
+    name: record.name,
+    host: record.endpoint.host,
+    port: record.endpoint.port,
+    user: record.user,
+    privateKey: readFileSync(app.state().clientKeyPath(record.name)),
+    hostKey: record.hostKey,
+  };
+}
+
+/** The agent to forward (after its preflight) and the guard's policy from the config. */
+export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ socket: string; policy: AgentPolicy }> {
+  const config = app.config();
+  const { agentSocket, preflightAgent } = await import("../../ssh/agent.js");
+  const { identityAgentFor } = await import("../../ssh/openssh-config.js");
+  const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
+  await preflightAgent(sock);
+  return {
+    socket: sock!.path,
+    policy: {
+      allowedKeys: config.ssh.allowed_keys ?? [],
+      signPolicy: config.ssh.sign_policy,
+      logFile: join(app.state().dir, "agent.log"),
+      vm: record.name,
+      onDecision: (d) => {
+        if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
+      },
+    },
+  };
+}
+
 export function register(program: Command, app: App): void {
   program
     .command("ssh [name] [command...]")
@@ -57,40 +97,9 @@ Examples:
       const { parseForward, runSessionWithReconnect } = await import("../../ssh/session.js");
       const forwards = opts.L.map(parseForward);
       const record = resolveRecord(app, name);
-      if (!record.endpoint) {
-        throw new UserError(`${record.name} has no address yet (its creation did not finish)`, {
-          hint: `check \`spuff status ${record.name}\`; remove it with \`spuff down ${record.name}\``,
-        });
-      }
       const config = app.config();
-      const state = app.state();
-      const target = {
-        name: record.name,
-        host: record.endpoint.host,
-        port: record.endpoint.port,
-        user: record.user,
-        privateKey: readFileSync(state.clientKeyPath(record.name)),
-        hostKey: record.hostKey,
-      };
-      let agent: { socket: string; policy: import("../../ssh/agent.js").AgentPolicy } | undefined;
-      if (opts.agent && config.ssh.forward_agent) {
-        const { agentSocket, preflightAgent } = await import("../../ssh/agent.js");
-        const { identityAgentFor } = await import("../../ssh/openssh-config.js");
-        const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
-        await preflightAgent(sock);
-        agent = {
-          socket: sock!.path,
-          policy: {
-            allowedKeys: config.ssh.allowed_keys ?? [],
-            signPolicy: config.ssh.sign_policy,
-            logFile: join(state.dir, "agent.log"),
-            vm: record.name,
-            onDecision: (d) => {
-              if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
-            },
-          },
-        };
-      }
+      const target = vmTarget(app, record);
+      const agent = opts.agent && config.ssh.forward_agent ? await guardedAgentFor(app, record) : undefined;
       const interactive = command.length === 0;
       // Like OpenSSH, the words after `--` are joined with spaces and run by the remote shell.
       const remote = interactive ? (config.ssh.tmux && opts.tmux ? "tmux new -A -s spuff" : undefined) : command.join(" ");
