@@ -69,6 +69,7 @@ function makeVm(conf: Record<string, string | number> = {}): Vm {
       SPUFF_RUN_DIR: run,
       SPUFF_PROC: proc,
       SPUFF_TMUX_DIR: join(root, "tmux"),
+      SPUFF_KMSG: join(root, "kmsg"),
     },
   };
 }
@@ -131,6 +132,8 @@ describe("spuff-idle: idle only when every signal is quiet", () => {
     const last = tick(T0 + TIMEOUT);
     expect(poweroff(last.calls)).toBe(true);
     expect(last.out).toMatch(/idle for 30m \(timeout 30m\).*poweroff/);
+    // The reason also goes to the kernel log (a local VM's console), which outlives the journal.
+    expect(readFileSync(join(vm.root, "kmsg"), "utf8")).toMatch(/^spuff-idle: idle for 30m \(timeout 30m\)/);
   });
 
   it("stays up while booting (grace period), counting idle time from the end of it", () => {
