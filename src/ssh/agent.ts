@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { appendFileSync, lstatSync, mkdirSync } from "node:fs";
 import { createConnection } from "node:net";
 import { homedir } from "node:os";
@@ -91,6 +92,23 @@ export interface AgentPolicy {
   vm: string;
   /** Called for every decision, e.g. to print a local line when something was denied. */
   onDecision?: (d: SignDecision) => void;
+  /** ssh.confirm: asked before each signature the policy allows; false declines it. */
+  confirm?: (d: SignDecision) => Promise<boolean>;
+}
+
+/**
+ * Confirmation through the user's SSH_ASKPASS program, as `ssh-add -c` does (SSH_ASKPASS_PROMPT=confirm: exit 0 means
+ * yes). Without SSH_ASKPASS nothing can ask, so every signature is declined — never silently allowed.
+ */
+export function askpassConfirm(env: NodeJS.ProcessEnv): (d: SignDecision) => Promise<boolean> {
+  return (d) =>
+    new Promise((resolve) => {
+      if (!env.SSH_ASKPASS) return resolve(false);
+      const prompt = `spuff: allow ${d.vm} to sign a login as "${d.user ?? "?"}" with ${d.comment || d.key}?`;
+      const child = spawn(env.SSH_ASKPASS, [prompt], { env: { ...env, SSH_ASKPASS_PROMPT: "confirm" }, stdio: "ignore" });
+      child.once("error", () => resolve(false));
+      child.once("exit", (code) => resolve(code === 0));
+    });
 }
 
 export interface SignDecision {
@@ -223,6 +241,10 @@ export class GuardedAgent extends (BaseAgent as new () => object) {
         decision.reason = auth ? `user "${auth.user}" is not "git" (sign_policy: git-only)` : "not an SSH login (sign_policy: git-only)";
       if (decision.reason) {
         this.log(decision);
+        return FAILURE;
+      }
+      if (this.policy.confirm && !(await this.policy.confirm(decision).catch(() => false))) {
+        this.log({ ...decision, reason: "declined at the confirmation prompt (ssh.confirm; needs SSH_ASKPASS)" });
         return FAILURE;
       }
       let reply: Buffer;

@@ -109,6 +109,23 @@ describe("spuff ssh", () => {
     expect(log.at(-1)).toMatchObject({ vm: "box", user: "spuff-test", allowed: false, reason: 'user "spuff-test" is not "git" (sign_policy: git-only)' });
   });
 
+  it("with ssh.confirm each signature is asked through SSH_ASKPASS; a no declines it", async () => {
+    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n  confirm: true\n");
+    const askpass = join(t.home, "askpass");
+    const asked = join(t.home, "asked");
+    writeFileSync(askpass, `#!/bin/sh\necho "$SSH_ASKPASS_PROMPT|$1" >> ${asked}\nexit "$(cat ${t.home}/answer)"\n`, { mode: 0o755 });
+    const clone = (dir: string) => spuff(["ssh", "box", "--", `rm -rf ${dir} && git clone -q git@githost.test:private.git ${dir} && cat ${dir}/README`], undefined, { SSH_ASKPASS: askpass });
+    writeFileSync(join(t.home, "answer"), "1");
+    const no = await clone("c1");
+    expect(no.code).not.toBe(0);
+    expect(no.stderr).toContain("declined at the confirmation prompt");
+    writeFileSync(join(t.home, "answer"), "0");
+    const yes = await clone("c2");
+    expect(yes.stdout).toBe("private\n");
+    expect(readFileSync(asked, "utf8")).toContain(`confirm|spuff: allow box to sign a login as "git" with work-key?`);
+    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+  });
+
   it("with --no-agent the clone fails and spuff says why", async () => {
     const r = await spuff(["ssh", "box", "--no-agent", "--", "git clone -q git@githost.test:private.git clone2"]);
     expect(r.code).not.toBe(0);

@@ -53,7 +53,7 @@ export function vmTarget(app: App, record: VmRecord): VmTarget {
 /** The agent to forward (after its preflight) and the guard's policy from the config. */
 export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ socket: string; policy: AgentPolicy }> {
   const config = app.config();
-  const { agentSocket, preflightAgent } = await import("../../ssh/agent.js");
+  const { agentSocket, askpassConfirm, preflightAgent } = await import("../../ssh/agent.js");
   const { identityAgentFor } = await import("../../ssh/openssh-config.js");
   const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
   await preflightAgent(sock);
@@ -67,6 +67,7 @@ export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ soc
       onDecision: (d) => {
         if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
       },
+      confirm: config.ssh.confirm ? askpassConfirm(app.io.env) : undefined,
     },
   };
 }
