@@ -1,6 +1,17 @@
 #!/usr/bin/env node
-import { main } from "./main.js";
-
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});
+// `spuff --version` answers without loading commander or any command (cold start, docs/performance.md).
+const argv = process.argv.slice(2);
+// `spuff ls | head`: a closed pipe ends the output quietly, as for any Unix tool.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+if (argv.length === 1 && argv[0] === "--version") {
+  const { VERSION } = await import("./version.js");
+  process.stdout.write(`${VERSION}\n`);
+} else {
+  const { main } = await import("./main.js");
+  process.exitCode = await main(argv);
+}
