@@ -189,7 +189,8 @@ describe("spuff-idle: idle only when every signal is quiet", () => {
     write(join(session, "cmdline"), "sshd: dev@pts/0\0");
     tick(T0 + 600);
     rmSync(session, { recursive: true });
-    expect(runMinutes(T0 + 660, T0 + 600 + TIMEOUT + 60)).toBe(T0 + 600 + TIMEOUT);
+    // Idle counts from the first check that sees nothing (T0+660), not from the last busy one.
+    expect(runMinutes(T0 + 660, T0 + 660 + TIMEOUT + 60)).toBe(T0 + 660 + TIMEOUT);
   });
 
   it("spuff-keep holds the VM until its deadline, then idle time runs out normally", () => {
@@ -198,8 +199,8 @@ describe("spuff-idle: idle only when every signal is quiet", () => {
     expect(keep.stdout).toContain("kept from idle poweroff until");
     tick(T0);
     expect(tick(T0 + 3000).out).toMatch(/spuff-keep=10m/);
-    // The last check that sees the keep is at T0+3540; idle time counts from there.
-    expect(runMinutes(T0 + 3060, T0 + 3600 + TIMEOUT + 120)).toBe(T0 + 3540 + TIMEOUT);
+    // The first check after the keep ran out is at T0+3600; idle time counts from there.
+    expect(runMinutes(T0 + 3060, T0 + 3600 + TIMEOUT + 120)).toBe(T0 + 3600 + TIMEOUT);
   });
 });
 

@@ -73,7 +73,7 @@ describe("git over SSH with the rendered config and pinned keys", () => {
   it("clones a private repository through the agent on the first try (pinned host_keys, non-standard port, address)", () => {
     const { files } = render([{ host: "githost.test", address: "127.0.0.1", port: git.port, hostKeys: [git.hostKey] }]);
     const { home, env } = vmHome(files);
-    const r = cloneRepo(env, "git@githost.test:private.git", join(home, "p"));
+    const r = cloneRepo(env, `git@githost.test:${git.path}`, join(home, "p"));
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(readFileSync(join(home, "p", "README"), "utf8")).toBe("private\n");
@@ -83,7 +83,7 @@ describe("git over SSH with the rendered config and pinned keys", () => {
     const other = utils.generateKeyPairSync("ed25519").public.split(" ").slice(0, 2).join(" ");
     const { files } = render([{ host: "githost.test", address: "127.0.0.1", port: git.port, hostKeys: [other] }]);
     const { home, env } = vmHome(files);
-    const r = cloneRepo(env, "git@githost.test:private.git", join(home, "p"));
+    const r = cloneRepo(env, `git@githost.test:${git.path}`, join(home, "p"));
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
     expect(existsSync(join(home, "p"))).toBe(false);
@@ -92,7 +92,7 @@ describe("git over SSH with the rendered config and pinned keys", () => {
   it("refuses a host that is not pinned at all (StrictHostKeyChecking yes)", () => {
     const { files } = render([]);
     const { home, env } = vmHome(files);
-    const r = spawnSync("git", ["clone", "-q", `ssh://git@127.0.0.1:${git.port}/~/private.git`, join(home, "p")], { env, encoding: "utf8" });
+    const r = spawnSync("git", ["clone", "-q", `ssh://git@127.0.0.1:${git.port}/~/${git.path}`, join(home, "p")], { env, encoding: "utf8" });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain("Host key verification failed");
   });
@@ -121,10 +121,10 @@ describe("spuff-keyscan (git hosts configured by fingerprint, or not at all)", (
     expect(r.stderr).toContain("wrong.test: no key matched");
     const added = readFileSync(knownHosts, "utf8").split("\n").filter((l) => l.includes(".test") && !l.startsWith("#"));
     expect(added).toEqual([`githost.test,[githost.test]:${git.port} ${git.hostKey}`]);
-    const clone = cloneRepo(env, "git@githost.test:private.git", join(home, "p"));
+    const clone = cloneRepo(env, `git@githost.test:${git.path}`, join(home, "p"));
     expect(clone.stderr).toBe("");
     expect(clone.status).toBe(0);
-    expect(cloneRepo(env, "git@wrong.test:private.git", join(home, "w")).stderr).toContain("Host key verification failed");
+    expect(cloneRepo(env, `git@wrong.test:${git.path}`, join(home, "w")).stderr).toContain("Host key verification failed");
   });
 
   it("with neither keys nor fingerprints: keeps what it sees (trust on first use), and the clone works", () => {
@@ -133,7 +133,7 @@ describe("spuff-keyscan (git hosts configured by fingerprint, or not at all)", (
     const r = spawnSync("spuff-keyscan", [join(home, "keyscan.conf"), knownHosts], { env, encoding: "utf8" });
     expect(r.status).toBe(0);
     expect(r.stdout).toContain(`tofu.test: pinned ssh-ed25519 ${fingerprint(git.hostKey)}`);
-    expect(cloneRepo(env, "git@tofu.test:private.git", join(home, "p")).status).toBe(0);
+    expect(cloneRepo(env, `git@tofu.test:${git.path}`, join(home, "p")).status).toBe(0);
   });
 
   it("a trust-on-first-use host that is down at boot is left to accept-new, not an error", () => {
@@ -158,16 +158,16 @@ describe("spuff-first-login (dotfiles and repositories, cloned through the agent
 
   it("clones dotfiles (then runs install) and repositories once, and records success", () => {
     const { files } = render(hosts(), {
-      dotfiles: { repo: "git@githost.test:private.git", install: "cp README ~/installed" },
-      repositories: ["git@githost.test:private.git"],
+      dotfiles: { repo: `git@githost.test:${git.path}`, install: "cp README ~/installed" },
+      repositories: [`git@githost.test:${git.path}`],
     });
     const { home, env } = vmHome(files);
     const r = spawnSync("spuff-first-login", [], { env, encoding: "utf8" });
     expect(r.status).toBe(0);
-    expect(r.stderr).toContain("spuff: cloning dotfiles git@githost.test:private.git");
+    expect(r.stderr).toContain(`spuff: cloning dotfiles git@githost.test:${git.path}`);
     expect(readFileSync(join(home, ".dotfiles", "README"), "utf8")).toBe("private\n");
     expect(readFileSync(join(home, "installed"), "utf8")).toBe("private\n");
-    expect(readFileSync(join(home, "src", "private", "README"), "utf8")).toBe("private\n");
+    expect(readFileSync(join(home, "src", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
     expect(existsSync(join(home, ".local", "state", "spuff", "first-login-done"))).toBe(true);
     // Once only: a second login does nothing.
     rmSync(join(home, "src"), { recursive: true });
@@ -177,7 +177,7 @@ describe("spuff-first-login (dotfiles and repositories, cloned through the agent
   });
 
   it("without a forwarded agent it explains and retries at the next login", () => {
-    const { files } = render(hosts(), { repositories: ["git@githost.test:private.git"] });
+    const { files } = render(hosts(), { repositories: [`git@githost.test:${git.path}`] });
     const { home, env } = vmHome(files);
     const { SSH_AUTH_SOCK: _, ...noAgent } = env;
     const r = spawnSync("spuff-first-login", [], { env: noAgent, encoding: "utf8" });
@@ -186,7 +186,7 @@ describe("spuff-first-login (dotfiles and repositories, cloned through the agent
     expect(existsSync(join(home, "src"))).toBe(false);
     expect(existsSync(join(home, ".local", "state", "spuff", "first-login-done"))).toBe(false);
     expect(spawnSync("spuff-first-login", [], { env, encoding: "utf8" }).status).toBe(0);
-    expect(readFileSync(join(home, "src", "private", "README"), "utf8")).toBe("private\n");
+    expect(readFileSync(join(home, "src", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
   });
 
   it("a failed clone is reported and not marked done", () => {

@@ -57,7 +57,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the l
     ["wait SSH", "SIGTERM"],
   ] as const) {
     it(`${signal} during "${phase}" rolls back: exit 130, nothing left`, async () => {
-      const { child, exit } = await upUntil(`int-${phase.replace(/\W/g, "")}`, phase);
+      const { child, exit } = await upUntil(`int-${phase.replace(/\W/g, "").toLowerCase()}-${signal.slice(3).toLowerCase()}`, phase);
       child.kill(signal);
       const r = await exit;
       expect(r.code).toBe(130);

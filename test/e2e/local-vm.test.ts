@@ -83,7 +83,7 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
   });
 
   it("git clone of a private repository works through the forwarded agent, with the git host pinned", async () => {
-    const r = await spuff("ssh", "e2e", "--", "git", "clone", "-q", "git@githost.test:private.git", "&&", "cat", "private/README");
+    const r = await spuff("ssh", "e2e", "--", "git", "clone", "-q", `git@githost.test:${git.path}`, "private", "&&", "cat", "private/README");
     expect(r.stderr).not.toContain("refused a signature");
     expect(r.stdout, r.stderr).toBe("private\n");
     expect(r.code).toBe(0);
@@ -106,21 +106,86 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
   });
 
   it("with --no-agent the same clone fails, with spuff's explanation", async () => {
-    const r = await spuff("ssh", "e2e", "--no-agent", "--", "git", "clone", "-q", "git@githost.test:private.git", "again");
+    const r = await spuff("ssh", "e2e", "--no-agent", "--", "git", "clone", "-q", `git@githost.test:${git.path}`, "again");
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("Permission denied (publickey)");
     expect(r.stderr).toContain("no SSH agent was forwarded (--no-agent)");
   });
 
-  it("spuff down leaves no process, overlay or state", async () => {
-    const r = await spuff("down", "e2e", "--yes");
+  it("spuff extend moves the hard TTL on the VM and in its label", async () => {
+    const before = JSON.parse((await spuff("--json", "status", "e2e")).stdout).expiresAt;
+    const r = await spuff("--json", "extend", "e2e", "2h");
+    expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("destroyed e2e");
+    const { expiresAt } = JSON.parse(r.stdout);
+    expect(new Date(expiresAt).getTime() - new Date(before).getTime()).toBe(2 * 3600_000);
+    const conf = await spuff("ssh", "e2e", "--", "grep", "^EXPIRES_AT=", "/etc/spuff/idle.conf");
+    expect(conf.stdout.trim()).toBe(`EXPIRES_AT=${new Date(expiresAt).getTime() / 1000}`);
+    expect(JSON.parse((await spuff("--json", "status", "e2e")).stdout).expiresAt).toBe(expiresAt);
+  });
+
+  it("the idle watcher runs every minute and sees the SSH session", async () => {
+    const r = await spuff("ssh", "e2e", "--", "sudo", "systemctl", "is-active", "spuff-idle.timer", "&&", "spuff-idle", "--status");
+    expect(r.stdout).toMatch(/^active\n/);
+    expect(r.stdout).toContain("active: ssh-sessions=1");
+    expect(r.code).toBe(0);
+  });
+
+  // The rest runs with a 1-minute idle timeout (what `idle.timeout: 1m` renders), set on the running VM.
+  const journal = async () => {
+    const r = await spuff("ssh", "e2e", "--", "sudo", "journalctl", "-u", "spuff-idle", "--no-pager", "-o", "cat");
+    if (r.code !== 0) {
+      const console = join(stateDir, "local", "e2e", "console.log");
+      const tail = existsSync(console) ? execFileSync("tail", ["-n", "30", console], { encoding: "utf8" }) : "(no console log)";
+      throw new Error(`reading the journal failed (${r.code}): ${r.stderr}\n--- console.log tail:\n${tail}`);
+    }
+    return r.stdout;
+  };
+
+  it("does not power off while a spuff ssh session is open", { timeout: 6 * 60_000 }, async () => {
+    const set = await spuff("ssh", "e2e", "--", "sudo", "sed", "-i", "s/^IDLE_TIMEOUT_SECONDS=.*/IDLE_TIMEOUT_SECONDS=60/", "/etc/spuff/idle.conf");
+    expect(set.code).toBe(0);
+    // Idle for 150 s would mean a poweroff after at most 60 s + one 60 s tick; the open session must prevent it.
+    const held = await spuff("ssh", "e2e", "--", "sleep", "150", "&&", "echo", "still-here");
+    expect(held.stdout).toBe("still-here\n");
+    expect(await journal()).toMatch(/active: ssh-sessions=1/);
+  });
+
+  it("does not power off while a spuff-busy job runs with nobody connected", { timeout: 6 * 60_000 }, async () => {
+    const start = await spuff("ssh", "e2e", "--", "setsid", "-f", "spuff-busy", "--", "sleep", "170", ">/dev/null", "2>&1", "</dev/null");
+    expect(start.code).toBe(0);
+    await new Promise((r) => setTimeout(r, 140_000));
+    // Still up after 140 s with no session; the watcher said why.
+    const log = await journal();
+    expect(log).toMatch(/active: .*spuff-busy=1/);
+    expect(log).not.toMatch(/poweroff$/m);
+  });
+
+  it("powers off once idle, then spuff reap removes it: no process, overlay or state is left", { timeout: 8 * 60_000 }, async () => {
+    const deadline = Date.now() + 6 * 60_000;
+    let status = "";
+    while (Date.now() < deadline) {
+      status = JSON.parse((await spuff("--json", "ls")).stdout)[0]?.status;
+      if (status === "stopped") break;
+      await new Promise((r) => setTimeout(r, 10_000));
+    }
+    expect(status).toBe("stopped");
+    // The watcher wrote its reason to the console before powering off.
+    expect(execFileSync("cat", [join(stateDir, "local", "e2e", "console.log")], { encoding: "utf8" })).toMatch(/spuff-idle: idle for \d+m\d*s? \(timeout 1m\)/);
+    const r = await spuff("reap");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/e2e\s+local\s+stopped\s+destroy/);
     expect(existsSync(join(stateDir, "local", "e2e"))).toBe(false);
     expect(existsSync(join(stateDir, "vms", "e2e"))).toBe(false);
     expect(spawnSync("pgrep", ["-f", `${stateDir}/local/e2e`]).status).toBe(1);
     const ls = await spuff("--json", "ls");
     expect(JSON.parse(ls.stdout)).toEqual([]);
     expect(readdirSync(join(stateDir, "local"))).toEqual([]);
+  });
+
+  it("spuff down of a reaped VM says it no longer exists", async () => {
+    const r = await spuff("down", "e2e", "--yes");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('no VM named "e2e"');
   });
 });

@@ -131,10 +131,10 @@ export function startAgent(comments: string[]): Agent {
 }
 
 /**
- * A git server: sshd logging in the local user `git`, with a bare repository `private.git` holding one commit. It also
+ * A git server: sshd logging in the local user `git`, with a bare repository (`git@HOST:${path}`) holding one commit. It also
  * accepts the same keys for user `spuff-test`, so tests can show that the guard refuses to sign a non-git login.
  */
-export async function startGitServer(authorizedKeys: string[]): Promise<Sshd & { repo: string }> {
+export async function startGitServer(authorizedKeys: string[]): Promise<Sshd & { repo: string; path: string }> {
   const sshd = await startSshd({ authorizedKeys, extraConfig: ["AllowUsers git spuff-test"] });
   const repo = join(sshd.dir, "private.git");
   const work = join(sshd.dir, "work");
@@ -146,10 +146,20 @@ export async function startGitServer(authorizedKeys: string[]): Promise<Sshd & {
   execFileSync("git", [...g, "commit", "-q", "-m", "init"]);
   execFileSync("git", [...g, "push", "-q", repo, "main"]);
   execFileSync("chown", ["-R", "git:git", repo]);
-  // The git user's home must let it reach the repo: link it from the home directory.
+  // The git user's home must let it reach the repo: link it from the home directory, under a name of its own, so git
+  // servers of test files running in parallel do not take each other's place.
   const home = execFileSync("sh", ["-c", "getent passwd git | cut -d: -f6"], { encoding: "utf8" }).trim();
-  rmSync(join(home, "private.git"), { force: true });
-  execFileSync("ln", ["-s", repo, join(home, "private.git")]);
-  execFileSync("chown", ["-h", "git:git", join(home, "private.git")]); // git refuses repositories whose path it does not own
-  return { ...sshd, repo };
+  const path = `private-${sshd.port}.git`;
+  rmSync(join(home, path), { force: true });
+  execFileSync("ln", ["-s", repo, join(home, path)]);
+  execFileSync("chown", ["-h", "git:git", join(home, path)]); // git refuses repositories whose path it does not own
+  return {
+    ...sshd,
+    repo,
+    path,
+    async stop() {
+      rmSync(join(home, path), { force: true });
+      await sshd.stop();
+    },
+  };
 }

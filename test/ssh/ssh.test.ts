@@ -94,7 +94,7 @@ describe("spuff ssh", () => {
   });
 
   it("git clone from a loopback git server works through the guarded agent, and is logged", async () => {
-    const r = await spuff(["ssh", "box", "--", "rm -rf clone && git clone -q git@githost.test:private.git clone && cat clone/README"]);
+    const r = await spuff(["ssh", "box", "--", `rm -rf clone && git clone -q git@githost.test:${git.path} clone && cat clone/README`]);
     expect(r.stdout, r.stderr).toBe("private\n");
     expect(r.code).toBe(0);
     const log = readFileSync(join(stateDir, "agent.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
@@ -114,7 +114,7 @@ describe("spuff ssh", () => {
     const askpass = join(t.home, "askpass");
     const asked = join(t.home, "asked");
     writeFileSync(askpass, `#!/bin/sh\necho "$SSH_ASKPASS_PROMPT|$1" >> ${asked}\nexit "$(cat ${t.home}/answer)"\n`, { mode: 0o755 });
-    const clone = (dir: string) => spuff(["ssh", "box", "--", `rm -rf ${dir} && git clone -q git@githost.test:private.git ${dir} && cat ${dir}/README`], undefined, { SSH_ASKPASS: askpass });
+    const clone = (dir: string) => spuff(["ssh", "box", "--", `rm -rf ${dir} && git clone -q git@githost.test:${git.path} ${dir} && cat ${dir}/README`], undefined, { SSH_ASKPASS: askpass });
     writeFileSync(join(t.home, "answer"), "1");
     const no = await clone("c1");
     expect(no.code).not.toBe(0);
@@ -127,7 +127,7 @@ describe("spuff ssh", () => {
   });
 
   it("with --no-agent the clone fails and spuff says why", async () => {
-    const r = await spuff(["ssh", "box", "--no-agent", "--", "git clone -q git@githost.test:private.git clone2"]);
+    const r = await spuff(["ssh", "box", "--no-agent", "--", `git clone -q git@githost.test:${git.path} clone2`]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("Permission denied (publickey)");
     expect(r.stderr).toContain("no SSH agent was forwarded (--no-agent)");
