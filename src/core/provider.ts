@@ -114,8 +114,11 @@ export interface Provider {
    * `spuff/expires-at`. Providers without it keep the TTL only in local state and on the VM.
    */
   setLabels?(vm: Vm, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
-  /** Optional: deletes spuff-labelled resources that no VM uses any more (SSH keys, security groups, overlays). */
-  reapOrphans?(dryRun: boolean, progress: Progress): Promise<string[]>;
+  /**
+   * Optional: deletes spuff-labelled resources that no VM uses any more (SSH keys, security groups, overlays). `busy`
+   * names VMs whose `spuff up` is still running: their resources may not have a VM yet and must be left alone.
+   */
+  reapOrphans?(dryRun: boolean, progress: Progress, busy?: ReadonlySet<string>): Promise<string[]>;
   /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
   buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
 }

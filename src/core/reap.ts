@@ -72,10 +72,11 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
   }
   const orphans: ReapResult["orphans"] = [];
   const asked = deps.providerNames.filter((n) => !inv.errors.some((e) => e.provider === n));
+  const busy = new Set(inv.vms.filter((v) => v.status === "creating" || (v.reap === null && deps.state.read(v.name)?.upPid !== undefined)).map((v) => v.name));
   for (const name of asked) {
     try {
       const p = await deps.provider(name);
-      for (const resource of (await p.reapOrphans?.(dryRun, progress)) ?? []) orphans.push({ provider: name, resource });
+      for (const resource of (await p.reapOrphans?.(dryRun, progress, busy)) ?? []) orphans.push({ provider: name, resource });
     } catch (err) {
       errors.push({ provider: name, message: `orphans: ${(err as Error).message}` });
     }
