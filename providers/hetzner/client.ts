@@ -1,0 +1,399 @@
+import createClient, { type Client } from "openapi-fetch";
+import { ProviderError, UserError } from "../../src/core/errors.js";
+import type { operations, paths } from "./api.gen.js";
+
+/**
+ * The thin Hetzner Cloud API client: the only code in spuff that talks HTTP to Hetzner. Types come from the official
+ * OpenAPI spec (api.gen.ts). It adds what every call needs: the token (never echoed), a per-request timeout, retries of
+ * reads on 5xx/timeouts with backoff, waiting out 429 until `RateLimit-Reset`, retrying 423 `locked`, pagination, and
+ * one mapping from API errors to spuff's errors with hints. Creates (POST) are never retried blindly: the caller
+ * decides (it looks the resource up by its `spuff/request-id` label first).
+ */
+
+type Json<Op, Status extends number> = Op extends { responses: { [K in Status]: { content: { "application/json": infer B } } } } ? B : never;
+export type Server = NonNullable<Json<operations["get_server"], 200>["server"]>;
+export type SshKey = Json<operations["create_ssh_key"], 201>["ssh_key"];
+export type Action = Json<operations["get_action"], 200>["action"];
+export type ServerType = Json<operations["list_server_types"], 200>["server_types"][number];
+export type Location = Json<operations["list_locations"], 200>["locations"][number];
+export type CreateServerBody = NonNullable<operations["create_server"]["requestBody"]>["content"]["application/json"];
+export type CreateSshKeyBody = NonNullable<operations["create_ssh_key"]["requestBody"]>["content"]["application/json"];
+
+export const DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1";
+export const TOKEN_HINT =
+  "create a token in the Hetzner Cloud Console (https://console.hetzner.cloud): open your project → Security → API tokens → Generate API token, permission Read & Write; then `export HCLOUD_TOKEN=...` (or set hetzner.token in your config)";
+
+export interface ClientOptions {
+  endpoint: string;
+  token: string;
+  /** Per-request timeout. */
+  timeoutMs: number;
+  /** Base of every backoff and of action polling (HCLOUD_POLL_INTERVAL, default 500 ms). */
+  pollMs: number;
+  /** How long a `locked` (423) resource is retried before giving up. */
+  lockedMs?: number;
+  /** Longest `RateLimit-Reset` wait spuff sits out; a longer one is an error with a hint. */
+  maxRateLimitWaitMs?: number;
+}
+
+const apiErrors = new WeakMap<object, { status: number; code: string }>();
+
+/** The HTTP status and Hetzner error code behind an error this client threw, if any. */
+export function apiErrorOf(err: unknown): { status: number; code: string } | undefined {
+  return err && typeof err === "object" ? apiErrors.get(err) : undefined;
+}
+
+/** A failure whose outcome at Hetzner is unknown (timeout, connection reset, 5xx on a create): look before retrying. */
+export class UncertainError extends ProviderError {}
+
+interface ApiErrorBody {
+  error?: { code?: string; message?: string; details?: { fields?: { name?: string; messages?: string[] }[] } | null };
+}
+
+type Result<D> = { data?: D; error?: unknown; response: Response };
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Delay before retry `attempt` (0-based): base·2^attempt with ±25 % jitter, capped. */
+export function backoff(attempt: number, baseMs: number, capMs = 10_000): number {
+  const raw = Math.min(capMs, baseMs * 2 ** attempt);
+  return Math.round(raw * (0.75 + Math.random() * 0.5));
+}
+
+/** The endpoint without any user:password part, for messages. */
+export function showEndpoint(endpoint: string): string {
+  try {
+    const u = new URL(endpoint);
+    u.username = "";
+    u.password = "";
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return "(invalid HCLOUD_ENDPOINT)";
+  }
+}
+
+export class HetznerClient {
+  private readonly http: Client<paths>;
+  private readonly opts: Required<ClientOptions>;
+
+  constructor(opts: ClientOptions) {
+    this.opts = { lockedMs: 120_000, maxRateLimitWaitMs: 60_000, ...opts };
+    let base: URL;
+    try {
+      base = new URL(opts.endpoint);
+    } catch {
+      throw new UserError(`HCLOUD_ENDPOINT is not a URL`, { hint: `unset it to use ${DEFAULT_ENDPOINT}` });
+    }
+    this.http = createClient<paths>({
+      baseUrl: base.toString().replace(/\/$/, ""),
+      headers: { Authorization: `Bearer ${opts.token}`, "User-Agent": "spuff" },
+    });
+  }
+
+  get pollMs(): number {
+    return this.opts.pollMs;
+  }
+
+  get endpoint(): string {
+    return showEndpoint(this.opts.endpoint);
+  }
+
+  /** Removes the token from any text that leaves the client. */
+  redact(text: string): string {
+    return this.opts.token.length >= 4 ? text.split(this.opts.token).join("***") : text;
+  }
+
+  /**
+   * Runs one API call with timeout, retries and error mapping. `idempotent` calls are retried on 5xx and transport
+   * failures; others throw `UncertainError` then. 429 and 423 are retried for every call (the request was refused).
+   * Statuses in `accept` are returned as `undefined` instead of thrown (e.g. 404 on get/delete).
+   */
+  async call<D>(
+    what: string,
+    run: (signal: AbortSignal) => Promise<Result<D>>,
+    opts: { idempotent: boolean; signal?: AbortSignal; accept?: number[] },
+  ): Promise<D | undefined> {
+    const { signal } = opts;
+    let transient = 0;
+    let rateLimited = 0;
+    const lockedUntil = Date.now() + this.opts.lockedMs;
+    let locked = 0;
+    for (;;) {
+      signal?.throwIfAborted();
+      const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+      const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      let r: Result<D>;
+      try {
+        r = await run(combined);
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        const reason = timeout.aborted
+          ? `no answer from the Hetzner API within ${Math.round(this.opts.timeoutMs / 1000)} s`
+          : `cannot reach the Hetzner API at ${this.endpoint}: ${this.redact(transportMessage(err))}`;
+        if (opts.idempotent && transient < 4) {
+          await sleep(backoff(transient++, this.opts.pollMs), signal);
+          continue;
+        }
+        const E = opts.idempotent ? ProviderError : UncertainError;
+        throw new E(`${what}: ${reason}`, { hint: "check your network and HCLOUD_ENDPOINT; https://status.hetzner.com shows Hetzner's status" });
+      }
+      const { response } = r;
+      if (response.ok) return r.data ?? (undefined as D);
+      if (opts.accept?.includes(response.status)) return undefined;
+      const body = (r.error ?? {}) as ApiErrorBody;
+      if (response.status === 429) {
+        const waitMs = rateLimitWait(response.headers);
+        if (rateLimited < 5 && waitMs <= this.opts.maxRateLimitWaitMs) {
+          rateLimited++;
+          await sleep(Math.max(waitMs, this.opts.pollMs), signal);
+          continue;
+        }
+        throw this.toError(what, response, body);
+      }
+      if (response.status === 423 && Date.now() < lockedUntil) {
+        await sleep(backoff(locked++, this.opts.pollMs, 5000), signal);
+        continue;
+      }
+      if (response.status >= 500) {
+        if (opts.idempotent && transient < 4) {
+          await sleep(backoff(transient++, this.opts.pollMs), signal);
+          continue;
+        }
+        if (!opts.idempotent) {
+          const e = this.toError(what, response, body);
+          const u = new UncertainError(e.message, { hint: e.hints });
+          apiErrors.set(u, { status: response.status, code: body.error?.code ?? "" });
+          throw u;
+        }
+      }
+      throw this.toError(what, response, body);
+    }
+  }
+
+  /** Maps an API error response to a UserError (the user fixes it: exit 1) or ProviderError (exit 2), with hints. */
+  toError(what: string, response: Response, body: ApiErrorBody): UserError | ProviderError {
+    const err = this.mapError(what, response, body);
+    apiErrors.set(err, { status: response.status, code: body.error?.code ?? "" });
+    return err;
+  }
+
+  private mapError(what: string, response: Response, body: ApiErrorBody): UserError | ProviderError {
+    const status = response.status;
+    const code = body.error?.code ?? "";
+    const apiMessage = this.redact(body.error?.message ?? response.statusText ?? "");
+    const said = `${status}${code ? ` ${code}` : ""}${apiMessage ? `: ${apiMessage}` : ""}`;
+    if (status === 401) {
+      return new UserError(`the Hetzner API rejected the token (${said})`, { hint: TOKEN_HINT });
+    }
+    if (status === 403 && code === "token_readonly") {
+      return new UserError(`${what}: the Hetzner API token is read-only (${said})`, {
+        hint: "spuff creates and deletes servers and SSH keys: generate a token with permission Read & Write (Console → your project → Security → API tokens) and use it instead",
+      });
+    }
+    if (status === 403 && code === "resource_limit_exceeded") {
+      return new ProviderError(`${what}: the Hetzner project reached a resource limit (${said})`, {
+        hint: "delete servers you no longer need (`spuff ls`, `spuff reap`) or ask Hetzner for a higher limit (Console → your project → Limits)",
+      });
+    }
+    if (status === 403) {
+      return new ProviderError(`${what}: Hetzner refused the request (${said})`, {
+        hint: "check that the token belongs to the intended project and that the project is not restricted (https://console.hetzner.cloud)",
+      });
+    }
+    if (status === 409 && code === "uniqueness_error") {
+      return new UserError(`${what}: the name is already taken in this Hetzner project (${said})`, {
+        hint: "pick another name (`spuff up OTHER-NAME`), or remove the existing resource in the Hetzner Cloud Console",
+      });
+    }
+    if (status === 412 && code === "resource_unavailable") {
+      return new ProviderError(`${what}: Hetzner has no capacity for this right now (${said})`, {
+        hint: "try another location (--location) or server type (--size); `spuff up --help` lists them",
+      });
+    }
+    if (status === 422 && code === "invalid_input") {
+      const fields = body.error?.details?.fields ?? [];
+      return new UserError(`${what}: the Hetzner API rejected the input (${said})`, {
+        notes: fields.map((f) => `${f.name ?? "?"}: ${(f.messages ?? []).map((m) => this.redact(m)).join("; ")}`),
+        hint: "check hetzner.* in your config (`spuff config show`) and the --size/--location flags",
+      });
+    }
+    if (status === 423) {
+      return new ProviderError(`${what}: the resource is locked by a running Hetzner action (${said})`, {
+        hint: "wait a minute and run the command again",
+      });
+    }
+    if (status === 429) {
+      const reset = response.headers.get("RateLimit-Reset");
+      const at = reset && /^\d+$/.test(reset) ? ` until ${new Date(Number(reset) * 1000).toISOString()}` : "";
+      return new ProviderError(`${what}: rate limited by the Hetzner API${at} (${said})`, {
+        hint: "another tool may be using the same project heavily; wait and run the command again",
+      });
+    }
+    if (status >= 500) {
+      return new ProviderError(`${what}: the Hetzner API failed (${said})`, {
+        hint: "Hetzner may be having trouble (https://status.hetzner.com); run the command again later",
+      });
+    }
+    return new ProviderError(`${what}: the Hetzner API answered ${said}`, {
+      hint: status === 404 ? "the resource no longer exists" : "run again with --verbose for details",
+    });
+  }
+
+  // ---- operations -------------------------------------------------------------------------------------------------
+
+  /** All pages of a list call (`per_page` 50, the API's maximum). */
+  private async all<T, K extends string>(
+    what: string,
+    key: K,
+    page: (p: number, signal: AbortSignal) => Promise<Result<{ [k in K]: T[] } & { meta?: { pagination?: { next_page?: number | null } } }>>,
+    signal?: AbortSignal,
+  ): Promise<T[]> {
+    const out: T[] = [];
+    for (let p: number | null | undefined = 1; p; ) {
+      const current: number = p;
+      const data = await this.call(what, (s) => page(current, s), { idempotent: true, signal });
+      out.push(...(data?.[key] ?? []));
+      p = data?.meta?.pagination?.next_page;
+    }
+    return out;
+  }
+
+  listServers(labelSelector: string, signal?: AbortSignal): Promise<Server[]> {
+    return this.all<Server, "servers">(
+      "list servers",
+      "servers",
+      (page, s) => this.http.GET("/servers", { params: { query: { label_selector: labelSelector, page, per_page: 50 } }, signal: s }),
+      signal,
+    );
+  }
+
+  async getServer(id: number, signal?: AbortSignal): Promise<Server | undefined> {
+    const data = await this.call(`get server ${id}`, (s) => this.http.GET("/servers/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+      accept: [404],
+    });
+    return data?.server;
+  }
+
+  /** POST /servers, once. A transport failure or 5xx throws `UncertainError`: the server may exist. */
+  async createServer(body: CreateServerBody, signal?: AbortSignal): Promise<{ server: Server; action?: Action }> {
+    const data = await this.call(`create server ${body.name}`, (s) => this.http.POST("/servers", { body, signal: s }), { idempotent: false, signal });
+    if (!data) throw new ProviderError(`create server ${body.name}: the Hetzner API answered without a server`);
+    return { server: data.server as Server, action: data.action };
+  }
+
+  async setServerLabels(id: number, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.call(`relabel server ${id}`, (s) => this.http.PUT("/servers/{id}", { params: { path: { id } }, body: { labels }, signal: s }), {
+      idempotent: true,
+      signal,
+    });
+  }
+
+  /** DELETE /servers/{id}; `undefined` when it is already gone. A locked server (running action) is retried. */
+  async deleteServer(id: number, signal?: AbortSignal): Promise<Action | undefined> {
+    const data = await this.call(`delete server ${id}`, (s) => this.http.DELETE("/servers/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+      accept: [404],
+    });
+    return data?.action;
+  }
+
+  listSshKeys(labelSelector: string, signal?: AbortSignal): Promise<SshKey[]> {
+    return this.all<SshKey, "ssh_keys">(
+      "list SSH keys",
+      "ssh_keys",
+      (page, s) => this.http.GET("/ssh_keys", { params: { query: { label_selector: labelSelector, page, per_page: 50 } }, signal: s }),
+      signal,
+    );
+  }
+
+  async createSshKey(body: CreateSshKeyBody, signal?: AbortSignal): Promise<SshKey> {
+    const data = await this.call(`register SSH key ${body.name}`, (s) => this.http.POST("/ssh_keys", { body, signal: s }), { idempotent: false, signal });
+    if (!data) throw new ProviderError(`register SSH key ${body.name}: the Hetzner API answered without a key`);
+    return data.ssh_key;
+  }
+
+  /** DELETE /ssh_keys/{id}; already gone is success. */
+  async deleteSshKey(id: number, signal?: AbortSignal): Promise<void> {
+    await this.call(`delete SSH key ${id}`, (s) => this.http.DELETE("/ssh_keys/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+      accept: [404],
+    });
+  }
+
+  async getAction(id: number, signal?: AbortSignal): Promise<Action> {
+    const data = await this.call(`get action ${id}`, (s) => this.http.GET("/actions/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+    });
+    if (!data) throw new ProviderError(`get action ${id}: the Hetzner API answered without an action`);
+    return data.action;
+  }
+
+  /** Polls an action until it succeeds (backoff from the poll interval up to 2 s); an `error` status throws. */
+  async waitAction(action: Action, what: string, signal?: AbortSignal, timeoutMs = 10 * 60_000): Promise<Action> {
+    const deadline = Date.now() + timeoutMs;
+    let current = action;
+    for (let i = 0; current.status === "running"; i++) {
+      if (Date.now() > deadline) {
+        throw new ProviderError(`${what}: the Hetzner action ${current.command} did not finish within ${Math.round(timeoutMs / 60_000)} min`, {
+          hint: "check the server in the Hetzner Cloud Console",
+        });
+      }
+      await sleep(Math.min(2000, this.opts.pollMs * 1.5 ** i), signal);
+      current = await this.getAction(current.id, signal);
+    }
+    if (current.status === "error") {
+      throw new ProviderError(`${what}: the Hetzner action ${current.command} failed: ${current.error?.code ?? ""} ${this.redact(current.error?.message ?? "")}`.trim(), {
+        hint: "check the server in the Hetzner Cloud Console; `spuff reap` removes leftovers",
+      });
+    }
+    return current;
+  }
+
+  serverTypes(signal?: AbortSignal): Promise<ServerType[]> {
+    return this.all<ServerType, "server_types">(
+      "list server types",
+      "server_types",
+      (page, s) => this.http.GET("/server_types", { params: { query: { page, per_page: 50 } }, signal: s }),
+      signal,
+    );
+  }
+
+  locations(signal?: AbortSignal): Promise<Location[]> {
+    return this.all<Location, "locations">(
+      "list locations",
+      "locations",
+      (page, s) => this.http.GET("/locations", { params: { query: { page, per_page: 50 } }, signal: s }),
+      signal,
+    );
+  }
+}
+
+/** Milliseconds until `RateLimit-Reset` (Unix seconds), or the poll fallback of 1 s when absent. */
+export function rateLimitWait(headers: Headers, now = Date.now()): number {
+  const reset = headers.get("RateLimit-Reset");
+  if (reset && /^\d+$/.test(reset)) return Math.max(0, Number(reset) * 1000 - now);
+  return 1000;
+}
+
+function transportMessage(err: unknown): string {
+  const e = err as { message?: string; cause?: { code?: string; message?: string } };
+  return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
+}
