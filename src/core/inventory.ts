@@ -1,6 +1,6 @@
 import { UserError } from "./errors.js";
 import type { Progress, Provider, Vm } from "./provider.js";
-import type { StateStore } from "./state.js";
+import { pidAlive, type StateStore } from "./state.js";
 import { toView, type VmView } from "./view.js";
 
 export interface InventoryDeps {
@@ -55,15 +55,6 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
   }
   vms.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider));
   return { vms, errors };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** Finds one VM by name; with no name, the only VM there is. */

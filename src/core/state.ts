@@ -53,7 +53,8 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   renameSync(tmp, file);
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process with this id exists (EPERM: it exists but belongs to someone else). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
