@@ -141,7 +141,7 @@ export class HetznerClient {
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
         const reason = timeout.aborted
-          ? `no answer from the Hetzner API within ${Math.round(this.opts.timeoutMs / 1000)} s`
+          ? `no answer from the Hetzner API within ${this.opts.timeoutMs < 1000 ? `${this.opts.timeoutMs} ms` : `${Math.round(this.opts.timeoutMs / 1000)} s`}`
           : `cannot reach the Hetzner API at ${this.endpoint}: ${this.redact(transportMessage(err))}`;
         if (opts.idempotent && transient < 4) {
           await sleep(backoff(transient++, this.opts.pollMs), signal);

@@ -85,7 +85,15 @@ class HetznerProvider implements Provider {
     if (poll === undefined) throw new UserError(`HCLOUD_POLL_INTERVAL="${env.HCLOUD_POLL_INTERVAL}" is not a duration`, { hint: 'e.g. "500ms" or "1s"' });
     const timeout = env.SPUFF_HETZNER_TIMEOUT ? parseGoDuration(env.SPUFF_HETZNER_TIMEOUT) : 30_000;
     if (!timeout) throw new UserError(`SPUFF_HETZNER_TIMEOUT="${env.SPUFF_HETZNER_TIMEOUT}" is not a duration`, { hint: 'e.g. "30s"' });
-    this.client = new HetznerClient({ endpoint: env.HCLOUD_ENDPOINT || DEFAULT_ENDPOINT, token, pollMs: Math.max(10, poll), timeoutMs: timeout });
+    const locked = env.SPUFF_HETZNER_LOCKED_TIMEOUT ? parseGoDuration(env.SPUFF_HETZNER_LOCKED_TIMEOUT) : 120_000;
+    if (locked === undefined) throw new UserError(`SPUFF_HETZNER_LOCKED_TIMEOUT="${env.SPUFF_HETZNER_LOCKED_TIMEOUT}" is not a duration`, { hint: 'e.g. "2m"' });
+    this.client = new HetznerClient({
+      endpoint: env.HCLOUD_ENDPOINT || DEFAULT_ENDPOINT,
+      token,
+      pollMs: Math.max(10, poll),
+      timeoutMs: timeout,
+      lockedMs: locked,
+    });
     return this.client;
   }
 
@@ -285,8 +293,12 @@ class HetznerProvider implements Provider {
     await this.api().setServerLabels(Number(vm.id), labels, signal);
   }
 
-  /** SSH keys labelled managed-by=spuff whose server is gone (matched by `spuff/request-id`, else by name). */
-  async reapOrphans(dryRun: boolean, progress: Progress): Promise<string[]> {
+  /**
+   * SSH keys labelled managed-by=spuff whose server is gone (matched by `spuff/request-id`, else by name). Keys of a VM
+   * whose `up` still runs here (`busy`), and keys younger than 5 minutes (an `up` on another machine may be between
+   * registering its key and creating its server), are left alone.
+   */
+  async reapOrphans(dryRun: boolean, progress: Progress, busy: ReadonlySet<string> = new Set()): Promise<string[]> {
     const api = this.api();
     const [keys, servers] = await Promise.all([api.listSshKeys(MANAGED), api.listServers(MANAGED)]);
     const rids = new Set(servers.map((s) => s.labels[LABEL.requestId]).filter(Boolean));
@@ -294,7 +306,7 @@ class HetznerProvider implements Provider {
     const removed: string[] = [];
     for (const k of keys) {
       const rid = k.labels[LABEL.requestId];
-      const used = rid ? rids.has(rid) : names.has(k.labels[LABEL.name]);
+      const used = (rid ? rids.has(rid) : names.has(k.labels[LABEL.name])) || busy.has(k.labels[LABEL.name]);
       if (used || Date.now() - Date.parse(k.created) < ORPHAN_MIN_AGE_MS) continue;
       removed.push(`SSH key ${k.name} (id ${k.id})`);
       if (!dryRun) {

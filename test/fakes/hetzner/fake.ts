@@ -55,6 +55,8 @@ export interface Fault {
   /** Path below /v1: a string (exact, or a prefix ending in "/") or a RegExp. */
   path?: string | RegExp;
   operationId?: string;
+  /** Only requests whose query string (decoded, without "?") matches. */
+  search?: RegExp;
   /** Only requests whose JSON body passes this check. */
   body?: (body: unknown) => boolean;
   /** "before" (default): the request has no effect; "after": it takes effect, then the fault replaces the answer. */
@@ -84,6 +86,7 @@ export interface RequestLog {
   method: string;
   path: string;
   search: string;
+  /** 0 while the answer is pending. */
   status: number;
   operationId?: string;
 }
@@ -287,6 +290,9 @@ export class HetznerFake {
     for await (const c of req) chunks.push(c as Buffer);
     const raw = Buffer.concat(chunks).toString("utf8");
 
+    // Logged on arrival (status 0 until answered), so a test sees requests whose answer is still delayed.
+    const log: RequestLog = { method, path, search: url.search, status: 0 };
+    this.requests.push(log);
     let status = 200;
     let body: unknown;
     let headers: Record<string, string> = {};
@@ -315,7 +321,7 @@ export class HetznerFake {
       const auth = req.headers.authorization ?? "";
       const readOnly = this.opts.readOnlyToken !== undefined && auth === `Bearer ${this.opts.readOnlyToken}`;
       if (auth !== `Bearer ${this.token}` && !readOnly) throw new HttpError(401, "unauthorized", "unable to authenticate");
-      const fault = this.takeFault(method, path, operationId, checked.body);
+      const fault = this.takeFault(method, path, decodeURIComponent(url.search.slice(1)), operationId, checked.body);
       if (fault?.delayMs && fault.when !== "after") await sleep(fault.delayMs);
       if (fault?.status && fault.when !== "after") throw this.faultError(fault);
       if (readOnly && method !== "GET") throw new HttpError(403, "token_readonly", "the token is read-only");
@@ -338,8 +344,8 @@ export class HetznerFake {
         body = { error: { code: "spec_violation", message: `the fake's response violates the Hetzner Cloud API spec: ${err.message}`, details: null } };
       }
     }
-    const log: RequestLog = { method, path, search: url.search, status, operationId };
-    this.requests.push(log);
+    log.status = status;
+    log.operationId = operationId;
     this.events.emit("request", log);
     res.writeHead(status, {
       ...(body === undefined ? {} : { "content-type": "application/json" }),
@@ -351,12 +357,13 @@ export class HetznerFake {
     res.end(body === undefined ? undefined : JSON.stringify(body));
   }
 
-  private takeFault(method: string, path: string, operationId: string, body: unknown): Fault | undefined {
+  private takeFault(method: string, path: string, search: string, operationId: string, body: unknown): Fault | undefined {
     const i = this.faults.findIndex(
       (f) =>
         (f.method === undefined || f.method.toUpperCase() === method) &&
         (f.operationId === undefined || f.operationId === operationId) &&
         (f.path === undefined || (typeof f.path === "string" ? f.path === path || (f.path.endsWith("/") && path.startsWith(f.path)) : f.path.test(path))) &&
+        (f.search === undefined || f.search.test(search)) &&
         (f.body === undefined || f.body(body)),
     );
     if (i < 0) return undefined;
