@@ -156,6 +156,13 @@ export class App {
     } finally {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      // After an interrupt, a further Ctrl-C while spuff reports and exits still means "exit now" (130), never a
+      // death by signal.
+      if (count > 0) {
+        const now = () => process.exit(130);
+        process.once("SIGINT", now);
+        process.once("SIGTERM", now);
+      }
     }
   }
 }
