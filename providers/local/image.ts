@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { UserError } from "../../src/core/errors.js";
+import { pulledImageDir } from "./pull.js";
 
 /** The image recipe (a shell script shipped next to this file, in source and build alike). */
 export function recipePath(): string {
@@ -37,7 +38,7 @@ function fromDir(dir: string): BaseImage | undefined {
 
 /**
  * The base image: `local.image` (a directory from `spuff image build`, or a cloud .qcow2 file), else the built image
- * for the current recipe. Refuses with the command that gets one when there is none.
+ * for the current recipe, else the pulled Debian cloud image. Refuses with the commands that get one when there is none.
  */
 export function findImage(cacheDir: string, configured?: string): BaseImage {
   if (configured) {
@@ -53,10 +54,12 @@ export function findImage(cacheDir: string, configured?: string): BaseImage {
   }
   const built = fromDir(builtImageDir(cacheDir));
   if (built) return built;
+  const pulled = join(pulledImageDir(cacheDir), "disk.qcow2");
+  if (existsSync(pulled)) return { disk: pulled, description: `Debian 12 genericcloud (SHA512 verified) ${pulled}` };
   throw new UserError("no local VM image yet", {
     hint: [
-      "build one (about 2 minutes, needs root and the Debian mirror): `sudo spuff image build`",
-      "or set local.image to a Debian 12 genericcloud .qcow2 you downloaded and verified",
+      "download Debian's official cloud image, verified against its SHA512SUMS: `spuff image pull`",
+      "or, offline, build one (about 2 minutes, needs root and the Debian mirror): `sudo spuff image build`",
     ],
   });
 }

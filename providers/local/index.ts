@@ -249,6 +249,12 @@ class LocalProvider implements Provider {
     return out;
   }
 
+  /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
+  async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
+    const { pullImage } = await import("./pull.js");
+    return pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+  }
+
   /** Rewrites the labels in the VM's metadata (`spuff extend`). */
   async setLabels(vm: Vm, labels: Record<string, string>): Promise<void> {
     const meta = this.readMeta(vm.name);

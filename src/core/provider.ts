@@ -121,6 +121,8 @@ export interface Provider {
   reapOrphans?(dryRun: boolean, progress: Progress, busy?: ReadonlySet<string>): Promise<string[]>;
   /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
   buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
+  /** Optional: downloads the provider's official base image, verified against its published checksums. */
+  pullImage?(opts: { force: boolean; url?: string }, progress: Progress): Promise<string>;
 }
 
 export interface ProviderContext {

@@ -7,7 +7,31 @@ export function register(program: Command, app: App): void {
   const image = program
     .command("image")
     .description("manage the local provider's base VM image")
-    .addHelpText("after", "\nExamples:\n  $ sudo spuff image build");
+    .addHelpText("after", "\nExamples:\n  $ spuff image pull\n  $ sudo spuff image build");
+  image
+    .command("pull")
+    .description("download Debian 12's official genericcloud image, verified against Debian's SHA512SUMS")
+    .option("--url <dir>", "image directory with SHA512SUMS (default: cloud.debian.org bookworm/latest)")
+    .option("--force", "download again even if a verified image is cached")
+    .addHelpText(
+      "after",
+      `
+The image and its checksum file come from the same directory; an image without a matching SHA512 line is refused and
+deleted. It is cached under ~/.cache/spuff/images/ and used by \`spuff up\` (provider local) when no built image exists.
+
+Examples:
+  $ spuff image pull
+  $ spuff image pull --url https://mirror.example/debian-cloud/bookworm/latest/`,
+    )
+    .action(async (opts: { url?: string; force?: boolean }) => {
+      const provider = await app.provider("local");
+      if (!provider.pullImage) throw new UserError("the local provider cannot download images on this platform");
+      const progress = new PlainProgress(app);
+      const dir = await app.interruptible(() => provider.pullImage!({ url: opts.url, force: Boolean(opts.force) }, progress));
+      progress.finish();
+      if (app.json) app.printJson({ image: dir });
+      else app.out(`image ready: ${dir}`);
+    });
   image
     .command("build")
     .description("build a Debian 12 image with debootstrap from the Debian mirror (root; about 2 minutes)")
