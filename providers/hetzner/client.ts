@@ -346,7 +346,7 @@ export class HetznerClient {
     return data.action;
   }
 
-  /** Polls an action until it succeeds (backoff from the poll interval up to 2 s); an `error` status throws. */
+  /** Polls an action until it succeeds (see `pollDelay`); an `error` status throws. */
   async waitAction(action: Action, what: string, signal?: AbortSignal, timeoutMs = 10 * 60_000): Promise<Action> {
     const deadline = Date.now() + timeoutMs;
     let current = action;
@@ -356,7 +356,7 @@ export class HetznerClient {
           hint: "check the server in the Hetzner Cloud Console",
         });
       }
-      await sleep(Math.min(2000, this.opts.pollMs * 1.5 ** i), signal);
+      await sleep(pollDelay(i, this.opts.pollMs), signal);
       current = await this.getAction(current.id, signal);
     }
     if (current.status === "error") {
@@ -384,6 +384,14 @@ export class HetznerClient {
       signal,
     );
   }
+}
+
+/**
+ * The wait before poll `i` (0-based) of an action or a server's status: a fifth of the poll interval, doubling, up to
+ * 2 s (or the interval, when longer). Quick first looks keep fast operations fast; a 10 s create costs ~8 requests.
+ */
+export function pollDelay(i: number, pollMs: number): number {
+  return Math.min(Math.max(2000, pollMs), Math.max(10, pollMs / 5) * 2 ** i);
 }
 
 /** Milliseconds until `RateLimit-Reset` (Unix seconds), or the poll fallback of 1 s when absent. */

@@ -19,6 +19,7 @@ import {
   DEFAULT_ENDPOINT,
   HetznerClient,
   type Location,
+  pollDelay,
   type Server,
   type ServerType,
   showEndpoint,
@@ -279,7 +280,7 @@ class HetznerProvider implements Provider {
       if (Date.now() > deadline) {
         throw new ProviderError(`server ${vm.name} is still ${server.status} after 10 minutes`, { hint: "check the server in the Hetzner Cloud Console" });
       }
-      await sleep(Math.min(2000, api.pollMs * 1.5 ** i), signal);
+      await sleep(pollDelay(i, api.pollMs), signal);
     }
   }
 

@@ -89,6 +89,9 @@ export interface RequestLog {
   /** 0 while the answer is pending. */
   status: number;
   operationId?: string;
+  /** performance.now() when the request arrived and when it was answered (benchmarks subtract the fake's time). */
+  start: number;
+  end?: number;
 }
 
 interface ServerRec {
@@ -158,6 +161,8 @@ export class HetznerFake {
   /** Errors thrown by onServerCreated/onServerDeleted. */
   readonly hookErrors: string[] = [];
   readonly requests: RequestLog[] = [];
+  /** When each onServerCreated hook (a "boot") ran, in performance.now() time. */
+  readonly boots: { id: number; start: number; end?: number }[] = [];
   /** How many times the fake had to generate a root password (a create without ssh_keys). Must stay 0 for spuff. */
   rootPasswordsIssued = 0;
   /**
@@ -291,7 +296,7 @@ export class HetznerFake {
     const raw = Buffer.concat(chunks).toString("utf8");
 
     // Logged on arrival (status 0 until answered), so a test sees requests whose answer is still delayed.
-    const log: RequestLog = { method, path, search: url.search, status: 0 };
+    const log: RequestLog = { method, path, search: url.search, status: 0, start: performance.now() };
     this.requests.push(log);
     let status = 200;
     let body: unknown;
@@ -346,6 +351,7 @@ export class HetznerFake {
     }
     log.status = status;
     log.operationId = operationId;
+    log.end = performance.now();
     this.events.emit("request", log);
     res.writeHead(status, {
       ...(body === undefined ? {} : { "content-type": "application/json" }),
@@ -554,7 +560,12 @@ export class HetznerFake {
       this.rootPasswordsIssued++;
     }
     const info = this.info(s);
-    const booted = this.opts.onServerCreated ? this.track(Promise.resolve().then(() => this.opts.onServerCreated?.(info))) : undefined;
+    let booted: Promise<unknown> | undefined;
+    if (this.opts.onServerCreated) {
+      const boot: { id: number; start: number; end?: number } = { id: s.id, start: performance.now() };
+      this.boots.push(boot);
+      booted = this.track(Promise.resolve().then(() => this.opts.onServerCreated?.(info))).finally(() => (boot.end = performance.now()));
+    }
     const delay = this.opts.actionDelayMs ?? 0;
     const create = this.action("create_server", [{ id: s.id, type: "server" }], delay, () => {
       if (s.status === "initializing") s.status = b.start_after_create === false ? "off" : "starting";

@@ -1,6 +1,6 @@
 import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { rateLimitWait } from "../../../providers/hetzner/client.js";
+import { pollDelay, rateLimitWait } from "../../../providers/hetzner/client.js";
 import { parseGoDuration } from "../../../providers/hetzner/index.js";
 import {
   byName,
@@ -163,5 +163,11 @@ describe("hetzner response reading", () => {
     expect(parseGoDuration("1m30s")).toBe(90_000);
     expect(parseGoDuration("250")).toBe(250);
     expect(parseGoDuration("soon")).toBeUndefined();
+  });
+
+  it("polls quickly at first, then backs off to 2 s", () => {
+    expect([0, 1, 2, 3, 4, 5, 9].map((i) => pollDelay(i, 500))).toEqual([100, 200, 400, 800, 1600, 2000, 2000]);
+    expect(pollDelay(0, 20)).toBe(10);
+    expect(pollDelay(9, 5000)).toBe(5000);
   });
 });

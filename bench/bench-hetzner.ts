@@ -1,0 +1,225 @@
+// Section: Hetzner against the spec-validating fake (test/fakes/hetzner).
+//  a) `spuff ls --json` with 0 and 60 servers vs `hcloud server list -o json` (Debian's hcloud-cli) on the same fake;
+//  b) `spuff up` with zero configured delays and a stand-in sshd: wall time, spuff's phases, and spuff's own time
+//     (wall time minus the time the fake spent answering and the stand-in sshd spent starting). Goal ≤ 0.5 s.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HetznerFake } from "../test/fakes/hetzner/fake.js";
+import { type StandinVm, startStandinVm } from "../test/helpers/standin-vm.js";
+import { hyperfine, median, ms, SPUFF, type Timing } from "./lib.js";
+
+const FAKE_MAIN = join(process.cwd(), "dist/test/fakes/hetzner/main.js");
+const TOKEN = "bench-fake-token";
+
+/** A fake in its own process (hyperfine blocks this one's event loop); resolves with its endpoint. */
+function fakeProcess(seed: number): Promise<{ child: ChildProcess; endpoint: string }> {
+  const child = spawn(process.execPath, [FAKE_MAIN], {
+    env: { ...process.env, PORT: "0", SEED: String(seed), LEGACY_DATACENTER: "1", QUIET: "1", FAKE_HCLOUD_TOKEN: TOKEN },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /export HCLOUD_ENDPOINT=(\S+)/.exec(out);
+      if (m) resolve({ child, endpoint: m[1] });
+    });
+    child.once("exit", (code) => reject(new Error(`the fake exited (${code}): ${out}`)));
+  });
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve();
+  const gone = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGINT");
+  return gone;
+}
+
+function hasHcloud(): boolean {
+  try {
+    execFileSync("hcloud", ["version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function listBench(home: string): Promise<string> {
+  const rows: string[] = [];
+  const ratios: string[] = [];
+  const hcloud = hasHcloud();
+  for (const seed of [0, 60]) {
+    const { child, endpoint } = await fakeProcess(seed);
+    try {
+      const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: endpoint, HCLOUD_TOKEN: TOKEN };
+      const cmds = [`${SPUFF.join(" ")} --provider hetzner ls --json`, ...(hcloud ? ["hcloud server list -o json"] : [])];
+      const [s, h] = hyperfine(cmds, { runs: 20, env });
+      const label = (t: Timing, name: string) => `| \`${name}\` | ${seed} | ${ms(t.median)} | ${ms(t.min)} | ${ms(t.max)} | ${t.runs} |`;
+      rows.push(label(s, "spuff ls --json"));
+      if (h) {
+        rows.push(label(h, "hcloud server list -o json"));
+        ratios.push(`${seed} servers: **${(s.median / h.median).toFixed(2)}×**`);
+      }
+    } finally {
+      await stop(child);
+    }
+  }
+  return `### \`ls\`: spuff vs hcloud ${hcloud ? "(Debian hcloud-cli)" : "(hcloud not installed: spuff only)"}
+Both list every server of the same fake in its own process (60 servers = 2 pages of 50), with legacy \`datacenter\`
+payloads so the old hcloud-cli gets what it expects.
+
+| command | servers | median | min | max | runs |
+|---|---|---|---|---|---|
+${rows.join("\n")}
+
+${ratios.length ? `Ratio spuff/hcloud: ${ratios.join(", ")}.` : ""}
+`;
+}
+
+/** Total length of the union of [start, end] intervals. */
+function covered(intervals: [number, number][]): number {
+  const sorted = intervals.filter(([a, b]) => b > a).sort((x, y) => x[0] - y[0]);
+  let total = 0;
+  let cur: [number, number] | undefined;
+  for (const [a, b] of sorted) {
+    if (!cur || a > cur[1]) {
+      if (cur) total += cur[1] - cur[0];
+      cur = [a, b];
+    } else cur[1] = Math.max(cur[1], b);
+  }
+  return total + (cur ? cur[1] - cur[0] : 0);
+}
+
+async function upBench(home: string, runs: number): Promise<string> {
+  const standins = new Map<number, StandinVm>();
+  const fake = await HetznerFake.start({
+    token: TOKEN,
+    ipv4Prefix: "127.0.99.",
+    onServerCreated: async (s) => {
+      standins.set(s.id, await startStandinVm(s.userData, s.ipv4 ?? "::1"));
+    },
+    onServerDeleted: async (s) => {
+      await standins.get(s.id)?.stop();
+      standins.delete(s.id);
+    },
+  });
+  writeFileSync(join(home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+  const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: TOKEN, SPUFF_OWNER: "benchowner01" };
+  type Event = { phase: string; status: string; t: number };
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string; wall: number; start: number; end: number; events: Event[] }>((resolve) => {
+      const start = performance.now();
+      const child = spawn(SPUFF[0], [...SPUFF.slice(1), "--provider", "hetzner", ...args], { env, cwd: home, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      let partial = "";
+      const events: Event[] = [];
+      // Phase events as they arrive (a pipe adds well under a millisecond), to split the run into phases.
+      child.stdout?.on("data", (d: Buffer) => {
+        const t = performance.now();
+        stdout += d.toString();
+        const lines = (partial + d.toString()).split("\n");
+        partial = lines.pop() ?? "";
+        for (const l of lines) {
+          const e = JSON.parse(l) as { event: string; phase?: string; status?: string };
+          if (e.event === "phase" && e.phase && e.status) events.push({ phase: e.phase, status: e.status, t });
+          if (e.event === "ready") events.push({ phase: "ready", status: "exit", t });
+        }
+      });
+      child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.once("exit", (code) => {
+        const end = performance.now();
+        resolve({ code, stdout, stderr, wall: end - start, start, end, events });
+      });
+    });
+  const walls: number[] = [];
+  const own: number[] = [];
+  const fakeShare: number[] = [];
+  const downs: number[] = [];
+  const phases = new Map<string, [number, number][]>();
+  try {
+    // Warm-up: the fake compiles each schema validator on first use.
+    const warm = await run(["up", "bench-warm", "--json"]);
+    if (warm.code !== 0) throw new Error(`spuff up failed:\n${warm.stdout}\n${warm.stderr}`);
+    await run(["down", "bench-warm", "--yes"]);
+    for (let i = 0; i < runs; i++) {
+      const before = fake.requests.length;
+      const bootsBefore = fake.boots.length;
+      const r = await run(["up", `bench-${i}`, "--json"]);
+      if (r.code !== 0) throw new Error(`spuff up failed:\n${r.stdout}\n${r.stderr}`);
+      const fakeBusy: [number, number][] = [
+        ...fake.requests.slice(before).map((q): [number, number] => [q.start, q.end ?? r.end]),
+        ...fake.boots.slice(bootsBefore).map((b): [number, number] => [b.start, b.end ?? r.end]),
+      ];
+      const within = (a: number, b: number) => covered(fakeBusy.map(([x, y]): [number, number] => [Math.max(x, a), Math.min(y, b)]));
+      const busy = within(r.start, r.end);
+      // Each phase from its "started" event to the next event; before the first: Node, CLI, config; after "ready": exit.
+      const marks = [{ phase: "start-up (Node, CLI, config, provider load)", t: r.start }, ...r.events.filter((e) => e.status === "started"), { phase: "exit (after ready)", t: r.events.find((e) => e.status === "exit")?.t ?? r.end }];
+      for (let k = 0; k < marks.length; k++) {
+        const a = marks[k].t;
+        const b = k + 1 < marks.length ? marks[k + 1].t : r.end;
+        const entry = phases.get(marks[k].phase) ?? [];
+        entry.push([b - a, within(a, b)]);
+        phases.set(marks[k].phase, entry);
+      }
+      walls.push(r.wall);
+      fakeShare.push(busy);
+      own.push(r.wall - busy);
+      const d = await run(["down", `bench-${i}`, "--yes"]);
+      if (d.code !== 0) throw new Error(`spuff down failed:\n${d.stderr}`);
+      downs.push(d.wall);
+      await fake.settled();
+    }
+    if (fake.violations.length) throw new Error(`the fake saw spec violations: ${JSON.stringify(fake.violations)}`);
+  } finally {
+    await fake.close();
+    for (const s of standins.values()) await s.stop();
+  }
+  const s = (v: number) => `${Math.round(v)} ms`;
+  return `### \`spuff up\` against the fake: zero configured delays, a stand-in sshd per server
+${runs} runs (after one warm-up), each \`spuff up NAME --json\` then \`spuff down NAME --yes\`, as separate processes.
+"Fake + sshd start" is the time the fake spent answering requests plus the stand-in sshd's start (the fake reports the
+server running only once its sshd listens), as intervals merged over the run; spuff's own time is the rest, including
+Node's start-up, spuff's polling waits and its share of the SSH handshakes (sshd's share is not separated).
+
+| | median | min | max |
+|---|---|---|---|
+| \`spuff up\` wall time | ${s(median(walls))} | ${s(Math.min(...walls))} | ${s(Math.max(...walls))} |
+| fake + sshd start | ${s(median(fakeShare))} | ${s(Math.min(...fakeShare))} | ${s(Math.max(...fakeShare))} |
+| **spuff's own time** (goal ≤ 500 ms) | **${s(median(own))}** | ${s(Math.min(...own))} | ${s(Math.max(...own))} |
+| \`spuff down\` wall time | ${s(median(downs))} | ${s(Math.min(...downs))} | ${s(Math.max(...downs))} |
+
+By phase (medians; a phase runs from its \`--json\` "started" event to the next one):
+
+| phase | wall | fake + sshd start | spuff's own |
+|---|---|---|---|
+${[...phases.entries()].map(([p, v]) => `| ${p} | ${s(median(v.map((x) => x[0])))} | ${s(median(v.map((x) => x[1])))} | ${s(median(v.map((x) => x[0] - x[1])))} |`).join("\n")}
+
+"validate config" includes core's key generation, user-data rendering and state write after the provider's checks;
+"wait SSH" and "cloud-init" are SSH handshakes with the stand-in sshd (both sides' work counted as spuff's).
+`;
+}
+
+export async function run(want: (n: string) => boolean): Promise<string[]> {
+  if (!want("hetzner")) return [];
+  const home = mkdtempSync(join(tmpdir(), "spuff-bench-hetzner-"));
+  try {
+    const parts = [await listBench(home)];
+    let standinOk = true;
+    try {
+      execFileSync("id", ["spuff-test"], { stdio: "ignore" });
+    } catch {
+      standinOk = false;
+    }
+    parts.push(
+      standinOk && process.getuid?.() === 0
+        ? await upBench(home, 10)
+        : "### `spuff up` against the fake\nskipped: needs root and the `spuff-test` user (test/setup.d/15-users.sh) for the stand-in sshd on port 22.\n",
+    );
+    return [`## 2. Hetzner (against the spec-validating fake)\n\n${parts.join("\n")}`];
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
