@@ -50,10 +50,15 @@ export function buildProgram(app: App): Command {
   return program;
 }
 
-/** `spuff` alone prints the help (the interactive picker is not built yet). */
-async function noArguments(_app: App, program: Command): Promise<number> {
-  program.outputHelp();
-  return 0;
+/** `spuff` alone: the interactive picker in a terminal (Ink is loaded only then), else the help. */
+async function noArguments(app: App, program: Command): Promise<number> {
+  if (!app.interactive) {
+    program.outputHelp();
+    return 0;
+  }
+  await app.prepare();
+  const { runTui } = await import("../tui/run.js");
+  return runTui(app);
 }
 
 function defaultIo(): Io {

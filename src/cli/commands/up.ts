@@ -32,7 +32,11 @@ Examples:
       const project = findProjectConfig(app.io.cwd);
       const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
       const provider = await app.provider();
-      const progress = new PlainProgress(app);
+      // A terminal gets the Ink progress view (loaded only then); scripts, CI and --json get plain lines or JSON events.
+      const progress =
+        app.interactive && app.io.stderr.isTTY
+          ? (await import("../../tui/progress.js")).startInkProgress(app, `Creating ${name} with ${provider.info().description}`)
+          : new PlainProgress(app);
       const { up } = await import("../../core/up.js");
       // A bounded check, run alongside: leftovers that need `spuff reap` are named at the end, never slowing `up` down.
       const { pendingReap } = await import("../../core/reap.js");
@@ -40,13 +44,18 @@ Examples:
         { state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope(), owner: ownerId(app.io.env) },
         3000,
       );
-      const result = await app.interruptible((signal) =>
-        up(
-          { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
-          { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
-        ),
-      );
-      progress.finish();
+      const result = await app
+        .interruptible((signal) =>
+          up(
+            { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
+            { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
+          ),
+        )
+        .then((r) => {
+          progress.finish();
+          return r;
+        })
+        .finally(() => "close" in progress && progress.close());
       await regenerateSshConfig(app);
       const view = toView(result.vm, new Date(), provider.info().features.billsWhenStopped);
       const reap = (await leftovers).filter((v) => v.name !== name);

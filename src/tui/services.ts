@@ -1,0 +1,124 @@
+import type { App } from "../cli/app.js";
+import { parseDuration } from "../config/load.js";
+import { UserError } from "../core/errors.js";
+import { type DownResult, down, type Inventory, inventory } from "../core/inventory.js";
+import { ownerId } from "../core/labels.js";
+import type { Catalog, Progress } from "../core/provider.js";
+import { providerNames } from "../core/registry.js";
+import { toView, type VmView } from "../core/view.js";
+
+export interface ProviderChoice {
+  name: string;
+  description: string;
+  /** The provider sells sizes and locations (the wizard asks for them). */
+  catalog: boolean;
+  /** The configured default provider. */
+  configured: boolean;
+}
+
+export interface CreateRequest {
+  provider: string;
+  name: string;
+  size?: string;
+  location?: string;
+}
+
+export interface CreateResult {
+  view: VmView;
+  description: string;
+  /** Set when the generated OpenSSH config could not be updated. */
+  warning?: string;
+}
+
+/**
+ * What the TUI does, on the real App: the same core calls `spuff ls`, `down`, `extend` and `up` make. Components get
+ * this object, so tests drive them against real providers (the local provider's state, the Hetzner fake).
+ */
+export class TuiServices {
+  constructor(readonly app: App) {}
+
+  /** Providers the picker asks (as `spuff ls` does). */
+  scope(): string[] {
+    return this.app.providerScope();
+  }
+
+  list(signal?: AbortSignal): Promise<Inventory> {
+    const app = this.app;
+    return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: this.scope() }, signal);
+  }
+
+  async destroy(view: VmView, progress: Progress): Promise<DownResult> {
+    const app = this.app;
+    const r = await down({ state: app.state(), provider: (n) => app.provider(n) }, view, progress);
+    await this.sshConfigChanged();
+    return r;
+  }
+
+  /** `spuff extend NAME BY`; returns the new expiry. */
+  async extend(view: VmView, by: string, signal?: AbortSignal): Promise<Date> {
+    parseDuration(by);
+    const provider = await this.app.provider(view.provider);
+    const vm = await provider.get(view.name, signal);
+    if (!vm) throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; press n to create a new VM" });
+    const { extendVm } = await import("../core/extend.js");
+    return extendVm({ provider, state: this.app.state(), signal }, vm, by);
+  }
+
+  /** Every registered provider, the configured one first. */
+  async providers(): Promise<ProviderChoice[]> {
+    await import("../../providers/index.js");
+    const configured = this.app.config().provider;
+    const names = [configured, ...providerNames().filter((n) => n !== configured)];
+    const out: ProviderChoice[] = [];
+    for (const name of names) {
+      const p = await this.app.provider(name);
+      out.push({ name, description: p.info().description, catalog: typeof p.catalog === "function", configured: name === configured });
+    }
+    return out;
+  }
+
+  async catalog(provider: string, signal?: AbortSignal): Promise<Catalog | undefined> {
+    const p = await this.app.provider(provider);
+    return p.catalog?.(signal);
+  }
+
+  /** The TTL a new VM gets (config idle.ttl), in hours and as written. */
+  ttl(): { text: string; hours: number } {
+    const text = this.app.config().idle.ttl;
+    return { text, hours: parseDuration(text) / 3_600_000 };
+  }
+
+  /** Whether this machine already has a VM of that name (`up` refuses it). */
+  exists(name: string): boolean {
+    return this.app.state().read(name) !== undefined;
+  }
+
+  /** Core `up` with the wizard's choices; progress goes to `progress`. */
+  async create(req: CreateRequest, progress: Progress & { fail?(): string | undefined; finish(): void }, signal: AbortSignal): Promise<CreateResult> {
+    const app = this.app;
+    const provider = await app.provider(req.provider);
+    const { up } = await import("../core/up.js");
+    const result = await up(
+      { provider, config: app.config(), state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
+      { name: req.name, size: req.size, location: req.location, signal },
+    );
+    progress.finish();
+    const info = provider.info();
+    return {
+      view: toView(result.vm, new Date(), info.features.billsWhenStopped),
+      description: info.description,
+      warning: await this.sshConfigChanged(),
+    };
+  }
+
+  /** Rewrites the generated OpenSSH config (`ssh spuff-NAME`) after the set of VMs changed. */
+  private async sshConfigChanged(): Promise<string | undefined> {
+    try {
+      const { writeSshConfig } = await import("../ssh/sshconfig.js");
+      await writeSshConfig(this.app.io.env);
+      return undefined;
+    } catch (err) {
+      return `could not update the generated ssh config: ${(err as Error).message}`;
+    }
+  }
+}
