@@ -123,7 +123,8 @@ async function upBench(home: string, runs: number): Promise<string> {
         const lines = (partial + d.toString()).split("\n");
         partial = lines.pop() ?? "";
         for (const l of lines) {
-          const e = JSON.parse(l) as { event: string; phase?: string; status?: string };
+          if (!l.startsWith("{")) continue;
+          const e = JSON.parse(l) as { event?: string; phase?: string; status?: string };
           if (e.event === "phase" && e.phase && e.status) events.push({ phase: e.phase, status: e.status, t });
           if (e.event === "ready") events.push({ phase: "ready", status: "exit", t });
         }

@@ -46,9 +46,10 @@ describe("hetzner: up → ls → down through the CLI", () => {
     expect(vms[0]).toMatchObject({ name: "box", status: "running", address: "127.0.71.2:22", pricePerHour: { amount: 0.0071, currency: "EUR" }, reap: null });
 
     const table = await h.spuff(["ls"]);
-    expect(table.stdout).toMatch(/^box\s+running\s+hetzner\s+127\.0\.71\.2:22\s+23h59m\s+\S+\s+€0\.0071/m);
+    expect(table.stdout).toMatch(/^box\s+running\s+hetzner\s+127\.0\.71\.2:22\s+2\dh\d+m\s+\S+\s+€0\.0071/m);
 
     const down = await h.spuff(["down", "box", "--yes"]);
+    for (const r of [up, ls, table, down]) expect(r.stdout + r.stderr).not.toContain(h.fake.token);
     expect(down.stderr).toContain("deleted SSH key spuff-box-");
     expect(down.code).toBe(0);
     expect(h.fake.servers.size).toBe(0);
@@ -117,6 +118,19 @@ describe("hetzner: up → ls → down through the CLI", () => {
     const reap = await h.spuff(["reap", "--yes"]);
     expect(reap.code).toBe(0);
     expect([...h.fake.sshKeys.values()].map((k) => k.name).sort()).toEqual(["someone-elses", "spuff-fresh-2"]);
+  });
+
+  it("extend relabels the server with PUT /servers/{id}; when the VM refuses the new TTL, the label is put back", async () => {
+    expect((await h.spuff(["up", "ext"])).code).toBe(0);
+    const [server] = h.fake.servers.values();
+    const before = server.labels[LABEL.expiresAt];
+    // The stand-in has no spuff-idle to take the new TTL, so extend fails after relabelling, and must undo it.
+    const r = await h.spuff(["extend", "ext", "4h"]);
+    expect(r.code).toBe(2);
+    const puts = h.fake.requests.filter((x) => x.method === "PUT" && x.path === `/servers/${server.id}`);
+    expect(puts.map((x) => x.status)).toEqual([200, 200]);
+    expect(server.labels[LABEL.expiresAt]).toBe(before);
+    expect((await h.spuff(["down", "ext", "--yes"])).code).toBe(0);
   });
 
   it("ls pages through more than 50 servers", async () => {
