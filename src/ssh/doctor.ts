@@ -1,5 +1,5 @@
 import { PassThrough } from "node:stream";
-import { UserError } from "../core/errors.js";
+import type { UserError } from "../core/errors.js";
 import type { AgentPolicy } from "./agent.js";
 import { connect, fingerprintOfLine, HostKeyMismatch, type VmTarget } from "./connect.js";
 import { runSession } from "./session.js";
