@@ -103,6 +103,24 @@ describe("spuff ssh reconnects after the connection drops", () => {
     expect(await run).toBe(0);
   });
 
+  it("forwards window size changes (SIGWINCH) to the remote PTY", async () => {
+    let out = "";
+    const stdout = { write: (s: string) => (out += s), isTTY: false, rows: 24, columns: 80 };
+    const run = main(["ssh", "box", "--no-agent", "-t", "--", "stty size; sleep 2; stty size"], {
+      stdout,
+      stderr: { write: () => true, isTTY: false },
+      stdin: Object.assign(new PassThrough(), { isTTY: false }),
+      env: { ...t.env, TERM: "xterm-256color" },
+      cwd: t.home,
+    });
+    await until(() => out.includes("24 80"), "the first size");
+    stdout.rows = 40;
+    stdout.columns = 132;
+    process.kill(process.pid, "SIGWINCH");
+    expect(await run).toBe(0);
+    expect(out.replace(/\r/g, "").trim().split("\n")).toEqual(["24 80", "40 132"]);
+  });
+
   it.skipIf(!existsSync(BIN))("Ctrl-C while reconnecting gives up with the error, and never retries a command", async () => {
     const child = spawn(process.execPath, [BIN, "ssh", "box", "--no-agent"], {
       env: { ...t.env, TERM: "xterm-256color" },
