@@ -23,7 +23,6 @@ import {
   runInstancesInput,
   securityGroupName,
   sshCidrs,
-  sshOverride,
   sshPermission,
   sshRanges,
   toTags,
@@ -70,12 +69,8 @@ class AwsProvider implements Provider {
     return this.ec2Client;
   }
 
-  private override(): SshEndpoint | undefined {
-    return sshOverride(this.ctx.env.SPUFF_AWS_SSH_HOST);
-  }
-
   private vm(i: Instance): Vm {
-    return toVm(i, this.override());
+    return toVm(i);
   }
 
   /** Resolves (and caches) everything a launch needs, creating nothing: type, architecture, AMI, subnet. */
@@ -206,7 +201,6 @@ class AwsProvider implements Provider {
 
   async validate(placement: Placement, signal?: AbortSignal): Promise<void> {
     sshCidrs(this.ctx.config.aws.ssh_cidr);
-    this.override();
     await this.plan(placement, signal);
   }
 
@@ -370,8 +364,6 @@ class AwsProvider implements Provider {
   }
 
   sshEndpoint(vm: Vm): SshEndpoint {
-    const override = this.override();
-    if (override) return override;
     if (!vm.endpoint) throw new ProviderError(`${vm.name} has no public address`, { hint: "wait until it runs: `spuff ls`" });
     return vm.endpoint;
   }

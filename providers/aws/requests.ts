@@ -1,7 +1,7 @@
 import type { Image, Instance, InstanceStateName, IpPermission, RunInstancesCommandInput, Tag } from "@aws-sdk/client-ec2";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
-import type { CreateSpec, SshEndpoint, Vm, VmStatus } from "../../src/core/provider.js";
+import type { CreateSpec, Vm, VmStatus } from "../../src/core/provider.js";
 
 /**
  * Pure request building and response reading for the AWS provider: what spuff sends to EC2 (tags, filters, the
@@ -186,20 +186,6 @@ export function statusOf(state: string | undefined): VmStatus {
   return (state && STATUS[state]) || "unknown";
 }
 
-/**
- * `SPUFF_AWS_SSH_HOST=HOST[:PORT]`: SSH to this address instead of the instance's. For emulators (moto, LocalStack)
- * whose instances have made-up addresses; never set it against real EC2.
- */
-export function sshOverride(value: string | undefined): SshEndpoint | undefined {
-  if (!value) return undefined;
-  const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(value) ?? /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(value);
-  const port = m?.[2] ? Number(m[2]) : SSH_PORT;
-  if (!m || port < 1 || port > 65535) {
-    throw new UserError(`SPUFF_AWS_SSH_HOST="${value}" is not HOST[:PORT]`, { hint: 'e.g. "127.0.0.2:2222" or "[::1]:2222"; unset it for real EC2' });
-  }
-  return { host: m[1], port };
-}
-
 /** The public address spuff connects to: IPv4, else IPv6, else the public DNS name. */
 export function publicAddress(i: Instance): string | undefined {
   const v6 = i.Ipv6Address ?? i.NetworkInterfaces?.flatMap((n) => n.Ipv6Addresses ?? []).find((a) => a.Ipv6Address)?.Ipv6Address;
@@ -212,7 +198,7 @@ export function groupsOf(i: Instance): string[] {
   return [...new Set(ids.filter(Boolean))];
 }
 
-export function toVm(i: Instance, override?: SshEndpoint): Vm {
+export function toVm(i: Instance): Vm {
   if (!i.InstanceId) throw new ProviderError("EC2 answered with an instance without an id");
   const labels = fromTags(i.Tags);
   const address = publicAddress(i);
@@ -222,7 +208,7 @@ export function toVm(i: Instance, override?: SshEndpoint): Vm {
     name: labels[LABEL.name] ?? labels.Name ?? i.InstanceId,
     provider: PROVIDER,
     status: statusOf(i.State?.Name),
-    endpoint: live && override ? override : live && address ? { host: address, port: SSH_PORT } : undefined,
+    endpoint: live && address ? { host: address, port: SSH_PORT } : undefined,
     location: i.Placement?.AvailabilityZone,
     size: i.InstanceType,
     labels,

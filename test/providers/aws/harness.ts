@@ -1,0 +1,138 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
+import { stringify } from "yaml";
+import { Moto, MOTO_SKIP_REASON, type MotoOptions, motoPython } from "../../fakes/moto.js";
+import { type CliResult, tempHome } from "../../helpers/cli.js";
+
+/**
+ * moto (the real EC2 emulator) behind the test proxy (test/fakes/moto.ts), plus a throw-away HOME, for driving the
+ * REAL built CLI (`node dist/src/cli/bin.js`, a child process with exactly the environment given here, so nothing of
+ * the developer's AWS setup leaks in) against it. Each test file passes its own `ipv4Prefix` (127.0.8X.), so
+ * stand-in sshds of files running in parallel never share an address.
+ */
+
+export const BIN = resolve("dist/src/cli/bin.js");
+export const PYTHON = motoPython();
+/** Why the AWS tests are skipped, or "" when they run. */
+export const SKIP = !PYTHON ? MOTO_SKIP_REASON : !existsSync(BIN) ? "the CLI is not built (npm run build)" : "";
+export const REGION = "us-east-1";
+
+export interface Harness {
+  moto: Moto;
+  home: ReturnType<typeof tempHome>;
+  env: NodeJS.ProcessEnv;
+  /** A test-side SDK client talking to moto directly (not through the proxy), to read state back. */
+  ec2: EC2Client;
+  spuff(args: string[], extraEnv?: NodeJS.ProcessEnv): Promise<CliResult>;
+  /** Starts `spuff --provider aws ...args` without waiting for it. */
+  spawn(args: string[], extraEnv?: NodeJS.ProcessEnv): Running;
+  writeConfig(config: Record<string, unknown>): void;
+  /** Instances not terminated, as moto holds them. */
+  live(): Promise<Instance[]>;
+  /** Security groups named spuff-*. */
+  spuffGroups(): Promise<{ GroupId?: string; GroupName?: string }[]>;
+  /** Starts a fresh HOME and resets moto (between tests). */
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Running {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exit: Promise<number | null>;
+}
+
+/** The environment every spuff run gets: fake keys, the proxy as endpoint, no instance metadata, quick polls. */
+function awsEnv(moto: Moto, home: ReturnType<typeof tempHome>): NodeJS.ProcessEnv {
+  return {
+    ...home.env,
+    AWS_ACCESS_KEY_ID: "AKIASPUFFTESTKEY0001",
+    AWS_SECRET_ACCESS_KEY: "spuff-test-secret-not-a-real-one",
+    AWS_REGION: REGION,
+    AWS_ENDPOINT_URL_EC2: moto.endpoint,
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: join(home.home, ".aws", "config"),
+    AWS_SHARED_CREDENTIALS_FILE: join(home.home, ".aws", "credentials"),
+    SPUFF_AWS_POLL_INTERVAL: "50ms",
+    SPUFF_BOOT_TIMEOUT: "30s",
+  };
+}
+
+export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
+  const child = spawn(process.execPath, [BIN, ...argv], { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((res) => child.once("close", (code) => res(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+}
+
+export async function harness(opts: MotoOptions & { config?: Record<string, unknown> }): Promise<Harness> {
+  const { config, ...motoOpts } = opts;
+  const moto = await Moto.start(motoOpts);
+  // The SDK's notice about its future Node 22 requirement (spuff's client silences it the same way).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+  const ec2 = new EC2Client({
+    region: REGION,
+    endpoint: moto.motoEndpoint,
+    credentials: { accessKeyId: "AKIASPUFFTESTKEY0001", secretAccessKey: "spuff-test-secret-not-a-real-one" },
+  });
+  const children: ChildProcess[] = [];
+  const h: Harness = {
+    moto,
+    home: tempHome(),
+    env: {},
+    ec2,
+    writeConfig(cfg) {
+      writeFileSync(join(h.home.home, "spuff.yaml"), stringify({ ssh: { user: "spuff-test", tmux: false }, ...cfg }));
+    },
+    spawn(args, extraEnv = {}) {
+      const r = run(["--provider", "aws", ...args], { ...h.env, ...extraEnv }, h.home.home);
+      children.push(r.child);
+      return r;
+    },
+    async spuff(args, extraEnv = {}) {
+      const r = h.spawn(args, extraEnv);
+      const code = await r.exit;
+      return { code: code ?? -1, stdout: r.stdout(), stderr: r.stderr() };
+    },
+    async live() {
+      const out = await ec2.send(new DescribeInstancesCommand({}));
+      return (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).filter((i) => i.State?.Name !== "terminated");
+    },
+    async spuffGroups() {
+      const out = await ec2.send(new DescribeSecurityGroupsCommand({}));
+      return (out.SecurityGroups ?? []).filter((g) => g.GroupName?.startsWith("spuff-"));
+    },
+    async reset() {
+      for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      h.home.cleanup();
+      h.home = tempHome();
+      h.env = awsEnv(moto, h.home);
+      h.writeConfig(config ?? {});
+      await moto.reset();
+    },
+    async close() {
+      for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      ec2.destroy();
+      await moto.close();
+      h.home.cleanup();
+    },
+  };
+  h.env = awsEnv(moto, h.home);
+  h.writeConfig(config ?? {});
+  return h;
+}
+
+/** Parses `--json` event lines. */
+export function events(stdout: string): { event?: string; [k: string]: unknown }[] {
+  return stdout
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l));
+}
