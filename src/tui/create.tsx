@@ -1,10 +1,10 @@
-import { Box, Text, useInput } from "ink";
+import { Box, Text } from "ink";
 import { useEffect, useRef, useState } from "react";
 import { hostAlias } from "../core/state.js";
 import { type ErrorInfo, errorInfo, ProgressModel } from "./model.js";
 import { ProgressView } from "./progress.js";
 import type { CreateRequest, CreateResult, TuiServices } from "./services.js";
-import { Keys } from "./widgets.js";
+import { Keys, useKeys } from "./widgets.js";
 
 export interface CreateViewProps {
   services: TuiServices;
@@ -36,7 +36,7 @@ export function CreateView(props: CreateViewProps) {
   }, [services, request, model]);
 
   const running = !result && !failure;
-  useInput((input, key) => {
+  useKeys((input, key) => {
     if (running) {
       if (key.escape || (key.ctrl && input === "c")) {
         setCancelling(true);

@@ -1,4 +1,4 @@
-import { Box, Text, useInput } from "ink";
+import { Box, Text } from "ink";
 import { type ReactNode, useCallback, useEffect, useRef, useState } from "react";
 import type { Inventory } from "../core/inventory.js";
 import type { Progress } from "../core/provider.js";
@@ -6,7 +6,7 @@ import { formatDuration, formatMoney, type VmView } from "../core/view.js";
 import { layout, row } from "./columns.js";
 import { type ErrorInfo, errorInfo } from "./model.js";
 import type { TuiServices } from "./services.js";
-import { ErrorBox, Keys, Spinner, TextInput, useRefState, useTerminalSize } from "./widgets.js";
+import { ErrorBox, Keys, Spinner, TextInput, useKeys, useRefState, useTerminalSize } from "./widgets.js";
 
 export type PickerAction = { kind: "shell"; vm: VmView } | { kind: "new" } | { kind: "quit" };
 
@@ -154,7 +154,7 @@ export function Picker(props: PickerProps) {
       return `${vm.name} now expires at ${at.toISOString().slice(0, 16).replace("T", " ")} UTC (in ${formatDuration(left)})`;
     });
 
-  useInput((input, key) => {
+  useKeys((input, key) => {
     const mode = modeRef.current;
     if (mode.kind === "busy" || mode.kind === "filter" || mode.kind === "extend") return;
     if (mode.kind === "help") {

@@ -2,7 +2,7 @@ import { useState } from "react";
 import { CreateView } from "./create.js";
 import { type Flash, Picker } from "./picker.js";
 import type { CreateRequest, TuiServices } from "./services.js";
-import { useTerminalSize } from "./widgets.js";
+import { KeyRoot, useTerminalSize } from "./widgets.js";
 import { Wizard } from "./wizard.js";
 
 /** Why the TUI unmounts: to quit, or to hand the terminal to a shell on a VM. */
@@ -11,7 +11,15 @@ export type TuiExit = { kind: "quit" } | { kind: "shell"; name: string };
 type Screen = { kind: "picker"; flash?: Flash } | { kind: "wizard" } | { kind: "create"; request: CreateRequest };
 
 /** The whole app: the picker, the create wizard and the create progress. */
-export function Root(props: { services: TuiServices; flash?: Flash; onExit(exit: TuiExit): void; refreshMs?: number; width?: number; height?: number }) {
+export function Root(props: Parameters<typeof Screens>[0]) {
+  return (
+    <KeyRoot>
+      <Screens {...props} />
+    </KeyRoot>
+  );
+}
+
+function Screens(props: { services: TuiServices; flash?: Flash; onExit(exit: TuiExit): void; refreshMs?: number; width?: number; height?: number }) {
   const [screen, setScreen] = useState<Screen>({ kind: "picker", flash: props.flash });
   const size = useTerminalSize(props.width, props.height);
   if (screen.kind === "wizard") {

@@ -1,5 +1,5 @@
-import { Box, Text, useInput, useStdout } from "ink";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { Box, type Key, Text, useInput, useStdout } from "ink";
+import { createContext, type ReactNode, useCallback, useContext, useEffect, useRef, useState } from "react";
 import type { ErrorInfo } from "./model.js";
 
 const FRAMES = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -27,6 +27,74 @@ export function useTerminalSize(width?: number, height?: number): { width: numbe
   return { width: width ?? size.width, height: height ?? size.height };
 }
 
+type KeyHandler = (input: string, key: Key) => void;
+/** The app's one key listener: who gets keys now, and whether a state change is waiting to be drawn. */
+interface KeyBox {
+  handler?: KeyHandler;
+  /** Set by useRefState when its value changes, cleared when a useKeys component renders. */
+  pending: boolean;
+}
+const KeysContext = createContext<KeyBox | undefined>(undefined);
+
+/** How many event-loop turns a key waits for the render a state change asked for (a bound, never a timing). */
+const MAX_WAIT_TURNS = 200;
+
+/**
+ * One input listener for the whole app. The component that renders last with `useKeys` active gets the keys; it
+ * takes them over while it renders, so a key pressed right after a new screen or prompt appeared already reaches it
+ * (Ink's own useInput subscribes only after the frame was drawn).
+ */
+export function KeyRoot({ children }: { children: ReactNode }) {
+  const box = useRef<KeyBox>({ pending: false }).current;
+  const queue = useRef<Array<[string, Key]>>([]).current;
+  useInput((input, key) => {
+    const busy = queue.length > 0;
+    queue.push(...splitKeys(input, key));
+    if (busy) return;
+    // One key at a time; the next only after React has drawn what the one before changed, so "/" followed by text in
+    // one chunk types the text into the filter that "/" opened.
+    let waited = 0;
+    const next = () => {
+      if (box.pending && waited++ < MAX_WAIT_TURNS) return void setImmediate(next);
+      waited = 0;
+      const k = queue.shift();
+      if (!k) return;
+      box.handler?.(...k);
+      if (queue.length) setImmediate(next);
+    };
+    next();
+  });
+  return <KeysContext.Provider value={box}>{children}</KeysContext.Provider>;
+}
+
+/**
+ * Ink hands a run of plain characters over as one input ("jj", or a pasted "name\r"). Split such a run into one key
+ * each, so every key counts and an enter inside it is an enter.
+ */
+export function splitKeys(input: string, key: Key): Array<[string, Key]> {
+  const chars = Array.from(input);
+  if (chars.length < 2 || key.ctrl || key.meta) return [[input, key]];
+  const plain = Object.fromEntries(Object.entries(key).map(([k, v]) => [k, typeof v === "boolean" ? false : v])) as Key;
+  return chars.map((c): [string, Key] => {
+    if (c === "\r" || c === "\n") return ["", { ...plain, return: true }];
+    if (c === "\x7f" || c === "\b") return ["", { ...plain, backspace: true }];
+    if (c === "\t") return ["", { ...plain, tab: true }];
+    const code = c.charCodeAt(0);
+    if (code >= 1 && code <= 26) return [String.fromCharCode(code + 96), { ...plain, ctrl: true }];
+    return [c, { ...plain, shift: /[A-Z]/.test(c) }];
+  });
+}
+
+/** Receive keys while `active` (see KeyRoot); without a KeyRoot, Ink's useInput. */
+export function useKeys(handler: KeyHandler, active = true): void {
+  const box = useContext(KeysContext);
+  if (box && active) {
+    box.handler = handler;
+    box.pending = false;
+  }
+  useInput(handler, { isActive: active && !box });
+}
+
 /**
  * State whose latest value is readable at once through the returned ref. Several keys can arrive in one chunk
  * ("j" and enter, or a pasted name and enter); Ink calls the input handler for each before React re-renders, so
@@ -35,10 +103,16 @@ export function useTerminalSize(width?: number, height?: number): { width: numbe
 export function useRefState<T>(initial: T | (() => T)): [T, (next: T | ((prev: T) => T)) => void, { readonly current: T }] {
   const [value, setValue] = useState(initial);
   const ref = useRef(value);
-  const set = useCallback((next: T | ((prev: T) => T)) => {
-    ref.current = typeof next === "function" ? (next as (prev: T) => T)(ref.current) : next;
-    setValue(ref.current);
-  }, []);
+  const keys = useContext(KeysContext);
+  const set = useCallback(
+    (next: T | ((prev: T) => T)) => {
+      const value = typeof next === "function" ? (next as (prev: T) => T)(ref.current) : next;
+      if (keys && !Object.is(value, ref.current)) keys.pending = true;
+      ref.current = value;
+      setValue(value);
+    },
+    [keys],
+  );
   return [value, set, ref];
 }
 
@@ -51,7 +125,7 @@ export function TextInput(props: { value: string; onChange(v: string): void; onS
     latest.current = v;
     props.onChange(v);
   };
-  useInput((input, key) => {
+  useKeys((input, key) => {
     if (key.return) props.onSubmit(latest.current);
     else if (key.escape) props.onCancel();
     else if (key.backspace || key.delete) change(latest.current.slice(0, -1));

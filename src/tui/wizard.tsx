@@ -1,11 +1,11 @@
-import { Box, Text, useInput } from "ink";
+import { Box, Text } from "ink";
 import { useEffect, useRef, useState } from "react";
 import { NAME_RULE, randomName, validateName } from "../core/names.js";
 import type { Catalog, CatalogSize } from "../core/provider.js";
 import { formatMoney } from "../core/view.js";
 import { type ErrorInfo, errorInfo } from "./model.js";
 import type { CreateRequest, ProviderChoice, TuiServices } from "./services.js";
-import { ErrorBox, Keys, Spinner, TextInput, useRefState, useTerminalSize } from "./widgets.js";
+import { ErrorBox, Keys, Spinner, TextInput, useKeys, useRefState, useTerminalSize } from "./widgets.js";
 
 type Step =
   | { kind: "providers" }
@@ -164,7 +164,7 @@ export function Wizard(props: WizardProps) {
     }
   };
 
-  useInput(
+  useKeys(
     (input, key) => {
       const step = stepRef.current;
       const cursor = cursorRef.current;
@@ -191,7 +191,7 @@ export function Wizard(props: WizardProps) {
         props.onCreate({ provider: providerRef.current.name, name: nameRef.current, size: sizeRef.current?.name, location: locationRef.current });
       }
     },
-    { isActive: step.kind !== "name" },
+    step.kind !== "name",
   );
 
   const ttl = services.ttl();

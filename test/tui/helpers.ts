@@ -1,0 +1,55 @@
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { App } from "../../src/cli/app.js";
+import { buildLabels } from "../../src/core/labels.js";
+import { StateStore, stateDir } from "../../src/core/state.js";
+import { TuiServices } from "../../src/tui/services.js";
+
+/**
+ * What a local VM leaves on disk after it powered off (idle or TTL): the local provider's metadata (no QEMU pid, so
+ * the provider reports it "stopped") and spuff's own record with the client key. Nothing is mocked: the real local
+ * provider and StateStore read these files.
+ */
+export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts: { ageHours?: number; ttlHours?: number } = {}): Promise<void> {
+  const dir = stateDir(env);
+  const created = new Date(Date.now() - (opts.ageHours ?? 2) * 3600_000);
+  const expires = new Date(created.getTime() + (opts.ttlHours ?? 24) * 3600_000);
+  const labels = buildLabels({ name, owner: env.SPUFF_OWNER ?? "testowner0001", createdAt: created, expiresAt: expires, requestId: `r${name.replace(/-/g, "")}` });
+  mkdirSync(join(dir, "local", name), { recursive: true });
+  writeFileSync(
+    join(dir, "local", name, "meta.json"),
+    JSON.stringify({ name, labels, createdAt: created.toISOString(), sshPort: 2222, cpus: 2, memoryMiB: 2048, accel: "tcg" }),
+  );
+  await new StateStore(dir).save(
+    { name, provider: "local", id: name, user: "dev", createdAt: created.toISOString(), hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcq4h8m7FZ7n4J0Yl8x8X7w6q2p4Rr6YV3u5X0cW6zA", endpoint: { host: "127.0.0.1", port: 2222 } },
+    { private: `PRIVATE ${name}`, public: `ssh-ed25519 AAAA ${name}` },
+  );
+}
+
+/** Records another spuff process left (test/fixtures/state-writer.ts): local state with no VM behind it ("gone"). */
+export function goneRecords(env: NodeJS.ProcessEnv, prefix: string, count: number): void {
+  const r = spawnSync("npx", ["tsx", "test/fixtures/state-writer.ts", stateDir(env), prefix, String(count)], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`state-writer failed: ${r.stderr}`);
+}
+
+/** A real App (config, state, providers) on a temp HOME, and the TUI's services on it. */
+export async function servicesFor(env: NodeJS.ProcessEnv, cwd: string, globals: App["globals"] = {}): Promise<TuiServices> {
+  const stdin = new PassThrough();
+  const app = new App({
+    stdout: { write: () => true, isTTY: false },
+    stderr: { write: () => true, isTTY: false },
+    stdin,
+    env,
+    cwd,
+  });
+  app.globals = globals;
+  await app.prepare();
+  return new TuiServices(app);
+}
+
+/** Strips colours and styles, so frames compare as text. */
+export function plain(frame: string | undefined): string {
+  return (frame ?? "").replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "");
+}

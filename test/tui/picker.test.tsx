@@ -1,0 +1,245 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { render } from "ink-testing-library";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { StateStore, stateDir } from "../../src/core/state.js";
+import { DROP_ORDER } from "../../src/tui/columns.js";
+import { Picker, type PickerAction } from "../../src/tui/picker.js";
+import { KeyRoot } from "../../src/tui/widgets.js";
+import { tempHome } from "../helpers/cli.js";
+import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
+import { goneRecords, plain, servicesFor, stoppedLocalVm } from "./helpers.js";
+
+const DOWN = "\u001b[B";
+const UP = "\u001b[A";
+const ENTER = "\r";
+const ESC = "\u001b";
+
+type Rendered = ReturnType<typeof render>;
+
+/** Waits until the last frame (colours stripped) passes `check`; returns it. */
+async function frame(r: Rendered, check: (f: string) => boolean | undefined, timeout = 10_000): Promise<string> {
+  let last = "";
+  await vi.waitFor(
+    () => {
+      last = plain(r.lastFrame());
+      const ok = check(last);
+      if (ok === false) throw new Error(`frame did not match:\n${last}`);
+    },
+    { timeout, interval: 20 },
+  );
+  return last;
+}
+
+const has = (text: string) => (f: string) => f.includes(text);
+const selected = (f: string) => f.split("\n").find((l) => l.startsWith("› "))?.split(/\s+/)[1];
+
+describe("picker on the local provider's state", () => {
+  let home: ReturnType<typeof tempHome>;
+  let r: Rendered | undefined;
+  const actions: PickerAction[] = [];
+  beforeEach(() => {
+    home = tempHome();
+    actions.length = 0;
+  });
+  afterEach(() => {
+    r?.unmount();
+    r = undefined;
+    home.cleanup();
+  });
+
+  async function picker(width = 100, refreshMs = 60_000) {
+    const services = await servicesFor(home.env, home.home);
+    r = render(<KeyRoot><Picker services={services} onAction={(a) => actions.push(a)} width={width} height={30} refreshMs={refreshMs} /></KeyRoot>);
+    return r;
+  }
+
+  it("shows loading, then every VM with its columns; narrow terminals drop columns in the documented order", async () => {
+    await stoppedLocalVm(home.env, "web", { ageHours: 3, ttlHours: 24 });
+    await stoppedLocalVm(home.env, "api", { ageHours: 30, ttlHours: 24 });
+    goneRecords(home.env, "old", 1);
+    const p = await picker(140);
+    expect(plain(p.frames[0])).toContain("loading VMs from local");
+    const f = await frame(p, has("web"));
+    const lines = f.split("\n");
+    expect(lines[0]).toBe("spuff · 3 VMs · local");
+    expect(lines[1]).toMatch(/^ {2}NAME\s+STATUS\s+PROVIDER\s+LOCATION\s+SIZE\s+ADDRESS\s+AGE\s+TTL\s+PRICE\/H\s+COST$/);
+    expect(lines[2]).toMatch(/^› api\s+stopped\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+1d6h\s+-6h0m\s+€0\.0000\s+€0\.0000$/);
+    expect(lines[3]).toMatch(/^ {2}old-vm0\s+gone\s+local\s+-\s+-\s+-\s+\d+s\s+-\s+-\s+-$/);
+    expect(lines[4]).toMatch(/^ {2}web\s+stopped\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+3h0m\s+20h59m\s+€0\.0000\s+€0\.0000$/);
+    expect(f).toContain("3 need reaping (api: expired, old-vm0: gone, web: stopped): `spuff reap`");
+    expect(f).toContain("↑↓ move  enter shell  n new  d destroy  e extend  r refresh  / filter  ? help  q quit");
+    p.unmount();
+
+    // 80 columns: ADDRESS and AGE go first; every line fits.
+    const narrow = await picker(80);
+    const n = await frame(narrow, has("web"));
+    expect(n.split("\n")[1]).toMatch(/^ {2}NAME\s+STATUS\s+PROVIDER\s+LOCATION\s+SIZE\s+TTL\s+PRICE\/H\s+COST$/);
+    for (const line of n.split("\n")) expect(line.length).toBeLessThanOrEqual(80);
+    narrow.unmount();
+
+    // 32 columns: only what never goes is left.
+    const tiny = await picker(32);
+    const t = await frame(tiny, has("web"));
+    expect(t.split("\n")[1]).toMatch(/^ {2}NAME\s+STATUS\s+TTL$/);
+    expect(DROP_ORDER).toEqual(["ADDRESS", "AGE", "LOCATION", "SIZE", "PRICE/H", "PROVIDER", "COST"]);
+  });
+
+  it("says how to start when there are no VMs", async () => {
+    const p = await picker();
+    const f = await frame(p, has("no VMs"));
+    expect(f).toContain("no VMs — press n to create one");
+    p.stdin.write("n");
+    await vi.waitFor(() => expect(actions).toEqual([{ kind: "new" }]));
+  });
+
+  it("moves with ↑/↓ and j/k, filters with /, shows help with ?, quits with q and esc", async () => {
+    for (const n of ["alpha", "bravo", "charlie"]) await stoppedLocalVm(home.env, n);
+    const p = await picker();
+    await frame(p, has("charlie"));
+    expect(selected(plain(p.lastFrame()))).toBe("alpha");
+    p.stdin.write("j");
+    expect(selected(await frame(p, (f) => selected(f) === "bravo"))).toBe("bravo");
+    p.stdin.write(DOWN);
+    await frame(p, (f) => selected(f) === "charlie");
+    p.stdin.write(DOWN); // stays on the last row
+    p.stdin.write("k");
+    await frame(p, (f) => selected(f) === "bravo");
+    p.stdin.write(UP);
+    await frame(p, (f) => selected(f) === "alpha");
+    // Two keys in one chunk both count.
+    p.stdin.write("jj");
+    await frame(p, (f) => selected(f) === "charlie");
+
+    p.stdin.write("/");
+    await frame(p, has("name, provider, status, location or size"));
+    p.stdin.write("rav");
+    const filtered = await frame(p, (f) => !/^[› ] alpha\s/m.test(f));
+    expect(filtered).toMatch(/^› bravo\s/m);
+    expect(filtered).not.toMatch(/^[› ] charlie\s/m);
+    expect(filtered.split("\n")[0]).toBe('spuff · 3 VMs · local · filter "rav"');
+    p.stdin.write(ENTER);
+    await frame(p, has("↑↓ move"));
+    expect(selected(plain(p.lastFrame()))).toBe("bravo");
+    // "/" opens the filter with its current text; ctrl-u clears it, all in one chunk.
+    p.stdin.write("/\u0015zzz\r");
+    await frame(p, has('no VM matches "zzz" — esc clears the filter'));
+    p.stdin.write(ESC); // clears the filter, does not quit
+    await frame(p, (f) => /^[› ] alpha\s/m.test(f) && /^[› ] charlie\s/m.test(f));
+    expect(actions).toEqual([]);
+
+    p.stdin.write("?");
+    const help = await frame(p, has("spuff — keys"));
+    expect(help).toContain("open a shell on the VM (spuff ssh NAME)");
+    expect(help).toContain("Narrow terminals drop columns in this order: ADDRESS, AGE, LOCATION, SIZE, PRICE/H, PROVIDER, COST.");
+    p.stdin.write("x");
+    await frame(p, has("↑↓ move"));
+
+    p.stdin.write("q");
+    await vi.waitFor(() => expect(actions).toEqual([{ kind: "quit" }]));
+    p.stdin.write(ESC);
+    await vi.waitFor(() => expect(actions).toEqual([{ kind: "quit" }, { kind: "quit" }]));
+  });
+
+  it("destroys only after y in a dialog that names the VM", async () => {
+    await stoppedLocalVm(home.env, "keep");
+    await stoppedLocalVm(home.env, "web");
+    const state = new StateStore(stateDir(home.env));
+    const p = await picker();
+    await frame(p, has("web"));
+    p.stdin.write("j");
+    await frame(p, (f) => selected(f) === "web");
+
+    p.stdin.write("d");
+    const dialog = await frame(p, has("Destroy web"));
+    expect(dialog).toContain("Destroy web (local, localhost, 2cpu-2g-tcg)? This deletes the VM and its disk.");
+    expect(dialog).toContain("[y/N]");
+    p.stdin.write("n");
+    await frame(p, has("nothing destroyed"));
+    expect(state.read("web")).toBeDefined();
+    expect(existsSync(join(stateDir(home.env), "local", "web"))).toBe(true);
+
+    p.stdin.write("d");
+    await frame(p, has("Destroy web"));
+    p.stdin.write("y");
+    const after = await frame(p, has("destroyed web"));
+    expect(after).toContain("destroyed web (cost €0.0000)");
+    await frame(p, (f) => !/^[› ] web\s/m.test(f) && f.includes("1 VM"));
+    expect(state.read("web")).toBeUndefined();
+    expect(existsSync(join(stateDir(home.env), "local", "web"))).toBe(false);
+    expect(state.read("keep")).toBeDefined();
+  });
+
+  it("extend asks for a duration and shows the provider's refusal with its hint; enter on a stopped VM explains", async () => {
+    await stoppedLocalVm(home.env, "web");
+    const p = await picker();
+    await frame(p, has("web"));
+    p.stdin.write("e");
+    await frame(p, has("Extend the TTL of web (now 21h59m) by:"));
+    p.stdin.write("4h");
+    await frame(p, has("by: 4h"));
+    p.stdin.write(ENTER);
+    const refused = await frame(p, has("not running"));
+    expect(refused).toContain("error: web is stopped, not running: its TTL cannot be extended");
+    expect(refused).toContain("hint: a powered-off VM is removed by `spuff reap`; create a new one with `spuff up`");
+
+    p.stdin.write("e");
+    await frame(p, has("Extend the TTL"));
+    p.stdin.write("soon\r");
+    const bad = await frame(p, has('invalid duration "soon"'));
+    expect(bad).toContain('hint: use e.g. "30m", "4h", "1h30m", "2d"');
+
+    p.stdin.write(ENTER);
+    const noShell = await frame(p, has("there is no shell to open"));
+    expect(noShell).toContain("error: web is stopped: there is no shell to open");
+    expect(noShell).toContain("hint: `spuff reap` removes it; press n for a new VM");
+    expect(actions).toEqual([]);
+  });
+
+  it("refreshes by itself: a VM created elsewhere appears without a key press", async () => {
+    await stoppedLocalVm(home.env, "first");
+    const p = await picker(100, 200);
+    await frame(p, has("first"));
+    await stoppedLocalVm(home.env, "second");
+    const f = await frame(p, has("second"));
+    expect(f.split("\n")[0]).toBe("spuff · 2 VMs · local");
+  });
+});
+
+describe("picker on the Hetzner fake", () => {
+  let h: Harness;
+  let r: Rendered | undefined;
+  beforeEach(async () => {
+    h = await harness({ ipv4Prefix: "127.0.81.", standin: false });
+  });
+  afterEach(async () => {
+    r?.unmount();
+    expect(problems(h.fake)).toEqual([]);
+    await h.close();
+  });
+
+  it("a rejected token shows the message and hint, not a crash; r retries", async () => {
+    const services = await servicesFor({ ...h.env, HCLOUD_TOKEN: "wrong-token" }, h.home.home, { provider: "hetzner" });
+    r = render(<KeyRoot><Picker services={services} onAction={() => {}} width={100} height={30} refreshMs={60_000} /></KeyRoot>);
+    const f = await frame(r, has("cannot list VMs"));
+    expect(f).toContain("cannot list VMs: the Hetzner API rejected the token (401 unauthorized");
+    expect(f).toMatch(/hint: create a token in the Hetzner Cloud Console/);
+    expect(f).toContain("r retries · n creates a VM with another provider · q quits");
+    const before = h.fake.requests.length;
+    r.stdin.write("r");
+    await vi.waitFor(() => expect(h.fake.requests.length).toBeGreaterThan(before));
+    await frame(r, has("cannot list VMs"));
+  });
+
+  it("lists running servers with price and cost, and enter asks to open a shell on the selected one", async () => {
+    h.fake.seedServers(2, { namePrefix: "box", labels: (i) => ({ "managed-by": "spuff", "spuff/name": `box-${i + 1}`, "spuff/owner": "testowner0001" }) });
+    const actions: PickerAction[] = [];
+    const services = await servicesFor(h.env, h.home.home, { provider: "hetzner" });
+    r = render(<KeyRoot><Picker services={services} onAction={(a) => actions.push(a)} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
+    const f = await frame(r, has("box-2"));
+    expect(f.split("\n")[0]).toBe("spuff · 2 VMs · hetzner");
+    expect(f).toMatch(/^› box-1\s+running\s+hetzner\s+fsn1\s+cx22\s+127\.0\.81\.\d+:22\s+\S+\s+-\s+€0\.0071\s+€0\.0071$/m);
+    r.stdin.write("j\r");
+    await vi.waitFor(() => expect(actions.map((a) => (a.kind === "shell" ? a.vm.name : a.kind))).toEqual(["box-2"]));
+  });
+});
