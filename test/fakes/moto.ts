@@ -23,6 +23,7 @@ import { type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
  *   documented idempotency: a RunInstances with a ClientToken seen before answers the first call's result again.
  * - boot time: moto's instances run at the first DescribeInstances. With `bootDelayMs`, the proxy reports an instance
  *   `pending` until that long after its launch, so a test can interrupt spuff during the SDK waiter.
+ * - moto quirks: a subnet's IPv6 block state comes back as EC2 spells it.
  * - faults: `inject()` answers a chosen Action with an EC2 XML error (before or after moto did the work), a canned
  *   body, a delay or a dropped connection.
  *
@@ -110,6 +111,21 @@ export function motoPython(): string | undefined {
 
 export const MOTO_SKIP_REASON = "moto is not importable (run test/setup.d/40-moto.sh, or set SPUFF_MOTO_PYTHON)";
 
+/**
+ * `python3 -m moto.server`, with one fix: moto 5.2 parses MOTO_AMIS_PATH's `creation_date` in place, so loading the
+ * AMIs a second time (a second region, or POST /moto-api/reset) fails on the already parsed value. (moto 5.1, Debian's
+ * python3-moto, keeps the string and needs no fix.)
+ */
+const MOTO_MAIN = [
+  "import datetime, sys",
+  "import moto.ec2.models.amis",
+  "amis = sys.modules['moto.ec2.models.amis']",
+  "_parse = getattr(amis, 'parse_timestamp', None)",
+  "if _parse: amis.parse_timestamp = lambda v: v if isinstance(v, datetime.datetime) else _parse(v)",
+  "from moto.server import main",
+  "main(sys.argv[1:])",
+].join("\n");
+
 function xmlEscape(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
@@ -196,7 +212,7 @@ export class Moto {
     }));
     writeFileSync(join(dir, "amis.json"), JSON.stringify(amis));
     const motoPort = await freePort();
-    const child = spawn(python, ["-m", "moto.server", "-H", "127.0.0.1", "-p", String(motoPort)], {
+    const child = spawn(python, ["-c", MOTO_MAIN, "-H", "127.0.0.1", "-p", String(motoPort)], {
       env: { ...process.env, MOTO_AMIS_PATH: join(dir, "amis.json"), PYTHONUNBUFFERED: "1", AWS_ACCESS_KEY_ID: "testing", AWS_SECRET_ACCESS_KEY: "testing" },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -412,6 +428,8 @@ export class Moto {
     }
 
     let text = upstream.body.toString("utf8");
+    // moto 5.2 renders a subnet's IPv6 block state as a Python dict ("{'State': 'associated'}"); EC2 says "associated".
+    if (action === "DescribeSubnets" || action === "CreateSubnet") text = text.replace(/<state>\{'State': '(\w+)'\}<\/state>/g, "<state>$1</state>");
     if (upstream.status === 200 && (action === "RunInstances" || action === "DescribeInstances")) {
       if (action === "RunInstances" && !remembered) {
         if (token) this.tokens.set(token, upstream.body);
