@@ -1,0 +1,82 @@
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
+import { haveTmux, Terminal } from "../helpers/tmux.js";
+
+const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.js");
+
+// The built `spuff` in a real terminal (tmux), against the Hetzner fake with stand-in sshds on 127.0.77.N: create a VM
+// through the wizard, see it in the list, destroy it, quit.
+describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
+  let h: Harness;
+  let term: Terminal | undefined;
+  beforeEach(async () => {
+    h = await harness({ ipv4Prefix: "127.0.77.", config: { provider: "hetzner" } });
+  });
+  afterEach(async () => {
+    term?.close();
+    term = undefined;
+    await h.close();
+  });
+
+  it("creates a VM through the wizard, lists it, destroys it and quits", async () => {
+    const { CI: _ci, NO_COLOR: _nc, ...env } = h.env;
+    term = Terminal.start([process.execPath, BIN], env, { width: 100, height: 30, cwd: h.home.home });
+    const t = term;
+
+    const empty = await t.waitFor("no VMs — press n to create one");
+    expect(empty).toContain("spuff · 0 VMs · hetzner");
+
+    t.keys("n");
+    const providers = await t.waitFor("(configured)");
+    expect(providers).toMatch(/› hetzner\s+Hetzner Cloud.*\(configured\)/);
+    t.keys("Enter");
+
+    // The catalog comes from the fake's /locations, /server_types and /pricing.
+    const locations = await t.waitFor(/› \w+\s.*\(default\)/);
+    expect(locations).toContain("New VM · Location · hetzner");
+    t.keys("Enter");
+
+    const sizes = await t.waitFor(/New VM · Size[\s\S]*› /);
+    expect(sizes).toMatch(/SIZE\s+VCPU\s+RAM\s+DISK\s+PRICE\/H\s+MONTH\s+IN \w+/);
+    expect(sizes).toMatch(/› \S+\s+\d+\s+\d+G\s+\d+G\s+€\d+\.\d+\s+€\d+\.\d+\s+available/);
+    t.keys("Enter");
+
+    await t.waitFor("New VM · Name");
+    // A name that breaks the rule is refused where it is typed; then a good one.
+    t.keys("C-u");
+    t.keys("Bad_Name", { literal: true });
+    t.keys("Enter");
+    await t.waitFor('invalid VM name "Bad_Name"');
+    t.keys("C-u");
+    t.keys("tui-box", { literal: true });
+    t.keys("Enter");
+
+    const summary = await t.waitFor("New VM · Summary");
+    expect(summary).toMatch(/name\s+tui-box/);
+    expect(summary).toMatch(/estimate\s+at most €\d+\.\d+ if it runs its whole \S+ TTL/);
+    t.keys("Enter");
+
+    const ready = await t.waitFor("tui-box is ready", 60_000);
+    for (const phase of ["validate config", "register SSH key", "create server", "wait running", "wait SSH", "cloud-init"]) {
+      expect(ready).toMatch(new RegExp(`✓ ${phase}\\b`));
+    }
+    expect(ready).toContain("connect:  spuff ssh tui-box");
+    expect([...h.fake.servers.values()].map((s) => s.name)).toEqual(["tui-box"]);
+
+    t.keys("Escape");
+    const listed = await t.waitFor(/› tui-box\s+running\s+hetzner/);
+    expect(listed).toContain("spuff · 1 VM · hetzner");
+
+    t.keys("d");
+    await t.waitFor("Destroy tui-box");
+    t.keys("y");
+    await t.waitFor("destroyed tui-box", 30_000);
+    await t.waitFor("no VMs — press n to create one");
+    expect(h.fake.servers.size).toBe(0);
+
+    t.keys("q");
+    expect(await t.exitCode()).toBe(0);
+    expect(problems(h.fake)).toEqual([]);
+  });
+});
