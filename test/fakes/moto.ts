@@ -27,7 +27,8 @@ import { type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
  * - faults: `inject()` answers a chosen Action with an EC2 XML error (before or after moto did the work), a canned
  *   body, a delay or a dropped connection.
  *
- * Every request is recorded in `requests` (Action, parameters, status, error code).
+ * Every request is recorded in `requests` (Action, parameters, status, error code); `events` emits "received" and
+ * "request" (answered) with that record, "instance-launched" ({id, ip}) and "instance-terminated" ({id}).
  */
 
 export const DEBIAN_OWNER = "136693071363";
@@ -66,7 +67,10 @@ export interface MotoFault {
   when?: "before" | "after";
   /** How many matching requests this fault applies to (default 1; Infinity for all). */
   times?: number;
-  /** Wait this long before answering. With nothing else set, the request then goes through normally. */
+  /**
+   * Wait this long: before moto sees the request ("before"), or after moto did the work and before the answer leaves
+   * ("after": the answer is on its way). With nothing else set, the request then goes through normally.
+   */
   delayMs?: number;
   /** An EC2 error: code (and message, status; default HTTP 400). */
   code?: string;
@@ -164,6 +168,8 @@ export class Moto {
   /** Instance id → the loopback address it got. */
   readonly addresses = new Map<string, string>();
   bootDelayMs: number;
+  /** Start a stand-in sshd per instance (from MotoOptions.standins; back to it on reset). */
+  standinsEnabled: boolean;
   private faults: (MotoFault & { left: number })[] = [];
   private readonly ipMap = new Map<string, string>();
   private nextHost = 2;
@@ -182,6 +188,7 @@ export class Moto {
     private readonly log: () => string,
   ) {
     this.bootDelayMs = opts.bootDelayMs ?? 0;
+    this.standinsEnabled = opts.standins ?? true;
   }
 
   /** Where spuff talks to (the proxy). */
@@ -279,6 +286,7 @@ export class Moto {
     this.tokens.clear();
     this.nextHost = 2;
     this.bootDelayMs = this.opts.bootDelayMs ?? 0;
+    this.standinsEnabled = this.opts.standins ?? true;
     await new Promise<void>((resolve, reject) => {
       const r = request({ host: "127.0.0.1", port: this.motoPort, method: "POST", path: "/moto-api/reset" }, (res) => {
         res.resume();
@@ -392,6 +400,7 @@ export class Moto {
     const action = params.get("Action") ?? "";
     const record: MotoRequest = { action, params, status: 0, injected: false, replayed: false };
     this.requests.push(record);
+    this.events.emit("received", record);
     const send = (status: number, body: string | Buffer, contentType = "text/xml") => {
       record.status = status;
       const code = status >= 400 ? /<Code>([^<]+)<\/Code>/.exec(body.toString())?.[1] : undefined;
@@ -413,7 +422,8 @@ export class Moto {
     };
 
     const fault = this.takeFault(action, params);
-    if (fault?.delayMs) await sleep(fault.delayMs);
+    const after = fault?.when === "after";
+    if (fault?.delayMs && !after) await sleep(fault.delayMs);
     if (fault && (fault.when ?? "before") === "before" && (fault.drop || fault.code || fault.body !== undefined)) return answerFault(fault);
 
     // EC2's ClientToken idempotency, which moto lacks.
@@ -443,7 +453,7 @@ export class Moto {
         for (const [id, ip] of found) {
           this.events.emit("instance-launched", { id, ip });
           const userData = decodeUserData(params.get("UserData"));
-          if ((this.opts.standins ?? true) && userData?.startsWith("#cloud-config")) {
+          if (this.standinsEnabled && userData?.startsWith("#cloud-config")) {
             try {
               this.standins.set(id, await startStandinVm(userData, ip));
             } catch (err) {
@@ -462,7 +472,8 @@ export class Moto {
         this.events.emit("instance-terminated", { id });
       }
     }
-    if (fault && fault.when === "after" && (fault.drop || fault.code || fault.body !== undefined)) return answerFault(fault);
+    if (after && fault?.delayMs) await sleep(fault.delayMs);
+    if (after && fault && (fault.drop || fault.code || fault.body !== undefined)) return answerFault(fault);
     send(upstream.status, text, upstream.headers["content-type"] ?? "text/xml");
   }
 }
