@@ -101,6 +101,7 @@ export interface Provider {
   validate?(placement: Placement, signal?: AbortSignal): Promise<void>;
   /** Optional: sizes and locations with prices, for the wizard and for messages listing valid choices. */
   catalog?(signal?: AbortSignal): Promise<Catalog>;
+  /** Creates the VM; reports each of its steps as a phase (`progress.phase("create server")`). */
   create(spec: CreateSpec, progress: Progress): Promise<Vm>;
   list(signal?: AbortSignal): Promise<Vm[]>;
   get(name: string, signal?: AbortSignal): Promise<Vm | undefined>;

@@ -3,7 +3,7 @@ import ssh2 from "ssh2";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { type VmTarget, execOnVm, waitForSsh } from "../ssh/connect.js";
+import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels } from "./labels.js";
 import { validateName } from "./names.js";
@@ -19,6 +19,8 @@ export interface UpDeps {
   owner: string;
   progress: Progress & { fail?(): string | undefined };
   env: NodeJS.ProcessEnv;
+  /** `--verbose`: stream the VM's cloud-init output into `progress.info` while waiting for it. */
+  followCloudInit?: boolean;
 }
 
 export interface UpRequest {
@@ -105,7 +107,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   let vm: Vm | undefined;
   try {
     signal.throwIfAborted();
-    progress.phase("create");
+    // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
       { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, signal },
       progress,
@@ -121,7 +123,10 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     await waitForSsh(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
-    const ci = await execOnVm(target, "cloud-init status --wait --long", signal);
+    const follow = deps.followCloudInit
+      ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal)
+      : undefined;
+    const ci = await execOnVm(target, "cloud-init status --wait --long", signal).finally(() => follow?.stop());
     if (ci.code !== 0) {
       const tail = await execOnVm(target, "sudo tail -n 25 /var/log/cloud-init-output.log", signal).catch(() => undefined);
       throw new ProviderError(`cloud-init on ${name} finished with errors`, {

@@ -91,8 +91,17 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Runs one command on the VM without a PTY and collects its output; fails after `timeoutMs`. */
-export async function execOnVm(target: VmTarget, command: string, signal?: AbortSignal, timeoutMs = 15 * 60_000): Promise<ExecResult> {
+/**
+ * Runs one command on the VM without a PTY and collects its output; fails after `timeoutMs`. `onStdout` also gets
+ * the output as it arrives.
+ */
+export async function execOnVm(
+  target: VmTarget,
+  command: string,
+  signal?: AbortSignal,
+  timeoutMs = 15 * 60_000,
+  onStdout?: (chunk: string) => void,
+): Promise<ExecResult> {
   const client = await connect(target, {}, signal);
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -109,7 +118,10 @@ export async function execOnVm(target: VmTarget, command: string, signal?: Abort
         let stdout = "";
         let stderr = "";
         let code = 0;
-        stream.on("data", (d: Buffer) => (stdout += d.toString()));
+        stream.on("data", (d: Buffer) => {
+          stdout += d.toString();
+          onStdout?.(d.toString());
+        });
         stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
         stream.on("exit", (c: number | null) => (code = c ?? 255));
         stream.on("close", () => resolve({ code, stdout, stderr }));
@@ -119,6 +131,28 @@ export async function execOnVm(target: VmTarget, command: string, signal?: Abort
     clearTimeout(timer);
     client.end();
   }
+}
+
+/**
+ * Follows a growing file on the VM (`tail -F`) and hands each complete line to `onLine` until `stop()`. Best effort:
+ * a failure to follow is silent (it only adds detail to a wait that goes on without it).
+ */
+export function followOnVm(target: VmTarget, path: string, onLine: (line: string) => void, signal?: AbortSignal): { stop(): void } {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  signal?.addEventListener("abort", stop, { once: true });
+  let rest = "";
+  execOnVm(target, `sudo -n tail -n +1 -F ${path} 2>/dev/null`, ac.signal, 24 * 3600_000, (chunk) => {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop() ?? "";
+    for (const l of lines) if (l.trim()) onLine(l.trimEnd());
+  }).catch(() => {});
+  return {
+    stop() {
+      signal?.removeEventListener("abort", stop);
+      stop();
+    },
+  };
 }
 
 /**

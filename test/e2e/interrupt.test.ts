@@ -51,7 +51,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the l
   }
 
   for (const [phase, signal] of [
-    ["create", "SIGINT"],
+    ["seed", "SIGINT"], // the local provider's first create phase
     ["wait SSH", "SIGINT"],
     ["cloud-init", "SIGINT"],
     ["wait SSH", "SIGTERM"],

@@ -42,9 +42,10 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     t.cleanup();
   });
 
-  it("spuff up boots the VM and waits for cloud-init", async () => {
-    const r = await spuff("up", "e2e");
+  it("spuff up boots the VM and waits for cloud-init (streaming its output with --verbose)", async () => {
+    const r = await spuff("--verbose", "up", "e2e");
     expect(r.stderr).toContain("✓ wait SSH");
+    expect(r.stderr).toMatch(/^ {2}cloud-init: Cloud-init v\. \S+ running '(init|modules:config|modules:final)'/m);
     expect(r.stderr).toContain("✓ cloud-init");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("e2e is ready");

@@ -2,6 +2,8 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
+import type { render } from "ink-testing-library";
+import { vi } from "vitest";
 import { App } from "../../src/cli/app.js";
 import { buildLabels } from "../../src/core/labels.js";
 import { StateStore, stateDir } from "../../src/core/state.js";
@@ -53,3 +55,21 @@ export async function servicesFor(env: NodeJS.ProcessEnv, cwd: string, globals: 
 export function plain(frame: string | undefined): string {
   return (frame ?? "").replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "");
 }
+
+export type Rendered = ReturnType<typeof render>;
+
+/** Waits until the last frame (colours stripped) passes `check`; returns it. */
+export async function frame(r: Rendered, check: (f: string) => boolean | undefined, timeout = 10_000): Promise<string> {
+  let last = "";
+  await vi.waitFor(
+    () => {
+      last = plain(r.lastFrame());
+      const ok = check(last);
+      if (ok === false) throw new Error(`frame did not match:\n${last}`);
+    },
+    { timeout, interval: 20 },
+  );
+  return last;
+}
+
+export const has = (text: string) => (f: string) => f.includes(text);

@@ -8,30 +8,13 @@ import { Picker, type PickerAction } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
 import { tempHome } from "../helpers/cli.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
-import { goneRecords, plain, servicesFor, stoppedLocalVm } from "./helpers.js";
+import { frame, goneRecords, has, plain, type Rendered, servicesFor, stoppedLocalVm } from "./helpers.js";
 
 const DOWN = "\u001b[B";
 const UP = "\u001b[A";
 const ENTER = "\r";
 const ESC = "\u001b";
 
-type Rendered = ReturnType<typeof render>;
-
-/** Waits until the last frame (colours stripped) passes `check`; returns it. */
-async function frame(r: Rendered, check: (f: string) => boolean | undefined, timeout = 10_000): Promise<string> {
-  let last = "";
-  await vi.waitFor(
-    () => {
-      last = plain(r.lastFrame());
-      const ok = check(last);
-      if (ok === false) throw new Error(`frame did not match:\n${last}`);
-    },
-    { timeout, interval: 20 },
-  );
-  return last;
-}
-
-const has = (text: string) => (f: string) => f.includes(text);
 const selected = (f: string) => f.split("\n").find((l) => l.startsWith("› "))?.split(/\s+/)[1];
 
 describe("picker on the local provider's state", () => {
@@ -210,7 +193,7 @@ describe("picker on the Hetzner fake", () => {
   let h: Harness;
   let r: Rendered | undefined;
   beforeEach(async () => {
-    h = await harness({ ipv4Prefix: "127.0.81.", standin: false });
+    h = await harness({ ipv4Prefix: "127.0.78.", standin: false });
   });
   afterEach(async () => {
     r?.unmount();
@@ -238,7 +221,7 @@ describe("picker on the Hetzner fake", () => {
     r = render(<KeyRoot><Picker services={services} onAction={(a) => actions.push(a)} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
     const f = await frame(r, has("box-2"));
     expect(f.split("\n")[0]).toBe("spuff · 2 VMs · hetzner");
-    expect(f).toMatch(/^› box-1\s+running\s+hetzner\s+fsn1\s+cx22\s+127\.0\.81\.\d+:22\s+\S+\s+-\s+€0\.0071\s+€0\.0071$/m);
+    expect(f).toMatch(/^› box-1\s+running\s+hetzner\s+fsn1\s+cx22\s+127\.0\.78\.\d+:22\s+\S+\s+-\s+€0\.0071\s+€0\.0071$/m);
     r.stdin.write("j\r");
     await vi.waitFor(() => expect(actions.map((a) => (a.kind === "shell" ? a.vm.name : a.kind))).toEqual(["box-2"]));
   });

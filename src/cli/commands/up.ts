@@ -24,7 +24,8 @@ Ctrl-C rolls back everything created so far; a second Ctrl-C exits at once (\`sp
 Examples:
   $ spuff up                          local QEMU VM (no account needed)
   $ spuff up api --provider hetzner   a Hetzner Cloud server named "api"
-  $ spuff up --ttl 4h --json          JSON progress events, then the VM`,
+  $ spuff up --ttl 4h --json          JSON progress events, then the VM
+  $ spuff -v up                       also stream the VM's cloud-init output while it runs`,
     )
     .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean; size?: string; location?: string }) => {
       const config = app.config();
@@ -47,7 +48,7 @@ Examples:
       const result = await app
         .interruptible((signal) =>
           up(
-            { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
+            { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env, followCloudInit: app.verbose },
             { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
           ),
         )
