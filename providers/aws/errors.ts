@@ -89,7 +89,15 @@ export function explain(err: unknown, action: string, ctx: ErrorContext = {}): S
   const profile = ctx.profile ? ` (profile ${ctx.profile})` : "";
 
   // Before any request: the region and the credential chain.
-  if (/Region is missing/i.test(msg) || code === "MissingRegion") {
+  const badRegion = /Region not accepted: region="([^"]*)"/i.exec(msg);
+  if (badRegion?.[1]) {
+    return new UserError(`"${badRegion[1]}" is not an AWS region`, {
+      hint: "set aws.region (or AWS_REGION) to a region code such as eu-central-1 or us-east-1",
+      cause: err,
+    });
+  }
+  // An empty AWS_REGION reaches the SDK as region "": the same as none.
+  if (/Region is missing/i.test(msg) || code === "MissingRegion" || badRegion) {
     return new UserError("no AWS region is configured", {
       hint: ["set aws.region in your spuff config, or export AWS_REGION (e.g. eu-central-1)", "or give your AWS profile a region: `aws configure set region eu-central-1`"],
       cause: err,
@@ -99,9 +107,13 @@ export function explain(err: unknown, action: string, ctx: ErrorContext = {}): S
     if (/SSO|token/i.test(msg) && /expired|refresh/i.test(msg)) {
       return new UserError(`the AWS SSO session${profile} has expired`, { hint: `run \`aws sso login${ctx.profile ? ` --profile ${ctx.profile}` : ""}\``, cause: err });
     }
-    if (ctx.profile && /profile/i.test(msg)) {
-      return new UserError(`the AWS profile "${ctx.profile}" has no usable credentials: ${msg.split("\n")[0]}`, {
-        hint: [`check ~/.aws/config and ~/.aws/credentials for [profile ${ctx.profile}] / [${ctx.profile}]`, "or set aws.profile / AWS_PROFILE to a profile that exists"],
+    if (ctx.profile) {
+      // The SDK's own message ("Could not load credentials from any providers") does not say which profile it tried.
+      return new UserError(`the AWS profile "${ctx.profile}" has no usable credentials`, {
+        hint: [
+          `check ~/.aws/config and ~/.aws/credentials for [profile ${ctx.profile}] / [${ctx.profile}]: keys, an SSO session (\`aws sso login --profile ${ctx.profile}\`), a role or credential_process`,
+          "or set aws.profile / AWS_PROFILE to a profile that exists",
+        ],
         cause: err,
       });
     }

@@ -26,6 +26,8 @@ export interface Harness {
   /** A test-side SDK client talking to moto directly (not through the proxy), to read state back. */
   ec2: EC2Client;
   spuff(args: string[], extraEnv?: NodeJS.ProcessEnv): Promise<CliResult>;
+  /** `spuff` that must succeed: a failure throws with the run's output. */
+  spuffOk(args: string[], extraEnv?: NodeJS.ProcessEnv): Promise<CliResult>;
   /** Starts `spuff --provider aws ...args` without waiting for it. */
   spawn(args: string[], extraEnv?: NodeJS.ProcessEnv): Running;
   writeConfig(config: Record<string, unknown>): void;
@@ -62,7 +64,9 @@ function awsEnv(moto: Moto, home: ReturnType<typeof tempHome>): NodeJS.ProcessEn
 }
 
 export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
-  const child = spawn(process.execPath, [BIN, ...argv], { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+  // A variable set to undefined is left out (a test removing one of the defaults).
+  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined));
+  const child = spawn(process.execPath, [BIN, ...argv], { env: clean, cwd, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -99,6 +103,11 @@ export async function harness(opts: MotoOptions & { config?: Record<string, unkn
       const r = h.spawn(args, extraEnv);
       const code = await r.exit;
       return { code: code ?? -1, stdout: r.stdout(), stderr: r.stderr() };
+    },
+    async spuffOk(args, extraEnv = {}) {
+      const r = await h.spuff(args, extraEnv);
+      if (r.code !== 0) throw new Error(`spuff ${args.join(" ")} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
+      return r;
     },
     async live() {
       const out = await ec2.send(new DescribeInstancesCommand({}));

@@ -45,7 +45,7 @@ describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` 
     const code = await run.exit;
     expect(run.stderr()).toContain("stopping and cleaning up");
     expect(run.stderr()).toContain(`interrupted during ${during}; rolled back, nothing is left`);
-    expect(code).toBe(130);
+    expect(code, run.stderr()).toBe(130);
     await nothingLeft();
   }
 
@@ -99,7 +99,7 @@ describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` 
     expect(ls.map((v: { name: string; reap: string }) => [v.name, v.reap])).toEqual([["int-kill", "interrupted"]]);
     h.moto.bootDelayMs = 0;
     const reap = await h.spuff(["reap", "--yes"]);
-    expect(reap.code).toBe(0);
+    expect(reap.code, reap.stderr).toBe(0);
     expect(reap.stdout).toMatch(/int-kill\s+aws\s+interrupted\s+destroy/);
     await nothingLeft();
   });

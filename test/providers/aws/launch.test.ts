@@ -42,7 +42,7 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
 
   it("tags instance, volume and interface alike; poweroff terminates; IMDSv2 only; no instance profile, no key pair", async () => {
     const up = await h.spuff(["up", "attrs"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     const [i] = await h.live();
     const id = i.InstanceId as string;
     const tags = tagMap(i.Tags);
@@ -98,12 +98,12 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     expect(sg.IpPermissions?.map((r) => [r.IpProtocol, r.FromPort, r.ToPort, r.IpRanges?.map((x) => x.CidrIp), r.Ipv6Ranges?.map((x) => x.CidrIpv6)])).toEqual([
       ["tcp", 22, 22, ["0.0.0.0/0"], ["::/0"]],
     ]);
-    expect((await h.spuff(["down", "attrs", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "attrs", "--yes"]);
   });
 
   it("the newest official Debian 12 image per architecture: t4g (arm64) gets the arm64 build; impostors are ignored", async () => {
     const up = await h.spuff(["up", "arm", "--size", "t4g.small"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect(up.stderr).toContain("t4g.small in us-east-1a, debian-12-arm64-20240717-1811 (ami-0deb12b0000000003)");
     const [i] = await h.live();
     expect(i).toMatchObject({ ImageId: "ami-0deb12b0000000003", InstanceType: "t4g.small" });
@@ -116,19 +116,19 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
       "Filter.2.Name": "architecture",
       "Filter.2.Value.1": "arm64",
     });
-    expect((await h.spuff(["down", "arm", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "arm", "--yes"]);
   });
 
   it("aws.ami overrides the lookup; an AMI of the wrong architecture is refused before anything is created", async () => {
     h.writeConfig({ aws: { ami: "ami-0c0ffee000000007" } });
     const up = await h.spuff(["up", "own"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect((await h.live())[0].ImageId).toBe("ami-0c0ffee000000007");
     expect(h.moto.requests.find((r) => r.action === "DescribeImages")?.params.get("ImageId.1")).toBe("ami-0c0ffee000000007");
-    expect((await h.spuff(["down", "own", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "own", "--yes"]);
 
     const arm = await h.spuff(["up", "wrong", "--size", "t4g.small"]);
-    expect(arm.code).toBe(1);
+    expect(arm.code, arm.stderr).toBe(1);
     expect(arm.stderr).toContain("error: the AMI ami-0c0ffee000000007 is built for x86_64, but the instance type runs arm64");
     expect(arm.stderr).toContain("hint: pick an x86_64 instance type with --size, or an arm64 AMI");
     expect(h.moto.count("RunInstances")).toBe(1);
@@ -137,7 +137,7 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
   it("--location picks the availability zone's default subnet; spot asks for a one-time spot instance that terminates on interruption", async () => {
     h.writeConfig({ aws: { spot: true } });
     const up = await h.spuff(["up", "sp", "--location", "us-east-1c"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect(up.stderr).toContain("t3.small (spot) in us-east-1c");
     const [i] = await h.live();
     expect(i.Placement?.AvailabilityZone).toBe("us-east-1c");
@@ -150,10 +150,10 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     });
     const ls = JSON.parse((await h.spuff(["ls", "--json"])).stdout);
     expect(ls[0]).toMatchObject({ name: "sp", location: "us-east-1c", size: "t3.small", pricePerHour: null });
-    expect((await h.spuff(["down", "sp", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "sp", "--yes"]);
 
     const bad = await h.spuff(["up", "nowhere", "--location", "us-east-1z"]);
-    expect(bad.code).toBe(1);
+    expect(bad.code, bad.stderr).toBe(1);
     expect(bad.stderr).toContain('error: unknown availability zone "us-east-1z" in us-east-1');
     expect(bad.stderr).toMatch(/hint: pass one of us-east-1a, us-east-1b, .* with --location/);
   });
@@ -167,7 +167,7 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     ).Subnet?.SubnetId as string;
     h.writeConfig({ aws: { subnet_id: subnet, ssh_cidr: "198.51.100.0/24, 2001:db8::/32" } });
     const up = await h.spuff(["up", "six"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     const [i] = await h.live();
     expect(i).toMatchObject({ SubnetId: subnet, VpcId: vpc });
     expect(runParams().get("NetworkInterface.1.Ipv6AddressCount")).toBe("1");
@@ -178,16 +178,16 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     expect(sg.IpPermissions?.map((r) => [r.FromPort, r.IpRanges?.map((x) => x.CidrIp), r.Ipv6Ranges?.map((x) => x.CidrIpv6)])).toEqual([
       [22, ["198.51.100.0/24"], ["2001:db8::/32"]],
     ]);
-    expect((await h.spuff(["down", "six", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "six", "--yes"]);
     expect(await h.spuffGroups()).toEqual([]);
   });
 
   it("a changed aws.ssh_cidr is applied to the existing group: new range added, old one revoked", async () => {
     h.writeConfig({ aws: { ssh_cidr: "203.0.113.7/32" } });
-    expect((await h.spuff(["up", "one"])).code).toBe(0);
+    await h.spuffOk(["up", "one"]);
     h.writeConfig({ aws: { ssh_cidr: "203.0.113.9/32" } });
     const up = await h.spuff(["up", "two"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect(up.stderr).toContain("SSH open to 203.0.113.9/32");
     expect(up.stderr).toContain("SSH no longer open to 203.0.113.7/32 (aws.ssh_cidr changed)");
     const groups = await h.spuffGroups();
@@ -196,9 +196,9 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     expect(sg.IpPermissions?.flatMap((r) => r.IpRanges?.map((x) => x.CidrIp))).toEqual(["203.0.113.9/32"]);
     // The group is shared by the owner's VMs: it goes with the last one.
     const down1 = await h.spuff(["down", "one", "--yes"]);
-    expect(down1.code).toBe(0);
+    expect(down1.code, down1.stderr).toBe(0);
     expect(await h.spuffGroups()).toHaveLength(1);
-    expect((await h.spuff(["down", "two", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "two", "--yes"]);
     expect(await h.spuffGroups()).toEqual([]);
   });
 });

@@ -24,7 +24,7 @@ describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skippe
   it("creates an instance from the newest Debian 12 AMI with its security group, lists it, and removes both", async () => {
     const up = await h.spuff(["up", "box", "--json"]);
     expect(up.stderr).toBe("");
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     const ready = events(up.stdout).find((e) => e.event === "ready") as { vm: Record<string, unknown> };
     expect(ready.vm).toMatchObject({ name: "box", provider: "aws", status: "running", address: "127.0.81.2:22", size: "t3.small" });
     expect(ready.vm.pricePerHour ?? null).toBeNull();
@@ -41,13 +41,13 @@ describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skippe
     expect(groups.map((g) => g.GroupName)).toEqual(["spuff-testowner0001"]);
 
     const ls = await h.spuff(["ls", "--json"]);
-    expect(ls.code).toBe(0);
+    expect(ls.code, ls.stderr).toBe(0);
     const vms = JSON.parse(ls.stdout);
     expect(vms).toHaveLength(1);
     expect(vms[0]).toMatchObject({ name: "box", status: "running", provider: "aws", address: "127.0.81.2:22", reap: null });
 
     const down = await h.spuff(["down", "box", "--yes"]);
-    expect(down.code).toBe(0);
+    expect(down.code, down.stderr).toBe(0);
     expect(down.stderr).toContain("deleted security group spuff-testowner0001");
     expect(await h.live()).toEqual([]);
     expect(await h.spuffGroups()).toEqual([]);
@@ -55,7 +55,7 @@ describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skippe
     expect(vols.Volumes).toEqual([]);
 
     const again = await h.spuff(["down", "box", "--yes"]);
-    expect(again.code).toBe(1);
+    expect(again.code, again.stderr).toBe(1);
     expect(again.stderr).toContain('no VM named "box"');
   });
 });

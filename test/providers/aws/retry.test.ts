@@ -45,11 +45,11 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
   it("RunInstances' answer is lost: spuff finds the instance by its request id instead of launching again", async () => {
     h.moto.inject({ action: "RunInstances", when: "after", drop: true });
     const up = await h.spuff(["up", "lost"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect(up.stderr).toContain("checking whether the instance was created before sending it again");
     expect(h.moto.count("RunInstances")).toBe(1);
     expect(await h.live()).toHaveLength(1);
-    expect((await h.spuff(["down", "lost", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "lost", "--yes"]);
     expect(await h.live()).toEqual([]);
   });
 
@@ -57,7 +57,7 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
     h.moto.inject({ action: "RunInstances", when: "after", code: "ServiceUnavailable", status: 503, message: "Service Unavailable" });
     h.moto.inject({ action: "DescribeInstances", match: byRequestId, body: EMPTY_DESCRIBE });
     const up = await h.spuff(["up", "twice"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     const runs = h.moto.requests.filter((r) => r.action === "RunInstances");
     expect(runs.map((r) => [r.status, r.replayed])).toEqual([
       [503, false],
@@ -68,37 +68,37 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
     expect(live).toHaveLength(1);
     const tags = Object.fromEntries((live[0].Tags ?? []).map((t) => [t.Key, t.Value]));
     expect(runs[0].params.get("ClientToken")).toBe(tags[LABEL.requestId]);
-    expect((await h.spuff(["down", "twice", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "twice", "--yes"]);
   });
 
   it("throttled RunInstances (RequestLimitExceeded) is sent again after a lookup; still one instance", async () => {
     h.moto.inject({ action: "RunInstances", code: "RequestLimitExceeded", status: 503, message: "Request limit exceeded.", times: 2 });
     const up = await h.spuff(["up", "throttled"]);
-    expect(up.code).toBe(0);
+    expect(up.code, up.stderr).toBe(0);
     expect(h.moto.requests.filter((r) => r.action === "RunInstances").map((r) => r.status)).toEqual([503, 503, 200]);
     expect(await h.live()).toHaveLength(1);
-    expect((await h.spuff(["down", "throttled", "--yes"])).code).toBe(0);
+    await h.spuffOk(["down", "throttled", "--yes"]);
   });
 
   it("down retries DeleteSecurityGroup while EC2 still reports the group in use (DependencyViolation)", async () => {
-    expect((await h.spuff(["up", "dep"])).code).toBe(0);
+    await h.spuffOk(["up", "dep"]);
     h.moto.inject({ action: "DeleteSecurityGroup", code: "DependencyViolation", message: "resource sg-x has a dependent object", times: 2 });
     const down = await h.spuff(["down", "dep", "--yes"]);
-    expect(down.code).toBe(0);
+    expect(down.code, down.stderr).toBe(0);
     expect(h.moto.requests.filter((r) => r.action === "DeleteSecurityGroup").map((r) => r.code ?? r.status)).toEqual(["DependencyViolation", "DependencyViolation", 200]);
     expect(down.stderr).toContain("deleted security group spuff-testowner0001");
     expect(await h.spuffGroups()).toEqual([]);
   });
 
   it("down of an instance terminated behind spuff's back succeeds; the group still goes", async () => {
-    expect((await h.spuff(["up", "gone"])).code).toBe(0);
+    await h.spuffOk(["up", "gone"]);
     const [i] = await h.live();
     await h.ec2.send(new TerminateInstancesCommand({ InstanceIds: [i.InstanceId as string] }));
     const down = await h.spuff(["down", "gone", "--yes"]);
-    expect(down.code).toBe(0);
+    expect(down.code, down.stderr).toBe(0);
     expect(down.stdout).toMatch(/already gone: gone|destroyed gone/);
     expect(await h.live()).toEqual([]);
-    expect((await h.spuff(["reap", "--yes"])).code).toBe(0);
+    await h.spuffOk(["reap", "--yes"]);
     expect(await h.spuffGroups()).toEqual([]);
   });
 
@@ -108,12 +108,12 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
     await h.ec2.send(new CreateSecurityGroupCommand({ GroupName: "spuff-someoneelse01", Description: "x", VpcId: vpc, TagSpecifications: tagged("someoneelse01") }));
     await h.ec2.send(new CreateSecurityGroupCommand({ GroupName: "spuff-lookalike", Description: "not spuff's: no tag", VpcId: vpc }));
     const dry = await h.spuff(["reap", "--dry-run"]);
-    expect(dry.code).toBe(0);
+    expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain("security group spuff-someoneelse01");
     expect(dry.stdout).not.toContain("spuff-lookalike");
     expect((await h.spuffGroups()).map((g) => g.GroupName).sort()).toEqual(["spuff-lookalike", "spuff-someoneelse01"]);
     const reap = await h.spuff(["reap", "--yes"]);
-    expect(reap.code).toBe(0);
+    expect(reap.code, reap.stderr).toBe(0);
     expect((await h.spuffGroups()).map((g) => g.GroupName)).toEqual(["spuff-lookalike"]);
   });
 });
