@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
@@ -19,7 +19,32 @@ interface Meta {
 }
 
 /** How long a fresh guest must survive before its accelerator counts as working. */
-const ACCEL_PROBE_MS = 8000;
+const ACCEL_PROBE_MS = 10_000;
+
+/**
+ * Watches a freshly started QEMU: undefined once the guest shows it runs, else why it does not. Under TCG the guest
+ * runs if QEMU is still alive after `ms`. A hardware accelerator must also bring the guest to its serial console
+ * within `ms` (the kernel's first lines come within a second or two): on some hosts /dev/kvm is present but the guest
+ * never gets anywhere, and QEMU neither exits nor logs anything for minutes (later: "KVM internal error"). Such a
+ * QEMU is ended so the next accelerator can be tried.
+ */
+async function probe(child: ChildProcess, accel: Accel, files: { log: string; console: string }, ms: number): Promise<string | undefined> {
+  let exitCode: number | null | undefined;
+  child.once("exit", (code) => (exitCode = code));
+  const lastLines = () => (existsSync(files.log) ? readFileSync(files.log, "utf8").trim().split("\n").slice(-3).join(" | ") : "");
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    if (exitCode !== undefined) return lastLines() || `QEMU exited with ${exitCode}`;
+    if (accel !== "tcg" && existsSync(files.console) && statSync(files.console).size > 0) return undefined;
+  }
+  if (accel === "tcg") return undefined;
+  const gone = new Promise((r) => (exitCode !== undefined ? r(undefined) : child.once("exit", r)));
+  child.ref(); // keep the event loop alive until it is gone
+  child.kill("SIGKILL");
+  await gone; // its forwarded SSH port is free again for the next try
+  return lastLines() || `the guest wrote nothing to its console within ${Math.round(ms / 1000)} s`;
+}
 
 class LocalProvider implements Provider {
   private readonly root: string;
@@ -110,7 +135,8 @@ class LocalProvider implements Provider {
     const dir = this.dir(meta.name);
     const setting = this.ctx.config.local.accel;
     const remembered = existsSync(this.accelCache()) ? (readFileSync(this.accelCache(), "utf8").trim() as Accel) : undefined;
-    const candidates = setting === "auto" && remembered ? [remembered] : accelCandidates(setting);
+    // The accelerator that worked last time first, then the others: a remembered one that stopped working falls back.
+    const candidates = [...new Set([...(setting === "auto" && remembered ? [remembered] : []), ...accelCandidates(setting)])];
     let lastError = "";
     for (const accel of candidates) {
       signal?.throwIfAborted();
@@ -137,21 +163,14 @@ class LocalProvider implements Provider {
         { detached: true, stdio: ["ignore", fd, fd] },
       );
       child.unref();
-      const exited = await new Promise<number | null | undefined>((resolve) => {
-        // A hardware accelerator gets a longer probe: a KVM guest that cannot run dies within seconds.
-        const t = setTimeout(() => resolve(undefined), accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
-        child.once("exit", (code) => {
-          clearTimeout(t);
-          resolve(code);
-        });
-      });
-      if (exited === undefined) {
+      const failure = await probe(child, accel, { log, console: join(dir, "console.log") }, accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
+      if (failure === undefined) {
         if (setting === "auto" && remembered !== accel) writeFileAtomic(this.accelCache(), `${accel}\n`, 0o644);
         progress.info(`QEMU runs with ${accel.toUpperCase()} acceleration${accel === "tcg" ? " (software emulation: slow, about a minute to SSH)" : ""}`);
         return accel;
       }
-      lastError = readFileSync(log, "utf8").trim().split("\n").slice(-3).join(" | ");
-      if (accel !== "tcg") progress.warn(`the guest died under ${accel.toUpperCase()} (${lastError.slice(0, 160)}); retrying with TCG`);
+      lastError = failure || readFileSync(log, "utf8").trim().split("\n").slice(-3).join(" | ");
+      if (accel !== "tcg") progress.warn(`the guest does not run under ${accel.toUpperCase()} (${lastError.slice(0, 160)}); retrying with TCG`);
     }
     throw new ProviderError(`QEMU could not start ${meta.name}`, {
       notes: [lastError],
