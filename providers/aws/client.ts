@@ -4,7 +4,6 @@ import {
   CreateTagsCommand,
   DeleteSecurityGroupCommand,
   DeleteTagsCommand,
-  DescribeAvailabilityZonesCommand,
   DescribeImagesCommand,
   DescribeInstancesCommand,
   DescribeInstanceTypeOfferingsCommand,
@@ -169,15 +168,6 @@ export class Ec2 {
       NextToken = out.NextToken;
     } while (NextToken);
     return [...new Set(zones)].sort();
-  }
-
-  async availabilityZones(signal?: AbortSignal): Promise<string[]> {
-    const out = await this.call(
-      "DescribeAvailabilityZones",
-      (s) => this.send<{ AvailabilityZones?: { ZoneName?: string; State?: string }[] }>(this.client, new DescribeAvailabilityZonesCommand({}), s),
-      signal,
-    );
-    return (out.AvailabilityZones ?? []).map((z) => z.ZoneName ?? "").filter(Boolean).sort();
   }
 
   async images(input: { ImageIds?: string[]; Owners?: string[]; Filters?: Filter[] }, signal?: AbortSignal, ctx: ErrorContext = {}): Promise<Image[]> {

@@ -102,6 +102,20 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
     expect(await h.spuffGroups()).toEqual([]);
   });
 
+  it("an instance that ended itself (poweroff inside the VM terminates it; spot interruption): ls says gone, reap forgets it and deletes the group", async () => {
+    await h.spuffOk(["up", "selfterm"]);
+    const [i] = await h.live();
+    await h.ec2.send(new TerminateInstancesCommand({ InstanceIds: [i.InstanceId as string] }));
+    const ls = await h.spuff(["ls", "--json"]);
+    expect(JSON.parse(ls.stdout)).toMatchObject([{ name: "selfterm", provider: "aws", status: "gone", reap: "gone" }]);
+    const reap = await h.spuff(["reap", "--yes"]);
+    expect(reap.code, reap.stderr).toBe(0);
+    expect(reap.stdout).toMatch(/selfterm\s+aws\s+gone\s+forget/);
+    expect(reap.stdout).toContain("deleted aws security group spuff-testowner0001");
+    expect(await h.spuffGroups()).toEqual([]);
+    expect(JSON.parse((await h.spuff(["ls", "--json"])).stdout)).toEqual([]);
+  });
+
   it("reap deletes spuff security groups no instance uses, and leaves other groups alone", async () => {
     const vpc = (await h.ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: "is-default", Values: ["true"] }] }))).Vpcs?.[0].VpcId;
     const tagged = (owner: string) => [{ ResourceType: "security-group" as const, Tags: [{ Key: "managed-by", Value: "spuff" }, { Key: LABEL.owner, Value: owner }] }];
