@@ -134,8 +134,12 @@ export async function runSession(o: SessionOptions): Promise<number> {
   });
   for (const f of o.forwards) o.status(`forwarding 127.0.0.1:${f.localPort} → ${f.remoteHost}:${f.remotePort} on ${o.target.name}`);
   const raw = o.pty && o.stdin.isTTY && typeof o.stdin.setRawMode === "function";
+  // Undo raw mode once, and only if this session turned it on: the connection's "close" comes after the session
+  // ended, when the terminal may already belong to someone else (the TUI's picker turns raw mode on again).
+  let rawOn = false;
   const restore = () => {
-    if (raw) o.stdin.setRawMode?.(false);
+    if (rawOn) o.stdin.setRawMode?.(false);
+    rawOn = false;
   };
   try {
     return await new Promise<number>((resolve, reject) => {
@@ -147,7 +151,10 @@ export async function runSession(o: SessionOptions): Promise<number> {
         let code = 0;
         const onResize = () => stream.setWindow(o.stdout.rows ?? 24, o.stdout.columns ?? 80, 0, 0);
         if (o.pty) process.on("SIGWINCH", onResize);
-        if (raw) o.stdin.setRawMode?.(true);
+        if (raw) {
+          o.stdin.setRawMode?.(true);
+          rawOn = true;
+        }
         o.stdin.pipe(stream);
         // Write rather than pipe: the CLI's output streams only promise write() (tests capture them in memory).
         stream.on("data", (d: Buffer) => o.stdout.write(d));

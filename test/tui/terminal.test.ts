@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
+import { type Agent, startAgent } from "../helpers/sshd.js";
 import { haveTmux, Terminal } from "../helpers/tmux.js";
 
 const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.js");
@@ -10,18 +11,21 @@ const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.js"
 describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
   let h: Harness;
   let term: Terminal | undefined;
+  let agent: Agent;
   beforeEach(async () => {
     h = await harness({ ipv4Prefix: "127.0.77.", config: { provider: "hetzner" } });
+    agent = startAgent(["tui-test-key"]);
   });
   afterEach(async () => {
     term?.close();
     term = undefined;
+    agent.stop();
     await h.close();
   });
 
   it("creates a VM through the wizard, lists it, destroys it and quits", async () => {
     const { CI: _ci, NO_COLOR: _nc, ...env } = h.env;
-    term = Terminal.start([process.execPath, BIN], env, { width: 100, height: 30, cwd: h.home.home });
+    term = Terminal.start([process.execPath, BIN], { ...env, SSH_AUTH_SOCK: agent.socket }, { width: 100, height: 30, cwd: h.home.home });
     const t = term;
 
     const empty = await t.waitFor("no VMs — press n to create one");
@@ -67,6 +71,18 @@ describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
     t.keys("Escape");
     const listed = await t.waitFor(/› tui-box\s+running\s+hetzner/);
     expect(listed).toContain("spuff · 1 VM · hetzner");
+
+    // Enter hands the terminal to a shell on the VM (the stand-in's real sshd); the picker comes back when it exits.
+    t.keys("Enter");
+    await t.waitFor("spuff: connecting to tui-box");
+    // The shell runs as the VM's user, with the local agent's key forwarded through spuff's guard.
+    t.keys("echo handoff-$((6*7)) $(id -un) $(ssh-add -l | awk '{print $3}')", { literal: true });
+    t.keys("Enter");
+    await t.waitFor("handoff-42 spuff-test tui-test-key");
+    t.keys("exit", { literal: true });
+    t.keys("Enter");
+    const back = await t.waitFor((s) => s.includes("shell on tui-box ended") && /› tui-box\s+running/.test(s));
+    expect(back).toContain("spuff · 1 VM · hetzner");
 
     t.keys("d");
     await t.waitFor("Destroy tui-box");
