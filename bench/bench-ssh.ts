@@ -4,15 +4,15 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
 import { StateStore } from "../src/core/state.js";
 import { startAgent, startSshd } from "../test/helpers/sshd.js";
 import { hyperfine, median, ms, SPUFF } from "./lib.js";
+import { ed25519KeyPair } from "../src/ssh/keys.js";
 
 export async function run(want: (n: string) => boolean): Promise<string[]> {
   if (!want("ssh")) return [];
   const home = mkdtempSync(join(tmpdir(), "spuff-bench-ssh-"));
-  const key = ssh2.utils.generateKeyPairSync("ed25519", { comment: "bench" });
+  const key = ed25519KeyPair("bench");
   const agent = startAgent(["bench-key"]);
   const sshd = await startSshd({ authorizedKeys: [key.public.trim()], extraConfig: ["AllowUsers spuff-test"] });
   try {

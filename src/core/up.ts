@@ -1,16 +1,14 @@
 import { randomUUID } from "node:crypto";
-import ssh2 from "ssh2";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
 import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
+import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm } from "./provider.js";
 import type { StateStore, VmRecord } from "./state.js";
-
-const { utils } = ssh2;
 
 export interface UpDeps {
   provider: Provider;
@@ -39,11 +37,6 @@ export interface UpResult {
   vm: Vm;
   record: VmRecord;
   target: VmTarget;
-}
-
-function keyPair(comment: string): { private: string; public: string } {
-  const k = utils.generateKeyPairSync("ed25519", { comment });
-  return { private: k.private, public: k.public.trim() };
 }
 
 /** Milliseconds to wait for SSH and for cloud-init; software-emulated VMs are slow. Override: SPUFF_BOOT_TIMEOUT. */
@@ -84,8 +77,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
 
   const now = new Date();
   const expiresAt = new Date(now.getTime() + ttlMs);
-  const clientKey = keyPair(`spuff-${name}`);
-  const hostKey = keyPair(`spuff-${name}-host`);
+  const clientKey = ed25519KeyPair(`spuff-${name}`);
+  const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt });
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
   const userDataText = renderUserData(args);

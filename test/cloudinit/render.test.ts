@@ -3,7 +3,6 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, write
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import ssh2 from "ssh2";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import {
@@ -19,13 +18,13 @@ import {
 import { DEFAULTS } from "../../src/config/defaults.js";
 import { loadConfig } from "../../src/config/load.js";
 import { UserError } from "../../src/core/errors.js";
+import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
-const { utils } = ssh2;
 const dir = mkdtempSync(join(tmpdir(), "spuff-ci-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const keys = (c: string) => {
-  const k = utils.generateKeyPairSync("ed25519", { comment: c });
+  const k = ed25519KeyPair(c);
   return { private: k.private, public: k.public.trim() };
 };
 const host = keys("host");

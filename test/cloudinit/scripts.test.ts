@@ -2,18 +2,17 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { renderUserData, type TemplateArgs, templateArgsFromConfig } from "../../src/cloudinit/index.js";
 import { loadConfig } from "../../src/config/load.js";
 import { type Agent, type Sshd, startAgent, startGitServer } from "../helpers/sshd.js";
+import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
 // The VM side of "git clone works on the first try": the files the rendered user-data writes (~/.ssh/config,
 // /etc/ssh/ssh_known_hosts, /etc/spuff/*.conf and the scripts) are taken from the rendered YAML and used by real
 // OpenSSH, git and ssh-agent against a real git server (sshd) on loopback. Only the paths differ from the VM: the
 // known_hosts and config files live in a temp dir, handed to ssh with -F and GlobalKnownHostsFile.
-const { utils } = ssh2;
 const fingerprint = (key: string) => execFileSync("ssh-keygen", ["-lf", "-"], { input: `${key}\n`, encoding: "utf8" }).split(" ")[1];
 
 let dir: string;
@@ -34,8 +33,8 @@ afterAll(async () => {
 
 function render(gitHosts: TemplateArgs["gitHosts"], extra: Partial<TemplateArgs> = {}) {
   const { config } = loadConfig({ env: { HOME: dir }, cwd: dir });
-  const k = utils.generateKeyPairSync("ed25519");
-  const c = utils.generateKeyPairSync("ed25519");
+  const k = ed25519KeyPair();
+  const c = ed25519KeyPair();
   const args = templateArgsFromConfig(config, { hostname: "box", hostKey: { private: k.private, public: k.public }, clientPublicKey: c.public, expiresAt: new Date() });
   const doc = parse(renderUserData({ ...args, gitHosts, ...extra }));
   const files: Record<string, string> = Object.fromEntries(doc.write_files.map((f: { path: string; content: string }) => [f.path, f.content]));
@@ -80,7 +79,7 @@ describe("git over SSH with the rendered config and pinned keys", () => {
   });
 
   it("refuses a git host whose key does not match the pin", () => {
-    const other = utils.generateKeyPairSync("ed25519").public.split(" ").slice(0, 2).join(" ");
+    const other = ed25519KeyPair().public.split(" ").slice(0, 2).join(" ");
     const { files } = render([{ host: "githost.test", address: "127.0.0.1", port: git.port, hostKeys: [other] }]);
     const { home, env } = vmHome(files);
     const r = cloneRepo(env, `git@githost.test:${git.path}`, join(home, "p"));

@@ -3,14 +3,13 @@ import { existsSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { StateStore } from "../../src/core/state.js";
 import { tempHome } from "../helpers/cli.js";
 import { type Sshd, startSshd } from "../helpers/sshd.js";
+import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
-const { utils } = ssh2;
 const BIN = resolve("dist/src/cli/bin.js");
 
 /** A loopback TCP relay in front of sshd that the test can cut, like a dropped Wi-Fi. */
@@ -54,7 +53,7 @@ async function until(what: () => boolean, label: string, ms = 20_000): Promise<v
 // session (a shell variable set before the drop is still there after it).
 describe("spuff ssh reconnects after the connection drops", () => {
   const t = tempHome();
-  const clientKey = utils.generateKeyPairSync("ed25519", { comment: "spuff-vm" });
+  const clientKey = ed25519KeyPair("spuff-vm");
   let vm: Sshd;
   let relay: Relay;
 

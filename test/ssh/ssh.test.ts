@@ -3,21 +3,20 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { parseUserAuthRequest } from "../../src/ssh/agent.js";
 import { identityAgentFor } from "../../src/ssh/openssh-config.js";
 import { runCli, tempHome } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
+import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
-const { utils } = ssh2;
 
 // `spuff ssh` against a real OpenSSH sshd on loopback standing in for a VM (user spuff-test), with a real ssh-agent.
 describe("spuff ssh", () => {
   const t = tempHome();
   const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
-  const clientKey = utils.generateKeyPairSync("ed25519", { comment: "spuff-vm" });
+  const clientKey = ed25519KeyPair("spuff-vm");
   let vm: Sshd;
   let agent: Agent;
   let git: Awaited<ReturnType<typeof startGitServer>>;
@@ -34,7 +33,7 @@ describe("spuff ssh", () => {
     const record = { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: vm.hostKey, endpoint: { host: "127.0.0.1", port: vm.port } };
     await store.save(record, { private: clientKey.private, public: clientKey.public.trim() });
     // A second record whose pinned key is wrong: as if the VM was replaced behind the same address.
-    const other = utils.generateKeyPairSync("ed25519").public.trim().split(" ").slice(0, 2).join(" ");
+    const other = ed25519KeyPair().public.trim().split(" ").slice(0, 2).join(" ");
     await store.save({ ...record, name: "mitm", hostKey: other }, { private: clientKey.private, public: clientKey.public.trim() });
     writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
     env = { ...t.env, SSH_AUTH_SOCK: agent.socket };
@@ -231,7 +230,7 @@ describe("agent preflight", () => {
   const t = tempHome();
   const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
   beforeAll(async () => {
-    const k = utils.generateKeyPairSync("ed25519");
+    const k = ed25519KeyPair();
     await new StateStore(stateDir).save(
       { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: k.public.trim(), endpoint: { host: "127.0.0.1", port: 1 } },
       { private: k.private, public: k.public.trim() },
