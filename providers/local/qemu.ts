@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { arch, platform } from "node:os";
+import { pidAlive } from "../../src/core/state.js";
 
 export type Accel = "kvm" | "hvf" | "tcg";
 
@@ -72,15 +73,6 @@ export function qemuArgs(s: QemuSpec): string[] {
     "-drive", `file=${s.seed},media=cdrom,readonly=on`,
     "-nic", nic,
   ];
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** The pid in `pidfile` if that process is alive and is QEMU (not a reused pid). */

@@ -8,7 +8,7 @@ import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm } from "./provider.js";
-import type { StateStore, VmRecord } from "./state.js";
+import { pidAlive, type StateStore, type VmRecord } from "./state.js";
 
 export interface UpDeps {
   provider: Provider;
@@ -149,7 +149,9 @@ async function rollback(deps: UpDeps, name: string, vm: Vm | undefined): Promise
   try {
     const found = vm ?? (await provider.get(name));
     if (found) await provider.destroy(found, progress);
-    await provider.reapOrphans?.(false, progress);
+    // Leftovers of this up (a registered key...), not those of other ups still running on this machine.
+    const busy = new Set(state.list().filter((r) => r.name !== name && r.upPid !== undefined && pidAlive(r.upPid)).map((r) => r.name));
+    await provider.reapOrphans?.(false, progress, busy);
     await state.remove(name);
     progress.info(`rolled back ${name}`);
   } catch (err) {

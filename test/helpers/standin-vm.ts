@@ -87,9 +87,11 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   });
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<never>((_, reject) =>
-    child.once("exit", (code) => reject(new Error(`stand-in sshd exited (${code}): ${stderr.trim()}`))),
-  );
+  const exited = new Promise<never>((_, reject) => {
+    child.once("exit", (code) => reject(new Error(`stand-in sshd exited (${code}): ${stderr.trim()}`)));
+    // No sshd at all: say so (test/setup.d/10-base.sh installs openssh-server).
+    child.once("error", (err) => reject(new Error(`cannot start the stand-in sshd (/usr/sbin/sshd): ${err.message}; run \`bash test/setup.sh\``)));
+  });
   await Promise.race([waitForPort(host, port, 10_000), exited]);
   exited.catch(() => {});
   return {
