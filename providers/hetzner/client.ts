@@ -1,4 +1,5 @@
 import createClient, { type Client } from "openapi-fetch";
+import { nodeFetch } from "./transport.js";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { operations, paths } from "./api.gen.js";
 
@@ -100,6 +101,7 @@ export class HetznerClient {
     this.http = createClient<paths>({
       baseUrl: base.toString().replace(/\/$/, ""),
       headers: { Authorization: `Bearer ${opts.token}`, "User-Agent": "spuff" },
+      fetch: nodeFetch,
     });
   }
 
