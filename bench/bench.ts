@@ -39,6 +39,8 @@ for (const extra of ["./bench-hetzner.ts", "./bench-ssh.ts", "./bench-local.ts"]
 const file = "docs/performance.md";
 const previous = existsSync(file) ? readFileSync(file, "utf8") : "";
 const kept = previous.match(/\n## Local VM \(TCG\)[\s\S]*?(?=\n## |\n?$)/)?.[0] ?? "";
+// Written by hand, kept across runs: what profiling found behind a missed goal, and the before/after of each fix.
+const notes = previous.match(/\n## Profiles and fixes[\s\S]*$/)?.[0].trimEnd() ?? "";
 writeFileSync(
   file,
   `# Performance
@@ -48,7 +50,7 @@ Whole-process timings use \`hyperfine -N\` (medians with min/max); peak RSS uses
 These machines are noisy: compare ratios measured in the same run, not absolute numbers across runs.
 Bench run time: ${Math.round((Date.now() - started) / 1000)} s.
 
-${sections.join("\n")}${kept}
+${sections.join("\n")}${kept}${notes ? `\n${notes}` : ""}
 `,
 );
 console.log(`wrote ${file}`);
