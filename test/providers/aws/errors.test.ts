@@ -10,9 +10,9 @@ import {
 } from "@aws-sdk/client-ec2";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { freePort } from "../../helpers/sshd.js";
-import { type Harness, harness, SKIP } from "./harness.js";
+import { SKIP, useHarness } from "./harness.js";
 
 const SECRET = "spuff-test-secret-not-a-real-one";
 
@@ -22,20 +22,7 @@ const SECRET = "spuff-test-secret-not-a-real-one";
 // from the proxy answering the chosen Action with EC2's XML error. No stack trace without --verbose; failed `up`s
 // leave nothing. Addresses 127.0.85.N.
 describe.skipIf(SKIP)(`aws: errors through the CLI${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await harness({ ipv4Prefix: "127.0.85." });
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(async () => {
-    await h.moto.settled();
-    expect(h.moto.problems).toEqual([]);
-  });
-  afterAll(async () => {
-    await h?.close();
-  });
+  const h = useHarness({ ipv4Prefix: "127.0.85." });
 
   /** Error output without a stack trace and without the secret key. */
   function clean(r: { stdout: string; stderr: string }): void {

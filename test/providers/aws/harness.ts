@@ -3,6 +3,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
 import { stringify } from "yaml";
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { Moto, MOTO_SKIP_REASON, type MotoOptions, motoPython } from "../../fakes/moto.js";
 import { type CliResult, tempHome } from "../../helpers/cli.js";
 
@@ -144,4 +145,31 @@ export function events(stdout: string): { event?: string; [k: string]: unknown }
     .split("\n")
     .filter((l) => l.startsWith("{"))
     .map((l) => JSON.parse(l));
+}
+
+/**
+ * One harness for the enclosing `describe`: started before its tests, reset before each, checked after each (the proxy
+ * saw no problem and every request settled), closed after all. The returned object forwards to the live harness.
+ */
+export function useHarness(opts: MotoOptions & { config?: Record<string, unknown> }): Harness {
+  let current: Harness | undefined;
+  beforeAll(async () => {
+    current = await harness(opts);
+  });
+  beforeEach(async () => {
+    await current?.reset();
+  });
+  afterEach(async () => {
+    await current?.moto.settled();
+    expect(current?.moto.problems).toEqual([]);
+  });
+  afterAll(async () => {
+    await current?.close();
+  });
+  return new Proxy({} as Harness, {
+    get(_, key) {
+      if (!current) throw new Error("the AWS harness is not started (use it inside a test)");
+      return Reflect.get(current, key);
+    },
+  });
 }

@@ -1,25 +1,12 @@
 import { once } from "node:events";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type Harness, harness, type Running, SKIP } from "./harness.js";
+import { describe, expect, it } from "vitest";
+import { type Running, SKIP, useHarness } from "./harness.js";
 
 // Ctrl-C (SIGINT) to a real `spuff --provider aws up` process (the built binary) at each phase, against moto behind the
 // proxy: after the rollback no instance is left and no spuff security group either. A crash (SIGKILL) leaves a tagged
 // instance that `spuff reap` removes. docs/providers/aws.md records this table. Addresses 127.0.84.N.
 describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await harness({ ipv4Prefix: "127.0.84." });
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(async () => {
-    await h.moto.settled();
-    expect(h.moto.problems).toEqual([]);
-  });
-  afterAll(async () => {
-    await h?.close();
-  });
+  const h = useHarness({ ipv4Prefix: "127.0.84." });
 
   /** Resolves when the child's progress shows `• phase…`. */
   function phase(run: Running, name: string): Promise<void> {

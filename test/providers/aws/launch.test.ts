@@ -9,9 +9,9 @@ import {
   type Tag,
 } from "@aws-sdk/client-ec2";
 import { gunzipSync } from "node:zlib";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
-import { type Harness, harness, SKIP } from "./harness.js";
+import { SKIP, useHarness } from "./harness.js";
 
 const tagMap = (tags: Tag[] | undefined) => Object.fromEntries((tags ?? []).map((t) => [t.Key, t.Value]));
 
@@ -19,20 +19,7 @@ const tagMap = (tags: Tag[] | undefined) => Object.fromEntries((tags ?? []).map(
 // from the requests the proxy saw: tags, shutdown behaviour, IMDSv2, no instance profile, the AMI choice, spot,
 // subnets, IPv6 and the security group's rules. Stand-in sshds on 127.0.82.N.
 describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await harness({ ipv4Prefix: "127.0.82." });
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(async () => {
-    await h.moto.settled();
-    expect(h.moto.problems).toEqual([]);
-  });
-  afterAll(async () => {
-    await h?.close();
-  });
+  const h = useHarness({ ipv4Prefix: "127.0.82." });
 
   const runParams = () => {
     const runs = h.moto.requests.filter((r) => r.action === "RunInstances");

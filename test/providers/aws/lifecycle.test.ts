@@ -1,25 +1,12 @@
 import { DescribeVolumesCommand } from "@aws-sdk/client-ec2";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
-import { events, type Harness, harness, SKIP } from "./harness.js";
+import { events, SKIP, useHarness } from "./harness.js";
 
 // The real CLI (the built binary) against moto behind the test proxy, with a real OpenSSH sshd standing in for each
 // instance on the loopback address the proxy hands out (127.0.81.N:22).
 describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await harness({ ipv4Prefix: "127.0.81." });
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(async () => {
-    await h.moto.settled();
-    expect(h.moto.problems).toEqual([]);
-  });
-  afterAll(async () => {
-    await h?.close();
-  });
+  const h = useHarness({ ipv4Prefix: "127.0.81." });
 
   it("creates an instance from the newest Debian 12 AMI with its security group, lists it, and removes both", async () => {
     const up = await h.spuff(["up", "box", "--json"]);

@@ -1,7 +1,7 @@
 import { CreateSecurityGroupCommand, DescribeVpcsCommand, RunInstancesCommand, TerminateInstancesCommand } from "@aws-sdk/client-ec2";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
-import { type Harness, harness, SKIP } from "./harness.js";
+import { SKIP, useHarness } from "./harness.js";
 
 const EMPTY_DESCRIBE =
   '<?xml version="1.0" encoding="UTF-8"?>\n<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><requestId>lookup-miss</requestId><reservationSet/></DescribeInstancesResponse>';
@@ -12,20 +12,7 @@ const byRequestId = (p: URLSearchParams) => [...p].some(([k, v]) => /^Filter\.\d
 // Retries that must never create twice (ClientToken + lookup by request id), DependencyViolation on the shared
 // security group, idempotent down, and reap of orphaned groups. Real CLI, moto behind the proxy, stand-ins on 127.0.83.N.
 describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await harness({ ipv4Prefix: "127.0.83." });
-  });
-  beforeEach(async () => {
-    await h.reset();
-  });
-  afterEach(async () => {
-    await h.moto.settled();
-    expect(h.moto.problems).toEqual([]);
-  });
-  afterAll(async () => {
-    await h?.close();
-  });
+  const h = useHarness({ ipv4Prefix: "127.0.83." });
 
   it("the fake keeps EC2's ClientToken idempotency (moto alone does not)", async () => {
     const { EC2Client } = await import("@aws-sdk/client-ec2");
