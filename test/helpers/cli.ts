@@ -1,6 +1,7 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import { main } from "../../src/cli/main.js";
 
@@ -40,4 +41,38 @@ export async function runCli(argv: string[], opts: { env: NodeJS.ProcessEnv; cwd
     cwd: opts.cwd ?? opts.env.HOME ?? tmpdir(),
   });
   return { code, stdout, stderr };
+}
+
+/** The built CLI, as a user runs it. */
+export const BIN = resolve("dist/src/cli/bin.js");
+
+export interface Running {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exit: Promise<number | null>;
+}
+
+/** Starts the built `spuff` with exactly `env` (a variable set to undefined is left out), output captured. */
+export function spawnCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
+  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined));
+  const child = spawn(process.execPath, [BIN, ...argv], { env: clean, cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((res) => child.once("close", (code) => res(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+}
+
+/** Resolves when the run's progress shows `• name…`; rejects if it exits first. */
+export function phaseShown(run: Running, name: string): Promise<void> {
+  return new Promise((res, rej) => {
+    const check = () => {
+      if (run.stderr().includes(`• ${name}…`)) res();
+    };
+    run.child.stderr?.on("data", check);
+    check();
+    run.exit.then((code) => rej(new Error(`up exited (${code}) before "${name}":\n${run.stderr()}`)));
+  });
 }

@@ -1,11 +1,10 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
 import { stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { Moto, MOTO_SKIP_REASON, type MotoOptions, motoPython } from "../../fakes/moto.js";
-import { type CliResult, tempHome } from "../../helpers/cli.js";
+import { BIN, type CliResult, type Running, spawnCli, tempHome } from "../../helpers/cli.js";
 
 /**
  * moto (the real EC2 emulator) behind the test proxy (test/fakes/moto.ts), plus a throw-away HOME, for driving the
@@ -14,7 +13,6 @@ import { type CliResult, tempHome } from "../../helpers/cli.js";
  * stand-in sshds of files running in parallel never share an address.
  */
 
-export const BIN = resolve("dist/src/cli/bin.js");
 export const PYTHON = motoPython();
 /** Why the AWS tests are skipped, or "" when they run. */
 export const SKIP = !PYTHON ? MOTO_SKIP_REASON : !existsSync(BIN) ? "the CLI is not built (npm run build)" : "";
@@ -41,13 +39,6 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export interface Running {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exit: Promise<number | null>;
-}
-
 /** The environment every spuff run gets: fake keys, the proxy as endpoint, no instance metadata, quick polls. */
 function awsEnv(moto: Moto, home: ReturnType<typeof tempHome>): NodeJS.ProcessEnv {
   return {
@@ -62,18 +53,6 @@ function awsEnv(moto: Moto, home: ReturnType<typeof tempHome>): NodeJS.ProcessEn
     SPUFF_AWS_POLL_INTERVAL: "50ms",
     SPUFF_BOOT_TIMEOUT: "30s",
   };
-}
-
-export function run(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
-  // A variable set to undefined is left out (a test removing one of the defaults).
-  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined));
-  const child = spawn(process.execPath, [BIN, ...argv], { env: clean, cwd, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exit = new Promise<number | null>((res) => child.once("close", (code) => res(code)));
-  return { child, stdout: () => stdout, stderr: () => stderr, exit };
 }
 
 export async function harness(opts: MotoOptions & { config?: Record<string, unknown> }): Promise<Harness> {
@@ -96,7 +75,7 @@ export async function harness(opts: MotoOptions & { config?: Record<string, unkn
       writeFileSync(join(h.home.home, "spuff.yaml"), stringify({ ssh: { user: "spuff-test", tmux: false }, ...cfg }));
     },
     spawn(args, extraEnv = {}) {
-      const r = run(["--provider", "aws", ...args], { ...h.env, ...extraEnv }, h.home.home);
+      const r = spawnCli(["--provider", "aws", ...args], { ...h.env, ...extraEnv }, h.home.home);
       children.push(r.child);
       return r;
     },

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { describe, expect, it } from "vitest";
-import { type Running, SKIP, useHarness } from "./harness.js";
+import { phaseShown, type Running } from "../../helpers/cli.js";
+import { SKIP, useHarness } from "./harness.js";
 
 // Ctrl-C (SIGINT) to a real `spuff --provider aws up` process (the built binary) at each phase, against moto behind the
 // proxy: after the rollback no instance is left and no spuff security group either. A crash (SIGKILL) leaves a tagged
@@ -8,17 +9,6 @@ import { type Running, SKIP, useHarness } from "./harness.js";
 describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
   const h = useHarness({ ipv4Prefix: "127.0.84." });
 
-  /** Resolves when the child's progress shows `• phase…`. */
-  function phase(run: Running, name: string): Promise<void> {
-    return new Promise((res, rej) => {
-      const check = () => {
-        if (run.stderr().includes(`• ${name}…`)) res();
-      };
-      run.child.stderr?.on("data", check);
-      check();
-      run.exit.then((code) => rej(new Error(`up exited (${code}) before "${name}":\n${run.stderr()}`)));
-    });
-  }
 
   async function nothingLeft(): Promise<void> {
     await h.moto.settled();
@@ -39,7 +29,7 @@ describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` 
   it("during the SDK waiter (instance still pending)", async () => {
     h.moto.bootDelayMs = 60_000;
     const run = h.spawn(["up", "int-wait"]);
-    await phase(run, "wait running");
+    await phaseShown(run, "wait running");
     // Let the waiter poll a few times first.
     while (h.moto.count("DescribeInstances") < 4) await once(h.moto.events, "request");
     expect(await h.live()).toHaveLength(1);
@@ -69,7 +59,7 @@ describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` 
   it("during wait SSH (nothing answers on the instance's address)", async () => {
     h.moto.standinsEnabled = false;
     const run = h.spawn(["up", "int-ssh"]);
-    await phase(run, "wait SSH");
+    await phaseShown(run, "wait SSH");
     expect(await h.live()).toHaveLength(1);
     run.child.kill("SIGINT");
     await rolledBack(run, "wait SSH");
@@ -78,7 +68,7 @@ describe.skipIf(SKIP)(`aws: interrupting spuff up${SKIP ? ` (skipped: ${SKIP})` 
   it("a crash (SIGKILL) during the waiter: ls shows it interrupted, `spuff reap` terminates it and deletes the group", async () => {
     h.moto.bootDelayMs = 60_000;
     const run = h.spawn(["up", "int-kill"]);
-    await phase(run, "wait running");
+    await phaseShown(run, "wait running");
     run.child.kill("SIGKILL");
     await run.exit;
     expect(await h.live()).toHaveLength(1);

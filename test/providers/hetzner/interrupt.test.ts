@@ -1,14 +1,13 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { BIN, phaseShown, type Running, spawnCli } from "../../helpers/cli.js";
 import { type Harness, harness, problems } from "./harness.js";
 
 // Ctrl-C (SIGINT) to a real `spuff up --provider hetzner` process (the built binary, as a user runs it) at each phase,
 // against the fake: after the rollback the fake holds no server and no SSH key. A crash (SIGKILL) leaves labelled
 // resources that `spuff reap` removes. docs/providers/hetzner.md records this table.
-const BIN = resolve("dist/src/cli/bin.js");
 
 describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
@@ -24,26 +23,11 @@ describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 6
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   });
 
-  function up(name: string): { child: ChildProcess; stderr: () => string; exit: Promise<number | null> } {
+  function up(name: string): Running {
     if (!h) throw new Error("no harness");
-    const child = spawn(process.execPath, [BIN, "--provider", "hetzner", "up", name], { env: h.env, cwd: h.home.home, stdio: ["ignore", "pipe", "pipe"] });
-    children.push(child);
-    let stderr = "";
-    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-    const exit = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
-    return { child, stderr: () => stderr, exit };
-  }
-
-  /** Resolves when the child's progress shows `• phase…`. */
-  function phase(run: ReturnType<typeof up>, name: string): Promise<void> {
-    return new Promise((res, rej) => {
-      const check = () => {
-        if (run.stderr().includes(`• ${name}…`)) res();
-      };
-      run.child.stderr?.on("data", check);
-      check();
-      run.exit.then((code) => rej(new Error(`up exited (${code}) before "${name}":\n${run.stderr()}`)));
-    });
+    const run = spawnCli(["--provider", "hetzner", "up", name], h.env, h.home.home);
+    children.push(run.child);
+    return run;
   }
 
   async function rolledBack(run: ReturnType<typeof up>, during: string): Promise<void> {
@@ -83,7 +67,7 @@ describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 6
   it("during wait running (the server still starting)", async () => {
     h = await harness({ ipv4Prefix: "127.0.75.", standin: false, bootDelayMs: 2000 });
     const run = up("int-running");
-    await phase(run, "wait running");
+    await phaseShown(run, "wait running");
     run.child.kill("SIGINT");
     await rolledBack(run, "wait running");
   });
@@ -91,7 +75,7 @@ describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 6
   it("during wait SSH (nothing answers on the server's address)", async () => {
     h = await harness({ ipv4Prefix: "127.0.75.", standin: false });
     const run = up("int-ssh");
-    await phase(run, "wait SSH");
+    await phaseShown(run, "wait SSH");
     expect(h.fake.servers.size).toBe(1);
     run.child.kill("SIGINT");
     await rolledBack(run, "wait SSH");
@@ -100,7 +84,7 @@ describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 6
   it("a crash (SIGKILL) during wait SSH: `spuff reap` removes the server and its key", async () => {
     h = await harness({ ipv4Prefix: "127.0.75.", standin: false });
     const run = up("int-kill");
-    await phase(run, "wait SSH");
+    await phaseShown(run, "wait SSH");
     run.child.kill("SIGKILL");
     await run.exit;
     expect(h.fake.servers.size + h.fake.sshKeys.size).toBe(2);
