@@ -118,11 +118,12 @@ export function useRefState<T>(initial: T | (() => T)): [T, (next: T | ((prev: T
 
 /** A one-line text field: printable keys type, backspace deletes, enter submits, esc cancels. */
 export function TextInput(props: { value: string; onChange(v: string): void; onSubmit(v: string): void; onCancel(): void; placeholder?: string }) {
-  // The latest text, also between renders (a pasted name and enter arrive together).
-  const latest = useRef(props.value);
-  latest.current = props.value;
+  // The field owns its text from the moment it is shown (`value` is the starting text): the latest text is in a ref,
+  // also between renders (a pasted name and enter arrive together), and a render of the parent with an older value
+  // cannot take typed characters back.
+  const [text, setText, latest] = useRefState(props.value);
   const change = (v: string) => {
-    latest.current = v;
+    setText(v);
     props.onChange(v);
   };
   useKeys((input, key) => {
@@ -134,9 +135,9 @@ export function TextInput(props: { value: string; onChange(v: string): void; onS
   });
   return (
     <Text>
-      {props.value}
+      {text}
       <Text inverse> </Text>
-      {!props.value && props.placeholder ? <Text dimColor> {props.placeholder}</Text> : null}
+      {!text && props.placeholder ? <Text dimColor> {props.placeholder}</Text> : null}
     </Text>
   );
 }
