@@ -28,6 +28,7 @@ import {
   waitUntilInstanceRunning,
   waitUntilInstanceTerminated,
 } from "@aws-sdk/client-ec2";
+import { showEndpoint } from "../../src/core/api.js";
 import { ProviderError } from "../../src/core/errors.js";
 import { codeOf, type ErrorContext, explain } from "./errors.js";
 import type { Filter } from "./requests.js";
@@ -46,39 +47,6 @@ export interface Ec2Settings {
   /** Base delay of waiters and backoffs (SPUFF_AWS_POLL_INTERVAL; default 2 s). */
   pollMs: number;
   env: NodeJS.ProcessEnv;
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Delay before retry `attempt` (0-based): base·2^attempt with ±25 % jitter, capped. */
-export function backoff(attempt: number, baseMs: number, capMs = 15_000): number {
-  const raw = Math.min(capMs, baseMs * 2 ** attempt);
-  return Math.round(raw * (0.75 + Math.random() * 0.5));
-}
-
-/** The endpoint without any user:password part, for messages. */
-export function showEndpoint(endpoint: string): string {
-  try {
-    const u = new URL(endpoint);
-    u.username = "";
-    u.password = "";
-    return u.toString().replace(/\/$/, "");
-  } catch {
-    return "(invalid endpoint)";
-  }
 }
 
 type Sendable = { send(command: unknown, options?: { abortSignal?: AbortSignal }): Promise<unknown> };

@@ -1,9 +1,10 @@
 import type { Instance, Subnet } from "@aws-sdk/client-ec2";
 import { parseDuration } from "../../src/config/load.js";
+import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, SpuffError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE, ownerId } from "../../src/core/labels.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, ProviderInfo, SshEndpoint, Vm } from "../../src/core/provider.js";
-import { backoff, Ec2, showEndpoint, sleep } from "./client.js";
+import { Ec2 } from "./client.js";
 import { codeOf, isRetryable } from "./errors.js";
 import {
   archOf,
@@ -240,7 +241,7 @@ class AwsProvider implements Provider {
           progress.info(`RunInstances: ${codeOf(err) || (err as Error).message}; checking whether the instance was created before sending it again`);
           const found = await this.byRequest(spec.requestId, signal);
           if (found) return this.vm(found);
-          await sleep(backoff(attempt, ec2.pollMs), signal);
+          await sleep(backoff(attempt, ec2.pollMs, 15_000), signal);
         }
       }
     } catch (err) {

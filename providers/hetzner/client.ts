@@ -1,5 +1,6 @@
 import createClient, { type Client } from "openapi-fetch";
 import { nodeFetch } from "./transport.js";
+import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { operations, paths } from "./api.gen.js";
 
@@ -53,38 +54,8 @@ interface ApiErrorBody {
 
 type Result<D> = { data?: D; error?: unknown; response: Response };
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Delay before retry `attempt` (0-based): base·2^attempt with ±25 % jitter, capped. */
-export function backoff(attempt: number, baseMs: number, capMs = 10_000): number {
-  const raw = Math.min(capMs, baseMs * 2 ** attempt);
-  return Math.round(raw * (0.75 + Math.random() * 0.5));
-}
-
-/** The endpoint without any user:password part, for messages. */
-export function showEndpoint(endpoint: string): string {
-  try {
-    const u = new URL(endpoint);
-    u.username = "";
-    u.password = "";
-    return u.toString().replace(/\/$/, "");
-  } catch {
-    return "(invalid HCLOUD_ENDPOINT)";
-  }
-}
+/** What messages say for an HCLOUD_ENDPOINT that is not a URL. */
+export const INVALID_ENDPOINT = "(invalid HCLOUD_ENDPOINT)";
 
 export class HetznerClient {
   private readonly http: Client<paths>;
@@ -110,7 +81,7 @@ export class HetznerClient {
   }
 
   get endpoint(): string {
-    return showEndpoint(this.opts.endpoint);
+    return showEndpoint(this.opts.endpoint, INVALID_ENDPOINT);
   }
 
   /** Removes the token from any text that leaves the client. */
@@ -146,7 +117,7 @@ export class HetznerClient {
           ? `no answer from the Hetzner API within ${this.opts.timeoutMs < 1000 ? `${this.opts.timeoutMs} ms` : `${Math.round(this.opts.timeoutMs / 1000)} s`}`
           : `cannot reach the Hetzner API at ${this.endpoint}: ${this.redact(transportMessage(err))}`;
         if (opts.idempotent && transient < 4) {
-          await sleep(backoff(transient++, this.opts.pollMs), signal);
+          await sleep(backoff(transient++, this.opts.pollMs, 10_000), signal);
           continue;
         }
         const E = opts.idempotent ? ProviderError : UncertainError;
@@ -171,7 +142,7 @@ export class HetznerClient {
       }
       if (response.status >= 500) {
         if (opts.idempotent && transient < 4) {
-          await sleep(backoff(transient++, this.opts.pollMs), signal);
+          await sleep(backoff(transient++, this.opts.pollMs, 10_000), signal);
           continue;
         }
         if (!opts.idempotent) {

@@ -1,3 +1,4 @@
+import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import { LABEL } from "../../src/core/labels.js";
 import type {
@@ -15,15 +16,13 @@ import type {
 import {
   type Action,
   apiErrorOf,
-  backoff,
   DEFAULT_ENDPOINT,
   HetznerClient,
+  INVALID_ENDPOINT,
   type Location,
   pollDelay,
   type Server,
   type ServerType,
-  showEndpoint,
-  sleep,
   TOKEN_HINT,
   UncertainError,
 } from "./client.js";
@@ -72,7 +71,7 @@ class HetznerProvider implements Provider {
     const endpoint = this.ctx.env.HCLOUD_ENDPOINT;
     return {
       name: PROVIDER,
-      description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint)}` : "Hetzner Cloud",
+      description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint, INVALID_ENDPOINT)}` : "Hetzner Cloud",
       features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, maxUserDataBytes: MAX_USER_DATA },
     };
   }
@@ -211,7 +210,7 @@ class HetznerProvider implements Provider {
         progress.info(`${err.message}; checking whether it was created before retrying`);
         const found = await lookup();
         if (found) return found;
-        await sleep(backoff(attempt, this.api().pollMs), signal);
+        await sleep(backoff(attempt, this.api().pollMs, 10_000), signal);
       }
     }
   }
