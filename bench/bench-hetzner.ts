@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HetznerFake } from "../test/fakes/hetzner/fake.js";
-import { type StandinVm, startStandinVm } from "../test/helpers/standin-vm.js";
+import { type StandinVm, standinHooks } from "../test/helpers/standin-vm.js";
 import { hyperfine, median, ms, SPUFF, type Timing } from "./lib.js";
 
 const FAKE_MAIN = join(process.cwd(), "dist/test/fakes/hetzner/main.js");
@@ -97,13 +97,7 @@ async function upBench(home: string, runs: number): Promise<string> {
   const fake = await HetznerFake.start({
     token: TOKEN,
     ipv4Prefix: "127.0.99.",
-    onServerCreated: async (s) => {
-      standins.set(s.id, await startStandinVm(s.userData, s.ipv4 ?? "::1"));
-    },
-    onServerDeleted: async (s) => {
-      await standins.get(s.id)?.stop();
-      standins.delete(s.id);
-    },
+    ...standinHooks(standins),
   });
   writeFileSync(join(home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
   const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: TOKEN, SPUFF_OWNER: "benchowner01" };

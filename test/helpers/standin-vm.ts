@@ -109,3 +109,19 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
     },
   };
 }
+
+/**
+ * A cloud fake's server hooks that give every created server a stand-in sshd on its address (IPv6-only: ::1) and stop
+ * it when the server is deleted. `standins` holds the running ones, by server id.
+ */
+export function standinHooks(standins: Map<number, StandinVm>) {
+  return {
+    onServerCreated: async (s: { id: number; userData: string; ipv4: string | null }) => {
+      standins.set(s.id, await startStandinVm(s.userData, s.ipv4 ?? "::1"));
+    },
+    onServerDeleted: async (s: { id: number }) => {
+      await standins.get(s.id)?.stop();
+      standins.delete(s.id);
+    },
+  };
+}

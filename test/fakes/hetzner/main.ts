@@ -2,7 +2,7 @@
 //   PORT=4000 ACTION_DELAY_MS=2000 BOOT_DELAY_MS=1000 SEED=60 LEGACY_DATACENTER=1 STANDIN=1 npm run fake:hetzner
 // STANDIN=1 (root, OpenSSH installed) starts a real sshd on each server's address from its user-data, so a whole
 // `spuff up` / `spuff ssh` / `spuff down` works against the fake (docs/providers/hetzner.md).
-import { type StandinVm, startStandinVm } from "../../helpers/standin-vm.js";
+import { type StandinVm, standinHooks } from "../../helpers/standin-vm.js";
 import { HetznerFake } from "./fake.js";
 
 const env = process.env;
@@ -14,15 +14,7 @@ const fake = await HetznerFake.start({
   bootDelayMs: Number(env.BOOT_DELAY_MS ?? 0),
   legacyDatacenter: env.LEGACY_DATACENTER === "1",
   ...(env.STANDIN === "1"
-    ? {
-        onServerCreated: async (s) => {
-          standins.set(s.id, await startStandinVm(s.userData, s.ipv4 ?? "::1"));
-        },
-        onServerDeleted: async (s) => {
-          await standins.get(s.id)?.stop();
-          standins.delete(s.id);
-        },
-      }
+    ? standinHooks(standins)
     : {}),
 });
 if (env.SEED) fake.seedServers(Number(env.SEED));

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { HetznerFake, type FakeOptions } from "../../fakes/hetzner/fake.js";
 import { type CliResult, runCli, tempHome } from "../../helpers/cli.js";
-import { type StandinVm, startStandinVm } from "../../helpers/standin-vm.js";
+import { type StandinVm, standinHooks } from "../../helpers/standin-vm.js";
 
 /**
  * One Hetzner fake plus a throw-away HOME, for driving the real CLI against it. Each test file passes its own
@@ -24,15 +24,7 @@ export async function harness(opts: FakeOptions & { standin?: boolean; config?: 
   const fake = await HetznerFake.start({
     ...fakeOpts,
     ...(standin
-      ? {
-          onServerCreated: async (s) => {
-            standins.set(s.id, await startStandinVm(s.userData, s.ipv4 ?? "::1"));
-          },
-          onServerDeleted: async (s) => {
-            await standins.get(s.id)?.stop();
-            standins.delete(s.id);
-          },
-        }
+      ? standinHooks(standins)
       : {}),
   });
   const home = tempHome();
