@@ -73,3 +73,6 @@ export async function frame(r: Rendered, check: (f: string) => boolean | undefin
 }
 
 export const has = (text: string) => (f: string) => f.includes(text);
+
+/** What a terminal sends for these keys. */
+export const KEY = { down: "\u001b[B", up: "\u001b[A", enter: "\r", esc: "\u001b", ctrlU: "\u0015" } as const;

@@ -8,12 +8,8 @@ import { Picker, type PickerAction } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
 import { tempHome } from "../helpers/cli.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
-import { frame, goneRecords, has, plain, type Rendered, servicesFor, stoppedLocalVm } from "./helpers.js";
+import { frame, goneRecords, has, KEY, plain, type Rendered, servicesFor, stoppedLocalVm } from "./helpers.js";
 
-const DOWN = "\u001b[B";
-const UP = "\u001b[A";
-const ENTER = "\r";
-const ESC = "\u001b";
 
 const selected = (f: string) => f.split("\n").find((l) => l.startsWith("› "))?.split(/\s+/)[1];
 
@@ -83,12 +79,12 @@ describe("picker on the local provider's state", () => {
     expect(selected(plain(p.lastFrame()))).toBe("alpha");
     p.stdin.write("j");
     expect(selected(await frame(p, (f) => selected(f) === "bravo"))).toBe("bravo");
-    p.stdin.write(DOWN);
+    p.stdin.write(KEY.down);
     await frame(p, (f) => selected(f) === "charlie");
-    p.stdin.write(DOWN); // stays on the last row
+    p.stdin.write(KEY.down); // stays on the last row
     p.stdin.write("k");
     await frame(p, (f) => selected(f) === "bravo");
-    p.stdin.write(UP);
+    p.stdin.write(KEY.up);
     await frame(p, (f) => selected(f) === "alpha");
     // Two keys in one chunk both count.
     p.stdin.write("jj");
@@ -101,13 +97,13 @@ describe("picker on the local provider's state", () => {
     expect(filtered).toMatch(/^› bravo\s/m);
     expect(filtered).not.toMatch(/^[› ] charlie\s/m);
     expect(filtered.split("\n")[0]).toBe('spuff · 3 VMs · local · filter "rav"');
-    p.stdin.write(ENTER);
+    p.stdin.write(KEY.enter);
     await frame(p, has("↑↓ move"));
     expect(selected(plain(p.lastFrame()))).toBe("bravo");
     // "/" opens the filter with its current text; ctrl-u clears it, all in one chunk.
     p.stdin.write("/\u0015zzz\r");
     await frame(p, has('no VM matches "zzz" — esc clears the filter'));
-    p.stdin.write(ESC); // clears the filter, does not quit
+    p.stdin.write(KEY.esc); // clears the filter, does not quit
     await frame(p, (f) => /^[› ] alpha\s/m.test(f) && /^[› ] charlie\s/m.test(f));
     expect(actions).toEqual([]);
 
@@ -120,7 +116,7 @@ describe("picker on the local provider's state", () => {
 
     p.stdin.write("q");
     await vi.waitFor(() => expect(actions).toEqual([{ kind: "quit" }]));
-    p.stdin.write(ESC);
+    p.stdin.write(KEY.esc);
     await vi.waitFor(() => expect(actions).toEqual([{ kind: "quit" }, { kind: "quit" }]));
   });
 
@@ -161,7 +157,7 @@ describe("picker on the local provider's state", () => {
     await frame(p, has("Extend the TTL of web (now 21h59m) by:"));
     p.stdin.write("4h");
     await frame(p, has("by: 4h"));
-    p.stdin.write(ENTER);
+    p.stdin.write(KEY.enter);
     const refused = await frame(p, has("not running"));
     expect(refused).toContain("error: web is stopped, not running: its TTL cannot be extended");
     expect(refused).toContain("hint: a powered-off VM is removed by `spuff reap`; create a new one with `spuff up`");
@@ -172,7 +168,7 @@ describe("picker on the local provider's state", () => {
     const bad = await frame(p, has('invalid duration "soon"'));
     expect(bad).toContain('hint: use e.g. "30m", "4h", "1h30m", "2d"');
 
-    p.stdin.write(ENTER);
+    p.stdin.write(KEY.enter);
     const noShell = await frame(p, has("there is no shell to open"));
     expect(noShell).toContain("error: web is stopped: there is no shell to open");
     expect(noShell).toContain("hint: `spuff reap` removes it; press n for a new VM");

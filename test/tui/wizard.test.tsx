@@ -5,13 +5,8 @@ import type { CreateRequest } from "../../src/tui/services.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
 import { Wizard } from "../../src/tui/wizard.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
-import { frame, has, type Rendered, servicesFor } from "./helpers.js";
+import { frame, has, KEY, type Rendered, servicesFor } from "./helpers.js";
 
-const DOWN = "\u001b[B";
-const UP = "\u001b[A";
-const ENTER = "\r";
-const ESC = "\u001b";
-const CTRL_U = "\u0015";
 
 const cursorLine = (f: string) => f.split("\n").find((l) => l.startsWith("› ")) ?? "";
 const money = (s: string) => Number(s.replace("€", ""));
@@ -50,15 +45,15 @@ describe("create wizard and progress", () => {
     expect(cursorLine(providers)).toMatch(/^› hetzner\s+Hetzner Cloud.*\(configured\)$/);
     expect(providers).toMatch(/^ {2}local\s+/m);
     expect(providers).toMatch(/^ {2}aws\s+/m);
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
 
     const locations = await frame(w.r, (f) => cursorLine(f).includes("(default)"));
     expect(cursorLine(locations)).toMatch(/^› fsn1\s+Falkenstein, DE \(eu-central\)\s+\d+ sizes {2}\(default\)$/);
     expect(locations).toMatch(/^ {2}sin\s+Singapore, SG \(ap-southeast\)\s+\d+ sizes$/m);
     // Down to Singapore (the last location), where the EU-only sizes are not sold.
-    for (let i = 0; i < 5; i++) w.r.stdin.write(DOWN);
+    for (let i = 0; i < 5; i++) w.r.stdin.write(KEY.down);
     await frame(w.r, (f) => cursorLine(f).startsWith("› sin"));
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
 
     const sizes = await frame(w.r, has("IN sin"));
     expect(sizes).toMatch(/SIZE\s+VCPU\s+RAM\s+DISK\s+PRICE\/H\s+MONTH\s+IN sin/);
@@ -73,21 +68,21 @@ describe("create wizard and progress", () => {
 
     // Choosing a size that is not sold here says where it is.
     const firstMissing = kinds.indexOf("not here");
-    for (let i = 0; i < firstMissing; i++) w.r.stdin.write(DOWN);
+    for (let i = 0; i < firstMissing; i++) w.r.stdin.write(KEY.down);
     await frame(w.r, (f) => cursorLine(f).endsWith("not here"));
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
     const refused = await frame(w.r, has("is not available in sin"));
     expect(refused).toMatch(/hint: it is available in [a-z0-9, ]+/);
-    w.r.stdin.write(UP);
+    w.r.stdin.write(KEY.up);
     const chosen = cursorLine(await frame(w.r, (f) => /available$/.test(cursorLine(f)))).trim().split(/\s+/)[1];
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
 
     const name = await frame(w.r, has("New VM · Name"));
     expect(name.split("\n")[0]).toBe(`New VM · Name · hetzner › sin › ${chosen}`);
     expect(name).toMatch(/Name: spuff-[a-z]+-[a-z]+/);
-    w.r.stdin.write(`${CTRL_U}Bad Name${ENTER}`);
+    w.r.stdin.write(`${KEY.ctrlU}Bad Name${KEY.enter}`);
     await frame(w.r, has('invalid VM name "Bad Name"'));
-    w.r.stdin.write(`${CTRL_U}web-1${ENTER}`);
+    w.r.stdin.write(`${KEY.ctrlU}web-1${KEY.enter}`);
 
     const summary = await frame(w.r, has("New VM · Summary"));
     expect(summary).toMatch(/name {5}web-1/);
@@ -101,12 +96,12 @@ describe("create wizard and progress", () => {
     expect(Number(est?.[1])).toBeCloseTo(Math.min(hourly * 24, monthly), 2);
 
     // Esc goes back a step, keeping what was typed.
-    w.r.stdin.write(ESC);
+    w.r.stdin.write(KEY.esc);
     await frame(w.r, (f) => f.includes("New VM · Name") && f.includes("web-1"));
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
     await frame(w.r, has("New VM · Summary"));
     expect(w.created).toEqual([]);
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
     await vi.waitFor(() => expect(w.created).toEqual([{ provider: "hetzner", name: "web-1", size: chosen, location: "sin" }]));
     expect(h.fake.servers.size).toBe(0); // the wizard only asks; the create view creates
   });
@@ -114,20 +109,20 @@ describe("create wizard and progress", () => {
   it("a provider without a catalog goes straight to the name; esc walks back to the start and out", async () => {
     const w = await wizard();
     await frame(w.r, has("(configured)"));
-    w.r.stdin.write(DOWN);
+    w.r.stdin.write(KEY.down);
     const local = await frame(w.r, (f) => cursorLine(f).startsWith("› local"));
     expect(local).toContain("local");
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
     await frame(w.r, has("New VM · Name · local"));
-    w.r.stdin.write(ENTER);
+    w.r.stdin.write(KEY.enter);
     const summary = await frame(w.r, has("New VM · Summary"));
     expect(summary).toContain("size     from your config (spuff config show)");
     expect(summary).toContain("price    free: it runs on this machine");
-    w.r.stdin.write(ESC);
+    w.r.stdin.write(KEY.esc);
     await frame(w.r, has("New VM · Name"));
-    w.r.stdin.write(ESC);
+    w.r.stdin.write(KEY.esc);
     await frame(w.r, has("New VM · Provider"));
-    w.r.stdin.write(ESC);
+    w.r.stdin.write(KEY.esc);
     await vi.waitFor(() => expect(w.cancelled()).toBe(1));
     expect(w.created).toEqual([]);
   });
@@ -157,7 +152,7 @@ describe("create wizard and progress", () => {
     expect(ready).toContain("connect:  spuff ssh prog");
     expect(ready).toContain("openssh:  ssh spuff-prog");
     expect(ready).toContain("enter open a shell");
-    c.r.stdin.write(ENTER);
+    c.r.stdin.write(KEY.enter);
     await vi.waitFor(() => expect(c.shells).toEqual(["prog"]));
     const [server] = h.fake.servers.values();
     expect(server).toMatchObject({ name: "prog", type: "cpx11", location: "nbg1" });
@@ -176,7 +171,7 @@ describe("create wizard and progress", () => {
     expect(failed).toContain("esc back to the list");
     expect(h.fake.servers.size).toBe(0);
     await vi.waitFor(() => expect(h.fake.sshKeys.size).toBe(0));
-    c.r.stdin.write(ESC);
+    c.r.stdin.write(KEY.esc);
     await vi.waitFor(() => expect(c.done).toHaveLength(1));
     expect(c.done[0]).toMatchObject({ failed: { message: expect.stringContaining("cannot create a cpx11 server") } });
   });
