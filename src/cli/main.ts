@@ -19,6 +19,9 @@ Examples:
 
 Docs: README.md, docs/config.md, docs/json.md`;
 
+/** Commands that call `app.prepare()` themselves: `ssh` loads the config while its connection is being set up. */
+const LOADS_CONFIG_ITSELF = new Set(["ssh"]);
+
 export function buildProgram(app: App): Command {
   const program = new Command("spuff")
     .description("Ephemeral development VMs with pinned host keys and a guarded, forwarded SSH agent")
@@ -37,7 +40,7 @@ export function buildProgram(app: App): Command {
     .exitOverride();
   program.hook("preAction", async (_this, action) => {
     app.globals = action.optsWithGlobals();
-    await app.prepare();
+    if (!LOADS_CONFIG_ITSELF.has(action.name())) await app.prepare();
   });
   for (const register of commands) register(program, app);
   for (const cmd of program.commands) {

@@ -177,25 +177,34 @@ export class GuardedAgent extends (BaseAgent as new () => object) {
   /** Comments of the real agent's keys, by fingerprint, from the last identities answer (for the log). */
   private readonly comments = new Map<string, string>();
 
-  constructor(
-    private readonly socket: string,
-    private readonly policy: AgentPolicy,
-  ) {
+  private socket = "";
+  private policy?: AgentPolicy;
+
+  /** Without a socket and policy, the guard refuses every request until `arm()` gives it them. */
+  constructor(socket?: string, policy?: AgentPolicy) {
     super();
+    if (socket !== undefined && policy) this.arm(socket, policy);
   }
 
-  private log(d: SignDecision): void {
+  arm(socket: string, policy: AgentPolicy): void {
+    this.socket = socket;
+    this.policy = policy;
+  }
+
+  private log(policy: AgentPolicy, d: SignDecision): void {
     try {
-      mkdirSync(dirname(this.policy.logFile), { recursive: true, mode: 0o700 });
-      appendFileSync(this.policy.logFile, `${JSON.stringify(d)}\n`, { mode: 0o600 });
+      mkdirSync(dirname(policy.logFile), { recursive: true, mode: 0o700 });
+      appendFileSync(policy.logFile, `${JSON.stringify(d)}\n`, { mode: 0o600 });
     } catch {
       /* logging must never break the session */
     }
-    this.policy.onDecision?.(d);
+    policy.onDecision?.(d);
   }
 
   /** Answers one request from the VM. */
   async handle(msg: Buffer): Promise<Buffer> {
+    const policy = this.policy;
+    if (!policy) return FAILURE;
     const type = msg[0];
     if (type === AGENTC_REQUEST_IDENTITIES) {
       const reply = await askRealAgent(this.socket, msg).catch(() => FAILURE);
@@ -209,7 +218,7 @@ export class GuardedAgent extends (BaseAgent as new () => object) {
         const comment = r.string();
         if (!blob || !comment) return FAILURE;
         this.comments.set(blobFingerprint(blob), comment.toString());
-        if (allowed(blob, comment.toString(), this.policy.allowedKeys)) {
+        if (allowed(blob, comment.toString(), policy.allowedKeys)) {
           keep.push(sshString(blob), sshString(comment));
           count++;
         }
@@ -228,7 +237,7 @@ export class GuardedAgent extends (BaseAgent as new () => object) {
       const key = blobFingerprint(blob);
       const decision: SignDecision = {
         time: new Date().toISOString(),
-        vm: this.policy.vm,
+        vm: policy.vm,
         key,
         comment: this.comments.get(key) ?? "",
         user: auth?.user ?? null,
@@ -236,29 +245,29 @@ export class GuardedAgent extends (BaseAgent as new () => object) {
         allowed: false,
         reason: "",
       };
-      if (!allowed(blob, decision.comment, this.policy.allowedKeys)) decision.reason = "key not in ssh.allowed_keys";
-      else if (this.policy.signPolicy === "git-only" && auth?.user !== "git")
+      if (!allowed(blob, decision.comment, policy.allowedKeys)) decision.reason = "key not in ssh.allowed_keys";
+      else if (policy.signPolicy === "git-only" && auth?.user !== "git")
         decision.reason = auth ? `user "${auth.user}" is not "git" (sign_policy: git-only)` : "not an SSH login (sign_policy: git-only)";
       if (decision.reason) {
-        this.log(decision);
+        this.log(policy, decision);
         return FAILURE;
       }
-      if (this.policy.confirm && !(await this.policy.confirm(decision).catch(() => false))) {
-        this.log({ ...decision, reason: "declined at the confirmation prompt (ssh.confirm; needs SSH_ASKPASS)" });
+      if (policy.confirm && !(await policy.confirm(decision).catch(() => false))) {
+        this.log(policy, { ...decision, reason: "declined at the confirmation prompt (ssh.confirm; needs SSH_ASKPASS)" });
         return FAILURE;
       }
       let reply: Buffer;
       try {
         reply = await askRealAgent(this.socket, msg);
       } catch (err) {
-        this.log({ ...decision, reason: `the local agent failed: ${(err as Error).message}` });
+        this.log(policy, { ...decision, reason: `the local agent failed: ${(err as Error).message}` });
         return FAILURE;
       }
       if (reply[0] === AGENT_FAILURE) {
-        this.log({ ...decision, reason: "the local agent refused (locked, or confirmation declined)" });
+        this.log(policy, { ...decision, reason: "the local agent refused (locked, or confirmation declined)" });
         return FAILURE;
       }
-      this.log({ ...decision, allowed: true, reason: "ok" });
+      this.log(policy, { ...decision, allowed: true, reason: "ok" });
       return reply;
     }
     return FAILURE;

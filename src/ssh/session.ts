@@ -72,10 +72,10 @@ function startForwards(client: Client, forwards: Forward[]): Promise<Server[]> {
  * 30 s, for up to 10 minutes), printing one status line per attempt. A host key mismatch or a login failure is not
  * retried. Ctrl-C (SIGINT) while waiting to reconnect gives up with the original error.
  */
-export async function runSessionWithReconnect(o: SessionOptions): Promise<number> {
-  for (;;) {
+export async function runSessionWithReconnect(o: SessionOptions, early?: EarlyConnection): Promise<number> {
+  for (let first = early; ; first = undefined) {
     try {
-      return await runSession(o);
+      return await runSession(o, first);
     } catch (err) {
       if (!o.reconnect || !(err instanceof ConnectionLost)) throw err;
       o.status(`spuff: connection to ${o.target.name} lost; reconnecting (Ctrl-C gives up)…`);
@@ -115,19 +115,42 @@ async function reconnectWait(o: SessionOptions, lost: ConnectionLost): Promise<v
   }
 }
 
+/** A session's connection, opened before the session's options are settled (`connectEarly`). */
+export interface EarlyConnection {
+  client: Promise<Client>;
+  /** The guard ssh2 forwards the agent through; it refuses every request until the session arms it. */
+  agent?: GuardedAgent;
+  /** Closes the connection when the session will not run after all. */
+  cancel(): void;
+}
+
 /**
- * Runs one SSH session on the VM: a command with piped stdio, or an interactive PTY. Returns the remote exit code.
- * The host key is verified before anything else, so the agent is only ever forwarded to the pinned VM.
+ * Starts connecting to `target` at once, so that what the session still has to settle (the config, the agent's
+ * preflight) runs while sshd works on the key exchange and the login. Nothing is forwarded before `runSession`.
  */
-export async function runSession(o: SessionOptions): Promise<number> {
-  const agent = o.agent ? new GuardedAgent(o.agent.socket, o.agent.policy) : undefined;
-  const client = await connect(o.target, {
+export function connectEarly(target: VmTarget, forwardAgent: boolean): EarlyConnection {
+  const agent = forwardAgent ? new GuardedAgent() : undefined;
+  const client = connect(target, {
     ...(agent ? { agent: agent as never, agentForward: true } : {}),
     // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
     authHandler: ["publickey"] as never,
     keepaliveInterval: 30_000,
     keepaliveCountMax: 3,
   });
+  // A failure is reported where the session awaits the client; until then it must not count as unhandled.
+  client.catch(() => {});
+  return { client, agent, cancel: () => void client.then((c) => c.end(), () => {}) };
+}
+
+/**
+ * Runs one SSH session on the VM: a command with piped stdio, or an interactive PTY. Returns the remote exit code.
+ * The host key is verified before anything else, so the agent is only ever forwarded to the pinned VM.
+ */
+export async function runSession(o: SessionOptions, early?: EarlyConnection): Promise<number> {
+  const conn = early ?? connectEarly(o.target, Boolean(o.agent));
+  if (o.agent) conn.agent?.arm(o.agent.socket, o.agent.policy);
+  const agent = o.agent ? conn.agent : undefined;
+  const client = await conn.client;
   const servers = await startForwards(client, o.forwards).catch((e) => {
     client.end();
     throw e;

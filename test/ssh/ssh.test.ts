@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
-import { parseUserAuthRequest } from "../../src/ssh/agent.js";
+import { GuardedAgent, parseUserAuthRequest } from "../../src/ssh/agent.js";
 import { identityAgentFor } from "../../src/ssh/openssh-config.js";
 import { runCli, tempHome } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
@@ -130,6 +130,19 @@ describe("spuff ssh", () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("Permission denied (publickey)");
     expect(r.stderr).toContain("no SSH agent was forwarded (--no-agent)");
+  });
+
+  it("a bad config is reported with its place although the connection was already opening, and nothing runs", async () => {
+    // spuff ssh connects before it reads the config (docs/performance.md); the config's verdict must still come first.
+    const bad = join(t.home, "bad.yaml");
+    writeFileSync(bad, "ssh:\n  user: spuff-test\n  tmux: sometimes\n");
+    const marker = "/home/spuff-test/ran-despite-bad-config";
+    const r = await spuff(["--config", bad, "ssh", "box", "--", `touch ${marker}`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/bad\.yaml:3:\d+/);
+    expect(r.stderr).toContain("ssh.tmux");
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(existsSync(marker)).toBe(false);
   });
 
   it("ssh-config writes a config that OpenSSH itself uses, with the host key pinned", async () => {
@@ -309,6 +322,13 @@ describe("agent helpers", () => {
     expect(identityAgentFor("spuff-x", {}, f)).toBe("SSH_AUTH_SOCK");
     rmSync(dir, { recursive: true, force: true });
     expect(existsSync(f)).toBe(false);
+  });
+
+  it("a guard not yet armed with a policy refuses every request without asking the real agent", async () => {
+    const guard = new GuardedAgent();
+    const failure = Buffer.from([5]); // SSH_AGENT_FAILURE
+    expect(await guard.handle(Buffer.from([11]))).toEqual(failure); // REQUEST_IDENTITIES
+    expect(await guard.handle(Buffer.from([13, 0, 0, 0, 0, 0, 0, 0, 0]))).toEqual(failure); // SIGN_REQUEST
   });
 
   it("parses SSH user-auth requests and rejects other data", () => {

@@ -95,12 +95,23 @@ Examples:
   $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session`,
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
-      const { parseForward, runSessionWithReconnect } = await import("../../ssh/session.js");
+      const { connectEarly, parseForward, runSessionWithReconnect } = await import("../../ssh/session.js");
       const forwards = opts.L.map(parseForward);
       const record = resolveRecord(app, name);
-      const config = app.config();
       const target = vmTarget(app, record);
-      const agent = opts.agent && config.ssh.forward_agent ? await guardedAgentFor(app, record) : undefined;
+      // Connect first: the config and the agent's preflight are settled while sshd works on the handshake. Nothing
+      // runs on the VM and nothing is forwarded before they are; a config error closes the connection unused.
+      const early = connectEarly(target, opts.agent);
+      let config: ReturnType<typeof app.config>;
+      let agent: Awaited<ReturnType<typeof guardedAgentFor>> | undefined;
+      try {
+        await app.prepare();
+        config = app.config();
+        agent = opts.agent && config.ssh.forward_agent ? await guardedAgentFor(app, record) : undefined;
+      } catch (err) {
+        early.cancel();
+        throw err;
+      }
       const interactive = command.length === 0;
       // Like OpenSSH, the words after `--` are joined with spaces and run by the remote shell.
       const remote = interactive ? (config.ssh.tmux && opts.tmux ? "tmux new -A -s spuff" : undefined) : command.join(" ");
@@ -118,7 +129,7 @@ Examples:
         status: (l) => app.info(l),
         // Only a tmux shell resumes where it was; a plain shell or a command cannot be re-run safely.
         reconnect: remote?.startsWith("tmux new -A") === true,
-      });
+      }, early);
       if (code !== 0 && !agent && !interactive) {
         app.err(
           `spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${opts.agent ? "ssh.forward_agent is false" : "--no-agent"}): git over SSH on the VM has no key to log in with; run it without --no-agent`,
