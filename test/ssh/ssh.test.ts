@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { GuardedAgent, parseUserAuthRequest } from "../../src/ssh/agent.js";
 import { identityAgentFor } from "../../src/ssh/openssh-config.js";
-import { runCli, tempHome } from "../helpers/cli.js";
+import { BIN, runCli, tempHome } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
@@ -58,6 +59,18 @@ describe("spuff ssh", () => {
     const r = await spuff(["ssh", "box", "--", "tr", "a-z", "A-Z;", "exit", "7"], "hello\n");
     expect(r.stdout).toBe("HELLO\n");
     expect(r.code).toBe(7);
+  });
+
+  it("a file on stdin (read in 1 MiB chunks) reaches the remote byte for byte, through the built binary", () => {
+    const file = join(t.home, "blob");
+    const blob = randomBytes(5 * 2 ** 20 + 12345);
+    writeFileSync(file, blob);
+    const fd = openSync(file, "r");
+    const r = spawnSync(process.execPath, [BIN, "ssh", "box", "--", "sha256sum"], { env, cwd: t.home, stdio: [fd, "pipe", "pipe"], encoding: "utf8" });
+    closeSync(fd);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
   });
 
   it("gives a PTY with -t and the terminal size reaches the remote", async () => {
