@@ -4,18 +4,10 @@ import { createConnection } from "node:net";
 import { homedir } from "node:os";
 import { dirname } from "node:path";
 import { Duplex } from "node:stream";
-import ssh2, { type ParsedKey } from "ssh2";
+import type { ParsedKey } from "ssh2";
 import { UserError } from "../core/errors.js";
 import { fingerprintOf } from "./connect.js";
-
-const { BaseAgent, OpenSSHAgent } = ssh2 as unknown as {
-  BaseAgent: new () => object;
-  OpenSSHAgent: new (socket: string) => RealAgent;
-};
-
-interface RealAgent {
-  getIdentities(cb: (err: Error | undefined, keys?: ParsedKey[]) => void): void;
-}
+import { BaseAgent, OpenSSHAgent } from "./ssh2.js";
 
 // SSH agent protocol message numbers (draft-miller-ssh-agent).
 const AGENT_FAILURE = 5;
@@ -173,7 +165,7 @@ function allowed(blob: Buffer, comment: string, allowedKeys: string[]): boolean 
  * protocol itself: the VM sees only allowed keys, may only sign what the policy permits, and can do nothing else
  * (no adding, removing or locking keys: every other request is refused). Each sign request is logged locally.
  */
-export class GuardedAgent extends (BaseAgent as new () => object) {
+export class GuardedAgent extends BaseAgent {
   /** Comments of the real agent's keys, by fingerprint, from the last identities answer (for the log). */
   private readonly comments = new Map<string, string>();
 

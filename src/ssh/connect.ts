@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import ssh2, { Client, type ConnectConfig } from "ssh2";
+import type { Client as ClientType, ConnectConfig } from "ssh2";
 import { ProviderError, UserError } from "../core/errors.js";
-
-const { utils } = ssh2;
+import { Client, parseKey } from "./ssh2.js";
 
 /** Everything needed to reach one VM with its pinned host key. */
 export interface VmTarget {
@@ -21,7 +20,7 @@ export function fingerprintOf(keyBlob: Buffer): string {
 
 /** Fingerprint of an OpenSSH public key line. */
 export function fingerprintOfLine(line: string): string {
-  const parsed = utils.parseKey(line);
+  const parsed = parseKey(line);
   if (parsed instanceof Error) throw new UserError(`not a public key: ${line.slice(0, 40)}…`);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
   return fingerprintOf(key.getPublicSSH());
@@ -60,8 +59,18 @@ export function hostKeyMismatchError(target: VmTarget, seen: string): HostKeyMis
   );
 }
 
+/** A socket-level failure (refused, unreachable, timed out) as an error that says where and what to check. */
+export function unreachable(target: VmTarget, err: Error & { level?: string; code?: string }): Error {
+  if (err.level !== undefined && err.level !== "client-socket" && err.level !== "client-timeout") return err;
+  const what = err.level === "client-timeout" ? "did not complete the SSH handshake in time" : err.code ?? err.message;
+  return new ProviderError(`cannot reach ${target.name} at ${target.host}:${target.port}: ${what}`, {
+    cause: err,
+    hint: `is the VM running and its SSH port open? \`spuff status ${target.name}\``,
+  });
+}
+
 /** Opens a connection with the pinned host key; rejects with a clear error on mismatch. */
-export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, signal?: AbortSignal): Promise<Client> {
+export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, signal?: AbortSignal): Promise<ClientType> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     let mismatch: string | undefined;
@@ -80,7 +89,7 @@ export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, si
     signal?.addEventListener("abort", onAbort, { once: true });
     client.once("ready", () => settle());
     // ssh2 may emit more than one error (e.g. a timeout, then the lost connection): listen for all of them.
-    client.on("error", (err) => settle(mismatch ? hostKeyMismatchError(target, mismatch) : err));
+    client.on("error", (err) => settle(mismatch ? hostKeyMismatchError(target, mismatch) : unreachable(target, err)));
     client.connect({ ...pinnedConnectConfig(target, (seen) => (mismatch = seen)), ...extra });
   });
 }

@@ -2,26 +2,10 @@ import { createServer, type Server } from "node:net";
 import type { Client, ClientChannel } from "ssh2";
 import { ProviderError, UserError } from "../core/errors.js";
 import { type AgentPolicy, GuardedAgent } from "./agent.js";
-import { connect, type VmTarget } from "./connect.js";
+import { connect, unreachable, type VmTarget } from "./connect.js";
+import type { Dialed, Forward } from "./dial.js";
 
-export interface Forward {
-  localPort: number;
-  remoteHost: string;
-  remotePort: number;
-}
-
-/** Parses `-L [127.0.0.1:]LOCAL:HOST:REMOTE`. */
-export function parseForward(spec: string): Forward {
-  const parts = spec.split(":");
-  if (parts.length === 4 && (parts[0] === "127.0.0.1" || parts[0] === "localhost")) parts.shift();
-  const [l, host, r] = parts;
-  const localPort = Number(l);
-  const remotePort = Number(r);
-  if (parts.length !== 3 || !host || !(localPort > 0 && localPort < 65536) || !(remotePort > 0 && remotePort < 65536)) {
-    throw new UserError(`bad port forward "${spec}"`, { hint: "use -L LOCAL_PORT:HOST:REMOTE_PORT, e.g. -L 8080:localhost:80" });
-  }
-  return { localPort, remoteHost: host, remotePort };
-}
+export { type Forward, parseForward } from "./dial.js";
 
 export interface SessionOptions {
   target: VmTarget;
@@ -128,15 +112,19 @@ export interface EarlyConnection {
  * Starts connecting to `target` at once, so that what the session still has to settle (the config, the agent's
  * preflight) runs while sshd works on the key exchange and the login. Nothing is forwarded before `runSession`.
  */
-export function connectEarly(target: VmTarget, forwardAgent: boolean): EarlyConnection {
+export function connectEarly(target: VmTarget, forwardAgent: boolean, dialed?: Dialed): EarlyConnection {
   const agent = forwardAgent ? new GuardedAgent() : undefined;
-  const client = connect(target, {
-    ...(agent ? { agent: agent as never, agentForward: true } : {}),
-    // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
-    authHandler: ["publickey"] as never,
-    keepaliveInterval: 30_000,
-    keepaliveCountMax: 3,
-  });
+  const failed = dialed?.failure();
+  const client = failed
+    ? Promise.reject(unreachable(target, Object.assign(failed, { level: "client-socket" })))
+    : connect(target, {
+        ...(dialed ? { sock: dialed.sock } : {}),
+        ...(agent ? { agent: agent as never, agentForward: true } : {}),
+        // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
+        authHandler: ["publickey"] as never,
+        keepaliveInterval: 30_000,
+        keepaliveCountMax: 3,
+      });
   // A failure is reported where the session awaits the client; until then it must not count as unhandled.
   client.catch(() => {});
   return { client, agent, cancel: () => void client.then((c) => c.end(), () => {}) };

@@ -265,6 +265,14 @@ describe("agent preflight", () => {
   afterAll(() => t.cleanup());
   const run = (extra: NodeJS.ProcessEnv) => runCli(["ssh", "box", "--", "true"], { env: { ...t.env, ...extra }, cwd: t.home });
 
+  it("a VM that refuses the connection: where, why and what to check; exit 2", async () => {
+    const r = await runCli(["ssh", "box", "--no-agent", "--", "true"], { env: t.env, cwd: t.home });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("error: cannot reach box at 127.0.0.1:1: ECONNREFUSED");
+    expect(r.stderr).toContain("hint: is the VM running and its SSH port open? `spuff status box`");
+    expect(r.stderr).not.toContain("bug");
+  });
+
   it("no agent at all", async () => {
     const r = await run({});
     expect(r.code).toBe(1);

@@ -110,13 +110,16 @@ Examples:
   $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session`,
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
-      const { connectEarly, parseForward, runSessionWithReconnect } = await import("../../ssh/session.js");
+      const { dial, parseForward } = await import("../../ssh/dial.js");
       const forwards = opts.L.map(parseForward);
       const record = resolveRecord(app, name);
       const target = vmTarget(app, record);
-      // Connect first: the config and the agent's preflight are settled while sshd works on the handshake. Nothing
-      // runs on the VM and nothing is forwarded before they are; a config error closes the connection unused.
-      const early = connectEarly(target, opts.agent);
+      // Connect first, and settle the rest while sshd works: it starts its side of the connection while ssh2 loads,
+      // and computes the key exchange while spuff reads the config and asks the agent. Nothing runs on the VM and
+      // nothing is forwarded before those are settled; a config error closes the connection unused.
+      const dialed = dial(target.host, target.port);
+      const { connectEarly, runSessionWithReconnect } = await import("../../ssh/session.js");
+      const early = connectEarly(target, opts.agent, dialed);
       let config: ReturnType<typeof app.config>;
       let agent: Awaited<ReturnType<typeof guardedAgentFor>> | undefined;
       try {
