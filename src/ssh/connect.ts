@@ -81,7 +81,8 @@ export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, si
       signal?.removeEventListener("abort", onAbort);
       if (err === undefined) resolve(client);
       else {
-        client.end();
+        // Not end(): mid-handshake, a graceful close would wait for a peer that may never answer.
+        client.destroy();
         reject(err);
       }
     };

@@ -114,6 +114,7 @@ export interface EarlyConnection {
  */
 export function connectEarly(target: VmTarget, forwardAgent: boolean, dialed?: Dialed): EarlyConnection {
   const agent = forwardAgent ? new GuardedAgent() : undefined;
+  const ac = new AbortController();
   const failed = dialed?.failure();
   const client = failed
     ? Promise.reject(unreachable(target, Object.assign(failed, { level: "client-socket" })))
@@ -124,10 +125,16 @@ export function connectEarly(target: VmTarget, forwardAgent: boolean, dialed?: D
         authHandler: ["publickey"] as never,
         keepaliveInterval: 30_000,
         keepaliveCountMax: 3,
-      });
+      }, ac.signal);
   // A failure is reported where the session awaits the client; until then it must not count as unhandled.
   client.catch(() => {});
-  return { client, agent, cancel: () => void client.then((c) => c.end(), () => {}) };
+  const cancel = () => {
+    // At once, also mid-handshake: a silent sshd must not hold spuff for the handshake's timeout.
+    ac.abort(new Error("cancelled"));
+    dialed?.sock.destroy();
+    void client.then((c) => c.end(), () => {});
+  };
+  return { client, agent, cancel };
 }
 
 /**

@@ -273,6 +273,25 @@ describe("agent preflight", () => {
     expect(r.stderr).not.toContain("bug");
   });
 
+  it("a bad config ends spuff ssh at once although the VM accepted the connection and never answered", async () => {
+    // The connection opens before the config is read; a config error must not wait for the handshake's timeout.
+    const silent = createServer(() => {}); // accepts, never speaks SSH
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const port = (silent.address() as { port: number }).port;
+    const k = ed25519KeyPair();
+    await new StateStore(stateDir).save(
+      { name: "mute", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: k.public.trim(), endpoint: { host: "127.0.0.1", port } },
+      { private: k.private, public: k.public.trim() },
+    );
+    const bad = join(t.home, "bad.yaml");
+    writeFileSync(bad, "ssh:\n  forward_agent: perhaps\n");
+    const r = spawnSync(process.execPath, [BIN, "--config", bad, "ssh", "mute", "--", "true"], { env: t.env, cwd: t.home, encoding: "utf8", timeout: 10_000 });
+    silent.close();
+    expect(r.signal).toBeNull(); // not killed by the 10 s limit: the handshake's own timeout is 20 s
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("ssh.forward_agent");
+  });
+
   it("no agent at all", async () => {
     const r = await run({});
     expect(r.code).toBe(1);
