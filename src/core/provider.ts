@@ -13,6 +13,8 @@ export interface ProviderFeatures {
   maxUserDataBytes: number;
   /** `list()` reports hourly prices. */
   prices: boolean;
+  /** VMs run on this machine and cost nothing. */
+  free: boolean;
 }
 
 export interface ProviderInfo {

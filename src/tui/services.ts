@@ -14,6 +14,8 @@ export interface ProviderChoice {
   catalog: boolean;
   /** The configured default provider. */
   configured: boolean;
+  /** Its VMs run on this machine and cost nothing. */
+  free: boolean;
 }
 
 export interface CreateRequest {
@@ -72,7 +74,8 @@ export class TuiServices {
     const out: ProviderChoice[] = [];
     for (const name of names) {
       const p = await this.app.provider(name);
-      out.push({ name, description: p.info().description, catalog: typeof p.catalog === "function", configured: name === configured });
+      const info = p.info();
+      out.push({ name, description: info.description, catalog: typeof p.catalog === "function", configured: name === configured, free: info.features.free });
     }
     return out;
   }

@@ -280,7 +280,7 @@ export function Wizard(props: WizardProps) {
     } else if (provider?.catalog) {
       rows.push(["price", "unknown (the provider reports no price here)"]);
     } else {
-      rows.push(["price", provider?.name === "local" ? "free: it runs on this machine" : "not reported by this provider"]);
+      rows.push(["price", provider?.free ? "free: it runs on this machine" : "not reported by this provider"]);
     }
     body = (
       <Box flexDirection="column" borderStyle="round" paddingX={1}>
