@@ -72,7 +72,7 @@ transfer adds to the same command with an empty file (median of 5), which takes 
 | input | spuff | OpenSSH | ratio (goal ≥ 0.8×) |
 |---|---|---|---|
 | file on stdin (\`< blob\`), sustained | ${f0(sp.file)} MiB/s | ${f0(os.file)} MiB/s | **${(sp.file / os.file).toFixed(2)}×** |
-| pipe on stdin (\`cat blob \| …\`), sustained | ${f0(sp.pipe)} MiB/s | ${f0(os.pipe)} MiB/s | **${(sp.pipe / os.pipe).toFixed(2)}×** |
+| pipe on stdin (\`cat blob \\| …\`), sustained | ${f0(sp.pipe)} MiB/s | ${f0(os.pipe)} MiB/s | **${(sp.pipe / os.pipe).toFixed(2)}×** |
 | file on stdin, whole command | ${f0(sp.whole)} MiB/s | ${f0(os.whole)} MiB/s | ${(sp.whole / os.whole).toFixed(2)}× |
 `,
     ];

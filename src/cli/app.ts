@@ -154,15 +154,16 @@ export class App {
     try {
       return await fn(ac.signal);
     } finally {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
       // After an interrupt, a further Ctrl-C while spuff reports and exits still means "exit now" (130), never a
-      // death by signal.
+      // death by signal. The new handlers go in before the old ones go out: with no listener left for an instant,
+      // Node restores the default action, and a Ctrl-C in that instant would kill spuff.
       if (count > 0) {
         const now = () => process.exit(130);
         process.once("SIGINT", now);
         process.once("SIGTERM", now);
       }
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
     }
   }
 }
