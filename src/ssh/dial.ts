@@ -20,6 +20,7 @@ export function dial(host: string, port: number): Dialed {
   return { sock, failure: () => failure ?? (sock.destroyed ? new Error("connection closed") : undefined) };
 }
 
+// Port forwards are parsed here rather than in session.ts so that `spuff ssh` checks them before it dials or loads ssh2.
 export interface Forward {
   localPort: number;
   remoteHost: string;
