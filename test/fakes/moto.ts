@@ -19,6 +19,17 @@ import { type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
  *   DescribeInstances answers, to a loopback address `<ipv4Prefix>N` (N from 2), and starts a stand-in sshd there from
  *   the instance's user-data (test/helpers/standin-vm.ts), so `spuff up` finishes its SSH wait for real. Terminating
  *   the instance stops its stand-in.
+ * - IPv6: moto gives spuff's instances no IPv6 address (5.1 and 5.2 read only the top-level `Ipv6AddressCount` and
+ *   ignore `NetworkInterface.N.Ipv6AddressCount`, which spuff sends), and moto 5.1 cannot create an IPv6-only subnet
+ *   at all (CreateSubnet with `Ipv6Native` fails on the missing IPv4 block; 5.2 creates it). The proxy answers as EC2
+ *   would: an instance launched with `Ipv6AddressCount` or into an IPv6-only subnet gets the IPv6 loopback `::1` as
+ *   its `ipv6Address` and in its primary interface's `ipv6AddressesSet`; one without a public IPv4 gets its stand-in
+ *   sshd on [::1]:22 (IPv6 loopback is one address: one such instance at a time, and test/helpers/standin-vm.ts waits
+ *   while another test's stand-in holds it). For moto 5.1, a CreateSubnet with `Ipv6Native` that moto refuses for want
+ *   of an IPv4 block is made in moto with a placeholder IPv4 /28 from the top of the VPC's block, and the subnet is
+ *   then reported as EC2 reports an IPv6-only one (`ipv6Native` true, no `cidrBlock`, `assignIpv6AddressOnCreation`
+ *   true). moto's own private address of such an instance (5.1: from the placeholder block; 5.2: an IPv6 one) is left
+ *   as moto gives it.
  * - ClientToken: moto 5.2 ignores it (a repeated RunInstances starts a second instance). The proxy keeps EC2's
  *   documented idempotency: a RunInstances with a ClientToken seen before answers the first call's result again.
  * - boot time: moto's instances run at the first DescribeInstances. With `bootDelayMs`, the proxy reports an instance
@@ -32,6 +43,9 @@ import { type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
  */
 
 export const DEBIAN_OWNER = "136693071363";
+
+/** The IPv6 address the proxy gives instances (IPv6 loopback has only this one). */
+export const IPV6_LOOPBACK = "::1";
 
 /** An AMI as MOTO_AMIS_PATH takes it. */
 export interface MotoAmi {
@@ -147,6 +161,40 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
+/**
+ * Rewrites each direct `<item>` child of every `<setTag>` element in `xml` (items nest: depth is counted), e.g. the
+ * instances of each reservation's `instancesSet`.
+ */
+function mapItems(xml: string, setTag: string, fn: (item: string) => string): string {
+  let out = "";
+  let from = 0;
+  const open = `<${setTag}>`;
+  for (let at = xml.indexOf(open); at >= 0; at = xml.indexOf(open, from)) {
+    const tokens = new RegExp(`<item>|</item>|</${setTag}>`, "g");
+    tokens.lastIndex = at + open.length;
+    out += xml.slice(from, tokens.lastIndex);
+    from = tokens.lastIndex;
+    let depth = 0;
+    let start = -1;
+    for (let m = tokens.exec(xml); m; m = tokens.exec(xml)) {
+      if (m[0] === "<item>") {
+        if (depth++ === 0) start = m.index;
+      } else if (m[0] === "</item>") {
+        if (--depth === 0) {
+          out += xml.slice(from, start) + fn(xml.slice(start, tokens.lastIndex));
+          from = tokens.lastIndex;
+        }
+      } else if (depth === 0) {
+        break;
+      }
+    }
+  }
+  return out + xml.slice(from);
+}
+
+const ipv4ToInt = (ip: string) => ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+const intToIpv4 = (n: number) => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -175,6 +223,12 @@ export class Moto {
   private nextHost = 2;
   private readonly launchedAt = new Map<string, number>();
   private readonly tokens = new Map<string, Buffer>();
+  /** Subnets EC2 would report IPv6-only (seen so in moto's answers, or made so by the proxy for moto 5.1). */
+  private readonly ipv6OnlySubnets = new Set<string>();
+  /** The IPv6-only subnets moto itself does not know as such (moto 5.1): their answers are rewritten. */
+  private readonly emulatedIpv6Subnets = new Set<string>();
+  /** Instances that get an IPv6 address (IPV6_LOOPBACK). */
+  private readonly ipv6Instances = new Set<string>();
   private readonly sockets = new Set<Socket>();
   private pending = new Set<Promise<unknown>>();
 
@@ -284,6 +338,9 @@ export class Moto {
     this.addresses.clear();
     this.launchedAt.clear();
     this.tokens.clear();
+    this.ipv6OnlySubnets.clear();
+    this.emulatedIpv6Subnets.clear();
+    this.ipv6Instances.clear();
     this.nextHost = 2;
     this.bootDelayMs = this.opts.bootDelayMs ?? 0;
     this.standinsEnabled = this.opts.standins ?? true;
@@ -375,6 +432,72 @@ export class Moto {
     return { xml: out, found };
   }
 
+  /**
+   * moto 5.1 refused an IPv6-only CreateSubnet (no IPv4 block given): make the subnet in moto with a placeholder IPv4
+   * /28 from the top of the VPC's block (the highest one no other subnet uses) and remember to report it IPv6-only.
+   */
+  private async createIpv6OnlySubnet(req: IncomingMessage, params: URLSearchParams): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+    const xmlAnswer = (status: number, body: string) => ({ status, headers: { "content-type": "text/xml" }, body: Buffer.from(body) });
+    if (!params.get("Ipv6CidrBlock")) return xmlAnswer(400, ec2ErrorXml("MissingParameter", "Either 'ipv6CidrBlock' or 'ipv6IpamPoolId' should be provided."));
+    const describe = new URLSearchParams({ Action: "DescribeVpcs", Version: params.get("Version") ?? "2016-11-15", "VpcId.1": params.get("VpcId") ?? "" });
+    const vpcs = await this.forward(req, Buffer.from(describe.toString()));
+    if (vpcs.status !== 200) return vpcs;
+    const block = /<cidrBlock>(\d+\.\d+\.\d+\.\d+)\/(\d+)<\/cidrBlock>/.exec(vpcs.body.toString("utf8"));
+    if (!block) throw new Error(`moto 5.1 IPv6-only subnet: no IPv4 block in DescribeVpcs' answer: ${vpcs.body.toString("utf8").slice(0, 500)}`);
+    const size = 2 ** (32 - Number(block[2]));
+    for (let n = 1; n * 16 <= size && n <= 256; n++) {
+      const body = new URLSearchParams(params);
+      body.delete("Ipv6Native");
+      body.set("CidrBlock", `${intToIpv4(ipv4ToInt(block[1]) + size - n * 16)}/28`);
+      const made = await this.forward(req, Buffer.from(body.toString()));
+      const text = made.body.toString("utf8");
+      if (made.status === 400 && text.includes("<Code>InvalidSubnet.Conflict</Code>")) continue;
+      const id = /<subnetId>(subnet-[0-9a-f]+)<\/subnetId>/.exec(text)?.[1];
+      if (made.status === 200 && id) this.emulatedIpv6Subnets.add(id);
+      return made;
+    }
+    return xmlAnswer(400, ec2ErrorXml("InvalidSubnet.Conflict", "the test proxy found no free placeholder IPv4 /28 in the VPC"));
+  }
+
+  /** Subnet answers: the proxy's IPv6-only subnets reported as EC2 does; IPv6-only subnets noted. */
+  private ipv6Subnets(xml: string): string {
+    const each = (subnet: string) => {
+      const id = /<subnetId>(subnet-[0-9a-f]+)<\/subnetId>/.exec(subnet)?.[1] ?? "";
+      let out = subnet;
+      if (this.emulatedIpv6Subnets.has(id)) {
+        out = out
+          .replace(/<ipv6Native>false<\/ipv6Native>/, "<ipv6Native>true</ipv6Native>")
+          .replace(/<assignIpv6AddressOnCreation>false<\/assignIpv6AddressOnCreation>/, "<assignIpv6AddressOnCreation>true</assignIpv6AddressOnCreation>")
+          .replace(/<cidrBlock>[^<]*<\/cidrBlock>/, "");
+      }
+      if (/<ipv6Native>true<\/ipv6Native>/.test(out)) this.ipv6OnlySubnets.add(id);
+      return out;
+    };
+    const single = /<subnet>[\s\S]*<\/subnet>/.exec(xml);
+    if (single) return xml.replace(single[0], () => each(single[0]));
+    return mapItems(xml, "subnetSet", each);
+  }
+
+  /**
+   * Instance answers: each instance that asked for IPv6 (ipv6Instances) has IPV6_LOOPBACK as its `ipv6Address` and as
+   * the one address of its primary interface's `ipv6AddressesSet` (moto's own, if any, replaced), unless terminated.
+   */
+  private ipv6Addresses(xml: string): string {
+    if (!this.ipv6Instances.size) return xml;
+    return mapItems(xml, "instancesSet", (item) => {
+      const id = /<instanceId>(i-[0-9a-f]+)<\/instanceId>/.exec(item)?.[1] ?? "";
+      if (!this.ipv6Instances.has(id) || /<instanceState><code>\d+<\/code><name>terminated<\/name>/.test(item)) return item;
+      const set = `<ipv6AddressesSet><item><ipv6Address>${IPV6_LOOPBACK}</ipv6Address><isPrimaryIpv6>false</isPrimaryIpv6></item></ipv6AddressesSet>`;
+      const withNic = mapItems(item.replace(/^<item>/, ""), "networkInterfaceSet", (nic) => {
+        if (!/<deviceIndex>0<\/deviceIndex>/.test(nic)) return nic;
+        return `<item>${set}${nic.slice("<item>".length).replace(/<ipv6AddressesSet\/>|<ipv6AddressesSet>[\s\S]*?<\/ipv6AddressesSet>/, "")}`;
+      });
+      // The instance's own <ipv6Address> (the interface's ones are inside ipv6AddressesSet, already replaced).
+      const own = withNic.replace(/<ipv6AddressesSet>[\s\S]*?<\/ipv6AddressesSet>/g, "").match(/<ipv6Address>[^<]*<\/ipv6Address>/);
+      return `<item><ipv6Address>${IPV6_LOOPBACK}</ipv6Address>${own ? withNic.replace(own[0], "") : withNic}`;
+    });
+  }
+
   /** Instances younger than bootDelayMs report `pending`. */
   private gateBoot(xml: string): string {
     if (!this.bootDelayMs) return xml;
@@ -436,21 +559,42 @@ export class Moto {
     } else {
       upstream = await this.forward(req, raw);
     }
+    // moto 5.1 cannot make an IPv6-only subnet (it insists on an IPv4 block): the proxy makes one (see above).
+    if (
+      action === "CreateSubnet" &&
+      upstream.status === 400 &&
+      params.get("Ipv6Native")?.toLowerCase() === "true" &&
+      !params.get("CidrBlock") &&
+      /parameter cidrBlock is invalid/.test(upstream.body.toString("utf8"))
+    ) {
+      upstream = await this.createIpv6OnlySubnet(req, params);
+    }
 
     let text = upstream.body.toString("utf8");
     // moto 5.2 renders a subnet's IPv6 block state as a Python dict ("{'State': 'associated'}"); EC2 says "associated".
     if (action === "DescribeSubnets" || action === "CreateSubnet") text = text.replace(/<state>\{'State': '(\w+)'\}<\/state>/g, "<state>$1</state>");
+    if (upstream.status === 200 && (action === "DescribeSubnets" || action === "CreateSubnet")) text = this.ipv6Subnets(text);
     if (upstream.status === 200 && (action === "RunInstances" || action === "DescribeInstances")) {
       if (action === "RunInstances" && !remembered) {
         if (token) this.tokens.set(token, upstream.body);
         const ids = [...text.matchAll(/<instanceId>(i-[0-9a-f]+)<\/instanceId>/g)].map((m) => m[1]);
         for (const id of ids) this.launchedAt.set(id, Date.now());
+        // EC2 gives an IPv6 address for Ipv6AddressCount, and always in an IPv6-only subnet.
+        const count = Number(params.get("NetworkInterface.1.Ipv6AddressCount") ?? params.get("Ipv6AddressCount") ?? 0);
+        const subnet = params.get("NetworkInterface.1.SubnetId") ?? params.get("SubnetId") ?? "";
+        if (count > 0 || this.ipv6OnlySubnets.has(subnet)) for (const id of ids) this.ipv6Instances.add(id);
       }
       const { xml, found } = this.rewriteAddresses(text);
-      text = action === "DescribeInstances" ? this.gateBoot(xml) : xml;
+      text = this.ipv6Addresses(action === "DescribeInstances" ? this.gateBoot(xml) : xml);
       for (const [id, ip] of found) this.addresses.set(id, ip);
       if (action === "RunInstances" && !remembered) {
-        for (const [id, ip] of found) {
+        // Without a public IPv4, spuff connects to the IPv6 address: the stand-in listens there.
+        const launched = new Map(found);
+        for (const m of text.matchAll(/<instanceId>(i-[0-9a-f]+)<\/instanceId>/g)) {
+          if (!launched.has(m[1]) && this.ipv6Instances.has(m[1])) launched.set(m[1], IPV6_LOOPBACK);
+        }
+        for (const [id, ip] of launched) {
+          this.addresses.set(id, ip);
           this.events.emit("instance-launched", { id, ip });
           const userData = decodeUserData(params.get("UserData"));
           if (this.standinsEnabled && userData?.startsWith("#cloud-config")) {

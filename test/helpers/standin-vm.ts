@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -10,6 +9,11 @@ import { parse } from "yaml";
  * It "boots" from the user-data spuff sent: it serves the host key spuff pinned in `ssh_keys` and authorises the keys
  * of the first user in `users`, so spuff's host-key pinning and per-VM key are exercised for real. It listens on the
  * address the fake handed out (a loopback address, port 22 — tests run in their own network namespace as root).
+ * IPv6 loopback is only ::1, which the Hetzner and AWS fakes both hand out to IPv6-only machines: while another
+ * stand-in (of a test file running in parallel) holds the address, a start waits for it to be released (up to
+ * `waitForAddressMs`) instead of failing; neither fake lets spuff connect before its own stand-in runs (the moto proxy
+ * answers RunInstances after starting it, the Hetzner fake reports the server running after it), so spuff never meets
+ * another test's sshd there.
  * The VM's cloud-init is stood in by a `cloud-init` program on the session PATH that reports `status: done`; the real
  * cloud-init run is proven by the QEMU end-to-end test.
  */
@@ -32,26 +36,7 @@ export function parseUserData(userData: string | Buffer): CloudConfig {
   return parse(text) as CloudConfig;
 }
 
-function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const sock = createConnection({ host, port });
-      sock.once("connect", () => {
-        sock.destroy();
-        resolve();
-      });
-      sock.once("error", () => {
-        sock.destroy();
-        if (Date.now() > deadline) reject(new Error(`sshd on ${host}:${port} did not start`));
-        else setTimeout(attempt, 50);
-      });
-    };
-    attempt();
-  });
-}
-
-export async function startStandinVm(userData: string | Buffer, host: string, port = 22): Promise<StandinVm> {
+export async function startStandinVm(userData: string | Buffer, host: string, port = 22, waitForAddressMs = 90_000): Promise<StandinVm> {
   const cfg = parseUserData(userData);
   const hostKey = cfg.ssh_keys?.ed25519_private;
   if (!hostKey) throw new Error("user-data has no ssh_keys.ed25519_private");
@@ -78,36 +63,61 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
       "KbdInteractiveAuthentication no",
       "AllowAgentForwarding yes",
       `SetEnv PATH=${bin}:/usr/local/bin:/usr/bin:/bin`,
-      "LogLevel ERROR",
+      // VERBOSE for sshd's "Server listening on ..." line: proof that this sshd (not another one) holds the address.
+      "LogLevel VERBOSE",
     ].join("\n"),
   );
   mkdirSync("/run/sshd", { recursive: true });
-  const child: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<never>((_, reject) => {
-    child.once("exit", (code) => reject(new Error(`stand-in sshd exited (${code}): ${stderr.trim()}`)));
-    // No sshd at all: say so (test/setup.d/10-base.sh installs openssh-server).
-    child.once("error", (err) => reject(new Error(`cannot start the stand-in sshd (/usr/sbin/sshd): ${err.message}; run \`bash test/setup.sh\``)));
-  });
-  await Promise.race([waitForPort(host, port, 10_000), exited]);
-  exited.catch(() => {});
-  return {
-    host,
-    port,
-    pid: child.pid ?? 0,
-    user: firstUser.name,
-    async stop() {
-      if (child.exitCode === null) {
-        const gone = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await gone;
+  const deadline = Date.now() + waitForAddressMs;
+  for (;;) {
+    const child: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    const listening = new Promise<void>((resolve) => {
+      child.stderr?.on("data", (d: Buffer) => {
+        stderr = (stderr + d.toString()).slice(-20_000);
+        if (/Server listening on /.test(stderr)) resolve();
+      });
+    });
+    const exited = new Promise<never>((_, reject) => {
+      child.once("exit", (code) => reject(new Error(`stand-in sshd exited (${code}): ${stderr.trim()}`)));
+      // No sshd at all: say so (test/setup.d/10-base.sh installs openssh-server).
+      child.once("error", (err) => reject(new Error(`cannot start the stand-in sshd (/usr/sbin/sshd): ${err.message}; run \`bash test/setup.sh\``)));
+    });
+    exited.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const slow = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`sshd on ${host}:${port} did not start: ${stderr.trim()}`)), 10_000);
+    });
+    try {
+      await Promise.race([listening, exited, slow]);
+    } catch (err) {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      if (/Address already in use/.test(stderr) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
       }
       rmSync(dir, { recursive: true, force: true });
-    },
-  };
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    return {
+      host,
+      port,
+      pid: child.pid ?? 0,
+      user: firstUser.name,
+      async stop() {
+        if (child.exitCode === null && child.signalCode === null) {
+          const gone = new Promise((r) => child.once("exit", r));
+          child.kill("SIGTERM");
+          await gone;
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
 }
 
 /**
