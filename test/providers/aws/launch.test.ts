@@ -158,8 +158,9 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     const [i] = await h.live();
     expect(i).toMatchObject({ SubnetId: subnet, VpcId: vpc });
     expect(runParams().get("NetworkInterface.1.Ipv6AddressCount")).toBe("1");
-    // moto 5.2 assigns the address (5.1 ignores Ipv6AddressCount; the request is what spuff controls).
-    if (i.NetworkInterfaces?.[0].Ipv6Addresses?.length) expect(i.NetworkInterfaces[0].Ipv6Addresses).toHaveLength(1);
+    // The proxy reports the IPv6 address moto does not assign (::1) besides the public IPv4: spuff prefers the IPv4.
+    const status = await h.spuff(["status", "six", "--json"]);
+    expect(JSON.parse(status.stdout).address).toMatch(/^127\.0\.82\.\d+:22$/);
     const [sg] = (await h.ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: "group-name", Values: ["spuff-testowner0001"] }] }))).SecurityGroups ?? [];
     expect(sg.VpcId).toBe(vpc);
     expect(sg.IpPermissions?.map((r) => [r.FromPort, r.IpRanges?.map((x) => x.CidrIp), r.Ipv6Ranges?.map((x) => x.CidrIpv6)])).toEqual([
