@@ -82,15 +82,18 @@ export async function startSshd(opts: { authorizedKeys: string[]; host?: string;
     pid: child.pid ?? 0,
     hostKey,
     dir,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await gone;
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => stopSshd(child, dir),
   };
+}
+
+/** Stops an sshd started by a test (unless it already ended) and removes its directory. */
+export async function stopSshd(child: ChildProcess, dir: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const gone = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await gone;
+  }
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /** A real ssh-agent on a temp socket holding freshly generated keys. */

@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { stopSshd } from "./sshd.js";
 
 /**
  * A real OpenSSH sshd standing in for a cloud VM in provider tests (the Hetzner fake and moto create no machines).
@@ -108,14 +109,7 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
       port,
       pid: child.pid ?? 0,
       user: firstUser.name,
-      async stop() {
-        if (child.exitCode === null && child.signalCode === null) {
-          const gone = new Promise((r) => child.once("exit", r));
-          child.kill("SIGTERM");
-          await gone;
-        }
-        rmSync(dir, { recursive: true, force: true });
-      },
+      stop: () => stopSshd(child, dir),
     };
   }
 }
