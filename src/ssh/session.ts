@@ -57,19 +57,20 @@ function startForwards(client: Client, forwards: Forward[]): Promise<Server[]> {
  * retried. Ctrl-C (SIGINT) while waiting to reconnect gives up with the original error.
  */
 export async function runSessionWithReconnect(o: SessionOptions, early?: EarlyConnection): Promise<number> {
-  for (let first = early; ; first = undefined) {
+  for (let next = early; ; ) {
     try {
-      return await runSession(o, first);
+      return await runSession(o, next);
     } catch (err) {
       if (!o.reconnect || !(err instanceof ConnectionLost)) throw err;
       o.status(`spuff: connection to ${o.target.name} lost; reconnecting (Ctrl-C gives up)…`);
-      await reconnectWait(o, err);
+      next = await reconnectWait(o, err);
       o.status(`spuff: reconnected to ${o.target.name}`);
     }
   }
 }
 
-async function reconnectWait(o: SessionOptions, lost: ConnectionLost): Promise<void> {
+/** Retries the connection with backoff; the one that succeeds carries the resumed session (no second handshake). */
+async function reconnectWait(o: SessionOptions, lost: ConnectionLost): Promise<EarlyConnection> {
   const ac = new AbortController();
   const onInt = () => ac.abort();
   process.once("SIGINT", onInt);
@@ -84,10 +85,10 @@ async function reconnectWait(o: SessionOptions, lost: ConnectionLost): Promise<v
         });
       });
       if (ac.signal.aborted) throw lost;
+      const conn = connectEarly(o.target, Boolean(o.agent), undefined, { readyTimeout: 10_000, signal: ac.signal });
       try {
-        const probe = await connect(o.target, { readyTimeout: 10_000 }, ac.signal);
-        probe.end();
-        return;
+        await conn.client;
+        return conn;
       } catch (err) {
         if (ac.signal.aborted || err instanceof UserError) throw ac.signal.aborted ? lost : err;
         if (Date.now() > deadline) throw lost;
@@ -112,9 +113,18 @@ export interface EarlyConnection {
  * Starts connecting to `target` at once, so that what the session still has to settle (the config, the agent's
  * preflight) runs while sshd works on the key exchange and the login. Nothing is forwarded before `runSession`.
  */
-export function connectEarly(target: VmTarget, forwardAgent: boolean, dialed?: Dialed): EarlyConnection {
+export function connectEarly(
+  target: VmTarget,
+  forwardAgent: boolean,
+  dialed?: Dialed,
+  opts: { readyTimeout?: number; signal?: AbortSignal } = {},
+): EarlyConnection {
   const agent = forwardAgent ? new GuardedAgent() : undefined;
   const ac = new AbortController();
+  if (opts.signal) {
+    if (opts.signal.aborted) ac.abort(opts.signal.reason);
+    else opts.signal.addEventListener("abort", () => ac.abort(opts.signal?.reason), { once: true });
+  }
   const failed = dialed?.failure();
   const client = failed
     ? Promise.reject(unreachable(target, Object.assign(failed, { level: "client-socket" })))
@@ -125,6 +135,7 @@ export function connectEarly(target: VmTarget, forwardAgent: boolean, dialed?: D
         authHandler: ["publickey"] as never,
         keepaliveInterval: 30_000,
         keepaliveCountMax: 3,
+        ...(opts.readyTimeout ? { readyTimeout: opts.readyTimeout } : {}),
       }, ac.signal);
   // A failure is reported where the session awaits the client; until then it must not count as unhandled.
   client.catch(() => {});
