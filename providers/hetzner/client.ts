@@ -360,11 +360,12 @@ export class HetznerClient {
 }
 
 /**
- * The wait before poll `i` (0-based) of an action or a server's status: a fifth of the poll interval, doubling, up to
- * 2 s (or the interval, when longer). Quick first looks keep fast operations fast; a 10 s create costs ~8 requests.
+ * The wait before poll `i` (0-based) of an action or a server's status: a twentieth of the poll interval (25 ms by
+ * default), doubling, up to 2 s (or the interval, when longer). Quick first looks keep fast operations fast (many
+ * actions finish within a few hundred milliseconds); a 10 s create costs ~11 requests.
  */
 export function pollDelay(i: number, pollMs: number): number {
-  return Math.min(Math.max(2000, pollMs), Math.max(10, pollMs / 5) * 2 ** i);
+  return Math.min(Math.max(2000, pollMs), Math.max(10, pollMs / 20) * 2 ** i);
 }
 
 /** Milliseconds until `RateLimit-Reset` (Unix seconds), or the poll fallback of 1 s when absent. */

@@ -166,7 +166,7 @@ describe("hetzner response reading", () => {
   });
 
   it("polls quickly at first, then backs off to 2 s", () => {
-    expect([0, 1, 2, 3, 4, 5, 9].map((i) => pollDelay(i, 500))).toEqual([100, 200, 400, 800, 1600, 2000, 2000]);
+    expect([0, 1, 2, 3, 4, 5, 9].map((i) => pollDelay(i, 500))).toEqual([25, 50, 100, 200, 400, 800, 2000]);
     expect(pollDelay(0, 20)).toBe(10);
     expect(pollDelay(9, 5000)).toBe(5000);
   });
