@@ -169,18 +169,11 @@ export class GuardedAgent extends BaseAgent {
   /** Comments of the real agent's keys, by fingerprint, from the last identities answer (for the log). */
   private readonly comments = new Map<string, string>();
 
-  private socket = "";
-  private policy?: AgentPolicy;
-
-  /** Without a socket and policy, the guard refuses every request until `arm()` gives it them. */
-  constructor(socket?: string, policy?: AgentPolicy) {
-    super();
-    if (socket !== undefined && policy) this.arm(socket, policy);
-  }
+  /** The real agent's socket and the policy; until `arm()` gives them, every request is refused. */
+  private armed?: { socket: string; policy: AgentPolicy };
 
   arm(socket: string, policy: AgentPolicy): void {
-    this.socket = socket;
-    this.policy = policy;
+    this.armed = { socket, policy };
   }
 
   private log(policy: AgentPolicy, d: SignDecision): void {
@@ -195,11 +188,11 @@ export class GuardedAgent extends BaseAgent {
 
   /** Answers one request from the VM. */
   async handle(msg: Buffer): Promise<Buffer> {
-    const policy = this.policy;
-    if (!policy) return FAILURE;
+    if (!this.armed) return FAILURE;
+    const { socket, policy } = this.armed;
     const type = msg[0];
     if (type === AGENTC_REQUEST_IDENTITIES) {
-      const reply = await askRealAgent(this.socket, msg).catch(() => FAILURE);
+      const reply = await askRealAgent(socket, msg).catch(() => FAILURE);
       if (reply[0] !== AGENT_IDENTITIES_ANSWER) return FAILURE;
       const r = new Reader(reply, 1);
       const n = r.uint32() ?? 0;
@@ -250,7 +243,7 @@ export class GuardedAgent extends BaseAgent {
       }
       let reply: Buffer;
       try {
-        reply = await askRealAgent(this.socket, msg);
+        reply = await askRealAgent(socket, msg);
       } catch (err) {
         this.log(policy, { ...decision, reason: `the local agent failed: ${(err as Error).message}` });
         return FAILURE;

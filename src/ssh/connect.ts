@@ -59,7 +59,10 @@ export function hostKeyMismatchError(target: VmTarget, seen: string): HostKeyMis
   );
 }
 
-/** A socket-level failure (refused, unreachable, timed out) as an error that says where and what to check. */
+/**
+ * A socket-level failure (refused, unreachable, timed out) as an error that says where and what to check. ssh2 tags
+ * its errors with a `level`; an error without one is the dialed socket's own, before ssh2 took it over.
+ */
 export function unreachable(target: VmTarget, err: Error & { level?: string; code?: string }): Error {
   if (err.level !== undefined && err.level !== "client-socket" && err.level !== "client-timeout") return err;
   const what = err.level === "client-timeout" ? "did not complete the SSH handshake in time" : err.code ?? err.message;

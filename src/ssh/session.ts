@@ -127,7 +127,7 @@ export function connectEarly(
   }
   const failed = dialed?.failure();
   const client = failed
-    ? Promise.reject(unreachable(target, Object.assign(failed, { level: "client-socket" })))
+    ? Promise.reject(unreachable(target, failed))
     : connect(target, {
         ...(dialed ? { sock: dialed.sock } : {}),
         ...(agent ? { agent: agent as never, agentForward: true } : {}),
