@@ -31,6 +31,13 @@ export interface GlobalOptions {
 /** Per-invocation runtime: I/O, global flags, config, state and providers, each loaded once and only when asked. */
 export class App {
   globals: GlobalOptions = {};
+  /**
+   * What this command does with a project spuff.yaml the user has not trusted (set per command in main.ts; see
+   * docs/adr/0006-project-config-trust.md): "refuse" stops before anything of it is used (asking first in a
+   * terminal), "ignore" leaves it out with a warning, "unused" means the command reads no config.
+   */
+  untrustedProject: "refuse" | "ignore" | "unused" = "refuse";
+  private reviewed = false;
   private loaded?: LoadedConfig;
   private providers = new Map<string, Promise<Provider>>();
   private loader?: typeof import("../config/load.js");
@@ -82,6 +89,11 @@ export class App {
    */
   async prepare(): Promise<void> {
     this.loader ??= await import("../config/load.js");
+    if (this.untrustedProject === "refuse" && this.interactive && !this.globals.config && !this.reviewed) {
+      this.reviewed = true;
+      const { reviewProjectFile } = await import("./commands/trust.js");
+      await reviewProjectFile(this);
+    }
   }
 
   loadedConfig(): LoadedConfig {
@@ -92,6 +104,7 @@ export class App {
         cwd: this.io.cwd,
         configFile: this.globals.config,
         provider: this.globals.provider,
+        untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse",
       });
       for (const w of this.loaded.warnings) this.warn(w);
     }

@@ -22,6 +22,36 @@ Docs: README.md, docs/config.md, docs/json.md`;
 /** Commands that call `app.prepare()` themselves: `ssh` loads the config while its connection is being set up. */
 const LOADS_CONFIG_ITSELF = new Set(["ssh"]);
 
+/**
+ * What a command does with a project spuff.yaml the user has not trusted (docs/adr/0006-project-config-trust.md).
+ * Not listed: "refuse" (stop before anything is created; in a terminal, show the file and ask). "ignore": the command
+ * works on VMs that already exist, which a project file cannot configure, so it leaves the file out with a warning.
+ * "unused": the command reads no config.
+ */
+const UNTRUSTED_PROJECT: Record<string, "ignore" | "unused" | ((args: unknown[]) => "refuse" | "unused")> = {
+  ls: "ignore",
+  status: "ignore",
+  down: "ignore",
+  extend: "ignore",
+  reap: "ignore",
+  ssh: "ignore",
+  "ssh-config": "ignore",
+  doctor: "ignore",
+  "image pull": "ignore",
+  "image build": "ignore",
+  trust: "unused",
+  "config init": "unused",
+  "config path": "unused",
+  // `config validate FILE` checks that file as it is (a spuff.yaml by a project file's rules) and uses none of it.
+  "config validate": (args) => (args[0] === undefined ? "refuse" : "unused"),
+};
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(" ");
+}
+
 export function buildProgram(app: App): Command {
   const program = new Command("spuff")
     .description("Ephemeral development VMs with pinned host keys and a guarded, forwarded SSH agent")
@@ -40,6 +70,8 @@ export function buildProgram(app: App): Command {
     .exitOverride();
   program.hook("preAction", async (_this, action) => {
     app.globals = action.optsWithGlobals();
+    const policy = UNTRUSTED_PROJECT[commandPath(action)] ?? "refuse";
+    app.untrustedProject = typeof policy === "function" ? policy(action.processedArgs) : policy;
     if (!LOADS_CONFIG_ITSELF.has(action.name())) await app.prepare();
   });
   for (const register of commands) register(program, app);

@@ -1,10 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
-import { runCli, tempHome } from "../helpers/cli.js";
+import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
 
 // The end-to-end proof on a real VM: QEMU (TCG here), the rendered cloud-init, pinned host keys both ways, a private
@@ -29,7 +29,7 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
       ssh: { allowed_keys: [agent.keys[0].fingerprint] },
       git_hosts: [{ host: "githost.test", address: "10.0.2.100", port: 22, host_keys: [git.hostKey] }],
     };
-    writeFileSync(join(t.home, "spuff.yaml"), stringify(config));
+    writeUserConfig(t.env, stringify(config));
     env = { ...t.env, SPUFF_CACHE_DIR: cacheDir, SSH_AUTH_SOCK: agent.socket };
   });
 

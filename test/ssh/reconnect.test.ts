@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { StateStore } from "../../src/core/state.js";
-import { tempHome } from "../helpers/cli.js";
+import { tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Sshd, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
@@ -66,7 +66,7 @@ describe("spuff ssh reconnects after the connection drops", () => {
       { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: vm.hostKey, endpoint: { host: "127.0.0.1", port: relay.port } },
       { private: clientKey.private, public: clientKey.public.trim() },
     );
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n");
   });
 
   afterAll(async () => {

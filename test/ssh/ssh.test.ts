@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { GuardedAgent, parseUserAuthRequest } from "../../src/ssh/agent.js";
 import { identityAgentFor } from "../../src/ssh/openssh-config.js";
-import { BIN, runCli, tempHome } from "../helpers/cli.js";
+import { BIN, runCli, tempHome, userConfigFile, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
@@ -36,7 +36,7 @@ describe("spuff ssh", () => {
     // A second record whose pinned key is wrong: as if the VM was replaced behind the same address.
     const other = ed25519KeyPair().public.trim().split(" ").slice(0, 2).join(" ");
     await store.save({ ...record, name: "mitm", hostKey: other }, { private: clientKey.private, public: clientKey.public.trim() });
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
     env = { ...t.env, SSH_AUTH_SOCK: agent.socket };
     // On the "VM" (this machine, user spuff-test), git reaches the git server by name with its key pinned.
     const home = "/home/spuff-test";
@@ -98,11 +98,11 @@ describe("spuff ssh", () => {
     const all = await spuff(["ssh", "box", "--", "ssh-add", "-l"]);
     expect(all.stdout).toContain(agent.keys[0].fingerprint);
     expect(all.stdout).toContain(agent.keys[1].fingerprint);
-    writeFileSync(join(t.home, "spuff.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
+    writeUserConfig(t.env, `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
     const one = await spuff(["ssh", "box", "--", "ssh-add", "-l"]);
     expect(one.stdout).not.toContain(agent.keys[0].fingerprint);
     expect(one.stdout).toContain(agent.keys[1].fingerprint);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
   });
 
   it("git clone from a loopback git server works through the guarded agent, and is logged", async () => {
@@ -122,7 +122,7 @@ describe("spuff ssh", () => {
   });
 
   it("with ssh.confirm each signature is asked through SSH_ASKPASS; a no declines it", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n  confirm: true\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n  confirm: true\n");
     const askpass = join(t.home, "askpass");
     const asked = join(t.home, "asked");
     writeFileSync(askpass, `#!/bin/sh\necho "$SSH_ASKPASS_PROMPT|$1" >> ${asked}\nexit "$(cat ${t.home}/answer)"\n`, { mode: 0o755 });
@@ -135,7 +135,7 @@ describe("spuff ssh", () => {
     const yes = await clone("c2");
     expect(yes.stdout).toBe("private\n");
     expect(readFileSync(asked, "utf8")).toContain(`confirm|spuff: allow box to sign a login as "git" with work-key?`);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
   });
 
   it("with --no-agent the clone fails and spuff says why", async () => {
@@ -208,9 +208,9 @@ describe("spuff ssh", () => {
   });
 
   it("doctor passes every check when the agent, the VM and the git host are right", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\ngit_hosts:\n  - host: githost.test\n    address: 127.0.0.1\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\ngit_hosts:\n  - host: githost.test\n    address: 127.0.0.1\n");
     const r = await spuff(["--json", "doctor", "box"]);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
     const checks = JSON.parse(r.stdout);
     expect(checks.map((c: { check: string; ok: boolean }) => [c.check, c.ok])).toEqual([
       ["local agent", true],
@@ -230,13 +230,13 @@ describe("spuff ssh", () => {
     expect(mitm.stdout).toMatch(/git login to githost.test\s+FAIL\s+skipped: no verified connection/);
 
     // Only the second agent key is allowed: the git server knows only the first.
-    writeFileSync(join(t.home, "spuff.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
+    writeUserConfig(t.env, `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
     const denied = await spuff(["doctor", "box", "--git-host", "githost.test"]);
     expect(denied.code).toBe(2);
     expect(denied.stdout).toMatch(/git login to githost.test\s+FAIL\s+.*Permission denied \(publickey\)/);
     expect(denied.stdout).toContain(`hint (git login to githost.test): githost.test accepted none of the offered keys (${agent.keys[1].fingerprint})`);
 
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
     const known = "/home/spuff-test/.ssh/known_hosts";
     const saved = readFileSync(known, "utf8");
     writeFileSync(known, "");
@@ -346,9 +346,9 @@ describe("agent preflight", () => {
   });
 
   it("ssh.agent_socket in config wins, with ~ expanded", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  agent_socket: ~/configured.sock\n");
+    writeUserConfig(t.env, "ssh:\n  agent_socket: ~/configured.sock\n");
     const r = await run({ SSH_AUTH_SOCK: "/nonexistent" });
-    rmSync(join(t.home, "spuff.yaml"));
+    rmSync(userConfigFile(t.env));
     expect(r.stderr).toContain(`${t.home}/configured.sock (from ssh.agent_socket) does not exist`);
   });
 });

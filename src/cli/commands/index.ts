@@ -10,6 +10,7 @@ import * as reap from "./reap.js";
 import * as ssh from "./ssh.js";
 import * as sshConfig from "./ssh-config.js";
 import * as status from "./status.js";
+import * as trust from "./trust.js";
 import * as up from "./up.js";
 
 /** Every command, in `--help` order. Each file registers one command (or one group). */
@@ -22,6 +23,7 @@ export const commands: ((program: Command, app: App) => void)[] = [
   extend.register,
   reap.register,
   config.register,
+  trust.register,
   sshConfig.register,
   doctor.register,
   image.register,
