@@ -58,7 +58,8 @@ export async function reviewProjectFile(app: App): Promise<void> {
   // Problems (including keys a project file may not set) are reported as such: trusting would not make it usable.
   const parsed = parseConfigFile(project.path, project.bytes, "project", env);
   const before = loadConfig({ env, cwd: app.io.cwd, provider: app.globals.provider, untrusted: "ignore" }).config;
-  const changes = leafPaths(parsed.data).map((p) => {
+  const line = (p: string) => parsed.positions.get(p)?.line ?? 0;
+  const changes = leafPaths(parsed.data).sort((a, b) => line(a) - line(b)).map((p) => {
     const now = at(before, p);
     const next = at(parsed.data, p);
     const same = JSON.stringify(now) === JSON.stringify(next);
