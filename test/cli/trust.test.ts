@@ -6,6 +6,7 @@ import { main } from "../../src/cli/main.js";
 import { decodeUserData } from "../fakes/hetzner/fake.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
 import { runCli, tempHome } from "../helpers/cli.js";
+import { servicesFor } from "../tui/helpers.js";
 
 // A project's spuff.yaml is untrusted input (docs/adr/0006-project-config-trust.md): the attacks below are what a
 // cloned repository's file could do before; each test runs the real CLI against the Hetzner fake or real files.
@@ -191,6 +192,14 @@ describe("spuff trust", () => {
     const none = await runCli(["trust"], { env: t.env, cwd: join(t.home, "real", "..", "..") });
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/error: no spuff\.yaml in .* or any parent directory/);
+  });
+
+  it("the TUI's services (the wizard's create) stop on an untrusted project file too", async () => {
+    mkdirSync(join(t.home, "w"));
+    writeFileSync(join(t.home, "w", "spuff.yaml"), SECRET_SETUP);
+    const services = await servicesFor(t.env, join(t.home, "w"));
+    await expect(services.providers()).rejects.toThrow(`${join(t.home, "w", "spuff.yaml")} is a project config you have not trusted`);
+    expect(() => services.ttl()).toThrow(/not trusted/);
   });
 
   it("config init --project writes a file that is trusted until its first edit", async () => {
