@@ -184,6 +184,8 @@ describe("spuff trust", () => {
     expect(JSON.parse(show.stdout).config.idle.ttl).toBe("4h");
     expect(JSON.parse(show.stdout).origins["idle.ttl"]).toEqual({ source: "project", file: join(t.home, "real", "spuff.yaml"), line: 2, col: 3, trusted: true });
     expect((await runCli(["trust", join(t.home, "real")], { env: t.env })).stdout).toMatch(/is already trusted \(since /);
+    const path = await runCli(["--json", "config", "path"], { env: t.env, cwd: join(t.home, "link") });
+    expect(JSON.parse(path.stdout)[1]).toEqual({ kind: "project", path: join(t.home, "real", "spuff.yaml"), exists: true, trusted: true });
 
     writeFileSync(join(t.home, "other.yaml"), "idle:\n  ttl: 4h\n");
     const other = await runCli(["trust", join(t.home, "other.yaml")], { env: t.env });

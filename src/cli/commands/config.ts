@@ -52,24 +52,33 @@ Examples:
         await new TrustStore(stateDir(app.io.env)).trust(canonicalPath(target), sha256(text));
       }
       if (app.json) app.printJson({ path: target });
-      else app.out(`wrote ${target}`);
+      else app.out(`wrote ${target}${opts.project ? " (trusted as written; after you edit it, `spuff trust` it)" : ""}`);
     });
 
   config
     .command("path")
     .description("print the config files spuff reads, in precedence order")
     .action(async () => {
-      const { findProjectConfig, userConfigPath } = await import("../../config/load.js");
+      const { findProjectConfig, readProjectFile, userConfigPath } = await import("../../config/load.js");
       const user = userConfigPath(app.io.env);
-      const project = findProjectConfig(app.io.cwd);
+      const found = findProjectConfig(app.io.cwd);
+      let project: { kind: string; path: string; exists: boolean; trusted: boolean } | undefined;
+      if (found) {
+        const { TrustStore } = await import("../../core/trust.js");
+        const { stateDir } = await import("../../core/state.js");
+        const p = readProjectFile(found);
+        project = { kind: "project", path: p.path, exists: true, trusted: new TrustStore(stateDir(app.io.env)).status(p.path, p.sha256) === "trusted" };
+      }
       const files = app.globals.config
         ? [{ kind: "--config", path: app.globals.config, exists: existsSync(app.globals.config) }]
-        : [
-            { kind: "user", path: user, exists: existsSync(user) },
-            ...(project ? [{ kind: "project", path: project, exists: true }] : []),
-          ];
+        : [{ kind: "user", path: user, exists: existsSync(user) }, ...(project ? [project] : [])];
       if (app.json) app.printJson(files);
-      else for (const f of files) app.out(`${f.kind.padEnd(8)} ${f.path}${f.exists ? "" : " (not present)"}`);
+      else {
+        for (const f of files) {
+          const trust = "trusted" in f ? (f.trusted ? " (trusted)" : ` (not trusted: spuff trust ${f.path})`) : "";
+          app.out(`${f.kind.padEnd(8)} ${f.path}${f.exists ? "" : " (not present)"}${trust}`);
+        }
+      }
     });
 
   config
