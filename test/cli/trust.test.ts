@@ -204,6 +204,19 @@ describe("spuff trust", () => {
     expect(() => services.ttl()).toThrow(/not trusted/);
   });
 
+  it("config validate ./spuff.yaml checks it by a project file's rules without trusting or expanding it", async () => {
+    mkdirSync(join(t.home, "v"));
+    writeFileSync(join(t.home, "v", "spuff.yaml"), ATTACK);
+    const bad = await runCli(["config", "validate", "spuff.yaml"], { env: { ...t.env, HCLOUD_TOKEN: "tok-secret-123" }, cwd: join(t.home, "v") });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`${join(t.home, "v", "spuff.yaml")}:3:3: ssh.public_keys: not allowed in a project file`);
+    expect(bad.stdout + bad.stderr).not.toContain("tok-secret-123");
+    writeFileSync(join(t.home, "v", "spuff.yaml"), SECRET_SETUP);
+    const good = await runCli(["config", "validate", "spuff.yaml"], { env: t.env, cwd: join(t.home, "v") });
+    expect(good).toEqual({ code: 0, stdout: "spuff.yaml: valid (as a project file)\n", stderr: "" });
+    expect(existsSync(join(t.env.XDG_STATE_HOME as string, "spuff", "trusted-projects.json"))).toBe(false);
+  });
+
   it("config init --project writes a file that is trusted until its first edit", async () => {
     mkdirSync(join(t.home, "p"));
     const init = await runCli(["config", "init", "--project"], { env: t.env, cwd: join(t.home, "p") });

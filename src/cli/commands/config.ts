@@ -138,10 +138,10 @@ Examples:
     .action(async (file?: string) => {
       if (file) {
         const { loadFile } = await import("../../config/load.js");
-        const { basename } = await import("node:path");
+        const { basename, resolve } = await import("node:path");
         const kind = basename(file) === "spuff.yaml" ? "project" : "config";
         const warnings: string[] = [];
-        loadFile(file, app.io.env, warnings, kind);
+        loadFile(resolve(app.io.cwd, file), app.io.env, warnings, kind);
         for (const w of warnings) app.warn(w);
         if (app.json) app.printJson({ valid: true, files: [{ kind, path: file }] });
         else app.out(`${file}: valid (${kind === "project" ? "as a project file" : "as your own config"})`);
