@@ -280,8 +280,8 @@ export class GuardedAgent extends BaseAgent {
     if (!b) problem = "a malformed session-bind";
     else {
       fp = fingerprintOf(b.hostKey);
-      const v = verifySshSignature(b.hostKey, b.signature, b.sessionId);
-      if (b.sessionId.length === 0 || b.sessionId.length > MAX_SESSION_ID) problem = `a session id of ${b.sessionId.length} bytes`;
+      const v = b.sessionId.length === 0 || b.sessionId.length > MAX_SESSION_ID ? undefined : verifySshSignature(b.hostKey, b.signature, b.sessionId);
+      if (!v) problem = `a session id of ${b.sessionId.length} bytes`;
       else if (!v.ok) problem = `a session-bind for ${fp} whose signature is wrong: ${v.reason}`;
       else if (conn.binds.some((x) => !x.forwarding)) problem = "a second session-bind after one for a login";
       else if (conn.binds.some((x) => x.sessionId.equals(b.sessionId) && !x.hostKey.equals(b.hostKey))) problem = "a session id bound before to another host key";
@@ -316,7 +316,8 @@ export class GuardedAgent extends BaseAgent {
     const key = fingerprintOf(blob);
     const last = conn.binds.at(-1);
     const dest = last && !last.forwarding ? last : undefined;
-    const pins = (policy.gitHosts ?? (defaultPins ??= shippedGitHosts())).filter((p) => dest && p.fingerprints.includes(dest.fingerprint));
+    const known = policy.gitHosts ?? (defaultPins ??= shippedGitHosts());
+    const pins = known.filter((p) => dest && p.fingerprints.includes(dest.fingerprint));
     const host = (pins.find((p) => p.user === auth?.user) ?? pins[0])?.name ?? null;
     const decision: SignDecision = {
       time: new Date().toISOString(),
@@ -350,7 +351,11 @@ export class GuardedAgent extends BaseAgent {
         refuse("no-bind", "its client bound no session (no session-bind@openssh.com: OpenSSH older than 8.9?), so where the signature goes is unknown (sign_policy: git-only)");
       }
       if (hop) refuse("forwarded", `the agent was forwarded on from ${policy.vm} through host key ${hop.fingerprint} (sign_policy: git-only)`);
-      if (dest && pins.length === 0) refuse("host-not-pinned", `host key ${dest.fingerprint} is no pinned git host's (sign_policy: git-only)`);
+      if (dest && pins.length === 0) {
+        const unpinned = known.filter((p) => p.fingerprints.length === 0).map((p) => p.name);
+        const note = unpinned.length ? `; git_hosts ${unpinned.join(", ")} pin no key (host_keys or fingerprints)` : "";
+        refuse("host-not-pinned", `host key ${dest.fingerprint} is no pinned git host's (sign_policy: git-only${note})`);
+      }
       if (auth && pins.length && !pins.some((p) => p.user === auth.user)) {
         refuse("wrong-user", `user "${auth.user}" is not "${pins[0].user}", the user ${pins[0].name} expects (sign_policy: git-only)`);
       }
