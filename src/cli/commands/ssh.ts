@@ -68,7 +68,8 @@ export function vmTarget(app: App, record: VmRecord): VmTarget {
 /** The agent to forward (after its preflight) and the guard's policy from the config. */
 export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ socket: string; policy: AgentPolicy }> {
   const config = app.config();
-  const { agentSocket, askpassConfirm, preflightAgent } = await import("../../ssh/agent.js");
+  const { agentSocket, askpassConfirm, preflightAgent, refusalLine } = await import("../../ssh/agent.js");
+  const { gitHostPins } = await import("../../ssh/agent-hosts.js");
   const { identityAgentFor } = await import("../../ssh/openssh-config.js");
   const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
   await preflightAgent(sock);
@@ -79,9 +80,12 @@ export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ soc
       signPolicy: config.ssh.sign_policy,
       logFile: join(app.state().dir, "agent.log"),
       vm: record.name,
+      gitHosts: gitHostPins(config.git_hosts),
       onDecision: (d) => {
-        if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
+        const line = refusalLine(d);
+        if (line) app.err(line);
       },
+      onNotice: (line) => app.err(line),
       confirm: config.ssh.confirm ? askpassConfirm(app.io.env) : undefined,
     },
   };
@@ -100,7 +104,8 @@ export function register(program: Command, app: App): void {
       `
 The VM's host key is checked against the key pinned when it was created; a mismatch refuses to connect.
 The forwarded agent shows only ssh.allowed_keys and, with ssh.sign_policy git-only (default), signs only SSH logins
-as user "git" (git hosts). Every signature request is logged to ~/.local/state/spuff/agent.log.
+bound (OpenSSH 8.9+ session-bind) to a pinned git host's key, as the user that host expects ("git"). Every signature
+request is logged with its destination to ~/.local/state/spuff/agent.log.
 The remote exit code becomes spuff's exit code.
 
 Examples:
