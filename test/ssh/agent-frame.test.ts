@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
-import { BIN, tempHome } from "../helpers/cli.js";
+import { BIN, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startSshd } from "../helpers/sshd.js";
 
 /** Peak resident memory (VmHWM) of a live process, in bytes; 0 once it is gone. */
@@ -33,7 +33,7 @@ describe("agent messages are bounded", () => {
     const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
     const record = { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: vm.hostKey, endpoint: { host: "127.0.0.1", port: vm.port } };
     await new StateStore(stateDir).save(record, { private: clientKey.private, public: clientKey.public.trim() });
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n  tmux: false\n");
     vmDir = mkdtempSync(join(tmpdir(), "spuff-flood-"));
     chmodSync(vmDir, 0o755);
     // The attacker on the VM: a 2^31-byte length, then 1 MiB writes until the agent connection is closed (or all sent).

@@ -9,7 +9,7 @@ import { StateStore } from "../../src/core/state.js";
 import { type AgentPolicy, GuardedAgent } from "../../src/ssh/agent.js";
 import { gitHostPins } from "../../src/ssh/agent-hosts.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
-import { runCli, tempHome } from "../helpers/cli.js";
+import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
 
 const fingerprintOfFile = (pub: string) => execFileSync("ssh-keygen", ["-lf", pub], { encoding: "utf8" }).split(" ")[1];
@@ -69,7 +69,7 @@ describe("the guard signs only for the pinned git host the client bound", () => 
     rogueFp = fingerprintOfFile(join(rogue.dir, "host_ed25519.pub"));
     const record = { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: vm.hostKey, endpoint: { host: "127.0.0.1", port: vm.port } };
     await new StateStore(stateDir).save(record, { private: clientKey.private, public: clientKey.public.trim() });
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
     env = { ...t.env, SSH_AUTH_SOCK: agent.socket };
 
     writeFileSync(join(vmDir, "known_hosts"), `githost.test ${git.hostKey}\nrogue.test ${rogue.hostKey}\n`);
@@ -110,7 +110,7 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
   });
 
   it("ssh -T git@<pinned git host> is signed, and logged with the host's name", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
     const r = await spuff(["ssh", "box", "--", vmSsh("git@githost.test", "echo", "signed-in")]);
     expect(r.stdout, r.stderr).toBe("signed-in\n");
     expect(r.code).toBe(0);
@@ -121,12 +121,12 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
 
   it("git@<a server that is no pinned git host> is refused (under sign_policy: any the same login goes through)", async () => {
     // The attack: the rogue server takes the key for user git. Without the binding check it would be signed.
-    writeFileSync(join(t.home, "spuff.yaml"), config("  sign_policy: any\n"));
+    writeUserConfig(t.env, config("  sign_policy: any\n"));
     const any = await spuff(["ssh", "box", "--", vmSsh("git@rogue.test", "echo", "signed-in")]);
     expect(any.stdout, any.stderr).toBe("signed-in\n");
     expect(decisions().at(-1)).toMatchObject({ user: "git", host: null, hostKey: rogueFp, destination: rogueFp, allowed: true });
 
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
     const r = await spuff(["ssh", "box", "--", vmSsh("git@rogue.test", "echo", "signed-in")]);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toBe("");
@@ -136,14 +136,14 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
   });
 
   it("a wrong user at the pinned git host is refused; git_hosts `user` names the one it expects", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
     const r = await spuff(["ssh", "box", "--", vmSsh("spuff-test@githost.test", "echo", "signed-in")]);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toBe("");
     expect(decisions().at(-1)).toMatchObject({ user: "spuff-test", host: "githost.test", hostKey: gitFp, allowed: false, rule: "wrong-user" });
     expect(decisions().at(-1).reason).toContain('user "spuff-test" is not "git", the user githost.test expects');
 
-    writeFileSync(join(t.home, "spuff.yaml"), config("", "    user: spuff-test\n"));
+    writeUserConfig(t.env, config("", "    user: spuff-test\n"));
     const other = await spuff(["ssh", "box", "--", vmSsh("spuff-test@githost.test", "echo", "signed-in")]);
     expect(other.stdout, other.stderr).toBe("signed-in\n");
     expect(decisions().at(-1)).toMatchObject({ user: "spuff-test", host: "githost.test", allowed: true });
@@ -153,7 +153,7 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
   });
 
   it("a client that sends no session-bind is refused under git-only, and doctor says why", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
     const r = await spuff(["ssh", "box", "--", "ssh", "-T", "git@githost.test"]);
     expect(r.stdout).toContain("Permission denied (publickey)");
     expect(decisions().at(-1)).toMatchObject({ user: "git", host: null, hostKey: null, destination: null, allowed: false, rule: "no-bind" });
@@ -164,10 +164,10 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
     expect(doc.stdout).toMatch(/git login to githost.test\s+FAIL\s+git@githost.test: Permission denied/);
     expect(doc.stdout).toContain("hint (git login to githost.test): the ssh client on the VM does not bind its agent requests to the server (session-bind@openssh.com, OpenSSH 8.9 and later)");
 
-    writeFileSync(join(t.home, "spuff.yaml"), config("  sign_policy: any\n"));
+    writeUserConfig(t.env, config("  sign_policy: any\n"));
     const any = await spuff(["ssh", "box", "--", "ssh", "-T", "git@githost.test"]);
     expect(any.stdout).toContain("Hi git! You've successfully authenticated");
-    writeFileSync(join(t.home, "spuff.yaml"), config());
+    writeUserConfig(t.env, config());
   });
 
   it("ssh-add -h destination constraints work through the guard: the binds reach the real agent, its refusal is its own", async () => {
@@ -180,7 +180,7 @@ c.connect({ host: "127.0.0.1", port, username: user, agent: process.env.SSH_AUTH
     const knownHosts = join(vmDir, "known_hosts");
     const add = (...constraint: string[]) => execFileSync("ssh-add", ["-q", "-H", knownHosts, ...constraint, keyPath], { env: { ...process.env, SSH_AUTH_SOCK: a.socket } });
     try {
-      writeFileSync(join(t.home, "spuff.yaml"), config());
+      writeUserConfig(t.env, config());
       // Only for user deploy at githost.test: the guard allows git@githost.test, the real agent does not. Had the
       // guard not passed the bind on, the agent would see an unbound (local) connection and sign.
       add("-h", "deploy@githost.test");
