@@ -37,6 +37,14 @@ Examples:
     .description("write a commented reference config file (every key, with its default)")
     .option("--project", "write ./spuff.yaml instead of the user config")
     .option("--force", "overwrite an existing file")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config init                 write ~/.config/spuff/config.yaml (mode 600)
+  $ spuff config init --project       write ./spuff.yaml for this project
+  $ spuff config init --force --json  overwrite it and print {"path": ...}`,
+    )
     .action(async (opts: { project?: boolean; force?: boolean }) => {
       const { userConfigPath } = await import("../../config/load.js");
       const target = opts.project ? `${app.io.cwd}/spuff.yaml` : userConfigPath(app.io.env);
@@ -51,6 +59,13 @@ Examples:
   config
     .command("path")
     .description("print the config files spuff reads, in precedence order")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config path                 user file, then the project's spuff.yaml (nearest parent directory)
+  $ spuff config path --json          [{"kind": "user", "path": ..., "exists": true}, ...]`,
+    )
     .action(async () => {
       const { findProjectConfig, userConfigPath } = await import("../../config/load.js");
       const user = userConfigPath(app.io.env);
@@ -68,6 +83,14 @@ Examples:
   config
     .command("show")
     .description("print the effective config (defaults, files, environment and flags merged; secrets redacted)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config show                 YAML
+  $ spuff --provider aws config show  what an \`up --provider aws\` would use
+  $ spuff config show --json | jq .ssh`,
+    )
     .action(async () => {
       const { stringify } = await import("yaml");
       const effective = redact(app.config() as unknown as Record<string, unknown>);
@@ -78,6 +101,14 @@ Examples:
   config
     .command("validate [file]")
     .description("check config files; prints every problem with file:line:col")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config validate             the user file and the project's spuff.yaml, merged as spuff uses them
+  $ spuff config validate spuff.yaml  one file on its own
+  $ spuff config validate --json      {"valid": true, "files": [...]}; a problem is an error (exit 1)`,
+    )
     .action(async (file?: string) => {
       if (file) {
         const { loadFile } = await import("../../config/load.js");

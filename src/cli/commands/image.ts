@@ -16,8 +16,10 @@ export function register(program: Command, app: App): void {
     .addHelpText(
       "after",
       `
-The image and its checksum file come from the same directory; an image without a matching SHA512 line is refused and
-deleted. It is cached under ~/.cache/spuff/images/ and used by \`spuff up\` (provider local) when no built image exists.
+The image and its checksum file come from the same directory. An image that SHA512SUMS has no line for is refused
+before it is downloaded; a downloaded image whose SHA512 differs is deleted and refused (a cached, verified image is
+never touched). It is cached under ~/.cache/spuff/images/ and used by \`spuff up\` (provider local) when no built
+image exists. Under sudo, the cache is the invoking user's (SUDO_USER), so \`spuff up\` finds it.
 
 Examples:
   $ spuff image pull
@@ -41,6 +43,8 @@ Examples:
       "after",
       `
 The image is cached under ~/.cache/spuff/images/, keyed by the recipe's hash, and used by \`spuff up\` (provider local).
+debootstrap needs root: under sudo the image goes to the invoking user's cache (SUDO_USER's ~/.cache/spuff, owned by
+that user), where \`spuff up\` run as that user looks. SPUFF_CACHE_DIR overrides the cache directory.
 
 Examples:
   $ sudo spuff image build

@@ -20,6 +20,7 @@ export function register(program: Command, app: App): void {
       "after",
       `
 What is reaped (docs/idle.md):
+  interrupted   its \`spuff up\` died (Ctrl-C twice, a crash) before the VM was ready; never while that up still runs
   expired       the VM is past its hard TTL (label spuff/expires-at)
   idle-stopped  the VM powered itself off when idle; the provider still bills it until it is deleted
   stopped       the VM powered off; it no longer bills but still holds a disk
