@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
-import { type BaseImage, builtImageDir, findImage, recipePath } from "./image.js";
+import { type BaseImage, builtImageDir, findImage, giveToInvoker, recipePath } from "./image.js";
 import { type Accel, accelCandidates, freePort, hasCommand, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
 
 interface Meta {
@@ -265,13 +265,16 @@ class LocalProvider implements Provider {
     });
     if (code === 3) throw new UserError("cannot build the image here", { hint: "run it as root with debootstrap, e2fsprogs and qemu-utils installed (`sudo bash scripts/install-deps.sh`)" });
     if (code !== 0) throw new ProviderError(`the image build failed (exit ${code})`, { hint: "check that the Debian mirror is reachable; pass --mirror URL to use another" });
+    giveToInvoker(out, this.ctx.env);
     return out;
   }
 
   /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
   async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
     const { pullImage } = await import("./pull.js");
-    return pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+    const dir = await pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+    giveToInvoker(dir, this.ctx.env);
+    return dir;
   }
 
   /** Rewrites the labels in the VM's metadata (`spuff extend`). */

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { UserError } from "../../core/errors.js";
 import type { App } from "../app.js";
-import { PlainProgress } from "../progress.js";
+import { stderrProgress } from "../progress.js";
 
 export function register(program: Command, app: App): void {
   const image = program
@@ -28,7 +28,7 @@ Examples:
     .action(async (opts: { url?: string; force?: boolean }) => {
       const provider = await app.provider("local");
       if (!provider.pullImage) throw new UserError("the local provider cannot download images on this platform");
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const dir = await app.interruptible(() => provider.pullImage!({ url: opts.url, force: Boolean(opts.force) }, progress));
       progress.finish();
       if (app.json) app.printJson({ image: dir });
@@ -53,7 +53,7 @@ Examples:
     .action(async (opts: { force?: boolean; mirror?: string }) => {
       const provider = await app.provider("local");
       if (!provider.buildImage) throw new UserError("the local provider cannot build images on this platform");
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const dir = await provider.buildImage({ force: Boolean(opts.force), mirror: opts.mirror }, progress);
       progress.finish();
       if (app.json) app.printJson({ image: dir });
