@@ -6,7 +6,8 @@ import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, findImage, giveToInvoker, recipePath } from "./image.js";
-import { type Accel, accelCandidates, freePort, hasCommand, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
+import { platform } from "node:os";
+import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
 
 interface Meta {
   name: string;
@@ -58,6 +59,13 @@ class LocalProvider implements Provider {
       description: "QEMU on this machine",
       features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, prices: true, free: true },
     };
+  }
+
+  /** With local.accel auto on Linux and no usable /dev/kvm, every VM runs under software emulation: say so, and why. */
+  notices(): string[] {
+    if (this.ctx.config.local.accel !== "auto" || platform() !== "linux") return [];
+    const why = kvmUnavailable();
+    return why ? [`KVM cannot be used, so the VM runs under software emulation (TCG, several times slower): ${why}`] : [];
   }
 
   private dir(name: string): string {

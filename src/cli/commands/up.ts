@@ -33,6 +33,8 @@ Examples:
       const project = findProjectConfig(app.io.cwd);
       const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
       const provider = await app.provider();
+      // Notes go to stderr in every mode: they are for the person, and --json's stdout stays the event stream.
+      for (const note of provider.notices?.() ?? []) app.err(`note: ${note}`);
       // A terminal gets the Ink progress view (loaded only then); scripts, CI and --json get plain lines or JSON events.
       const progress =
         app.interactive && app.io.stderr.isTTY
