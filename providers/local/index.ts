@@ -19,6 +19,13 @@ interface Meta {
   memoryMiB: number;
 }
 
+/**
+ * Tools that write the NoCloud seed ISO, first found wins: genisoimage (Debian), mkisofs (cdrtools), xorrisofs
+ * (xorriso, e.g. Homebrew). All take the same short options.
+ */
+const ISO_TOOLS = ["genisoimage", "mkisofs", "xorrisofs"];
+const isoTool = (): string | undefined => ISO_TOOLS.find((t) => hasCommand(t));
+
 /** How long a fresh guest must survive before its accelerator counts as working. */
 const ACCEL_PROBE_MS = 10_000;
 
@@ -84,11 +91,14 @@ class LocalProvider implements Provider {
     const bin = qemuBinary();
     if (!hasCommand(bin)) {
       throw new UserError(`${bin} is not installed`, {
-        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install qemu cdrtools`",
+        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install qemu xorriso`",
       });
     }
-    for (const tool of ["qemu-img", "genisoimage"]) {
-      if (!hasCommand(tool)) throw new UserError(`${tool} is not installed`, { hint: "run `bash scripts/install-deps.sh` as root" });
+    if (!hasCommand("qemu-img")) throw new UserError("qemu-img is not installed", { hint: "run `bash scripts/install-deps.sh` as root" });
+    if (!isoTool()) {
+      throw new UserError(`no tool to write the cloud-init seed ISO (one of ${ISO_TOOLS.join(", ")})`, {
+        hint: "Debian/Ubuntu: `sudo apt-get install genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install xorriso`",
+      });
     }
     findImage(this.ctx.cacheDir, this.ctx.config.local.image);
     const r = this.resources();
@@ -130,7 +140,7 @@ class LocalProvider implements Provider {
     mkdirSync(seedDir, { recursive: true });
     writeFileSync(join(seedDir, "user-data"), spec.userData, { mode: 0o600 });
     writeFileSync(join(seedDir, "meta-data"), `instance-id: spuff-${spec.name}-${spec.requestId}\nlocal-hostname: ${spec.name}\n`);
-    run("genisoimage", ["-quiet", "-output", join(dir, "seed.iso"), "-volid", "cidata", "-joliet", "-rock", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
+    run(isoTool() ?? "genisoimage", ["-quiet", "-o", join(dir, "seed.iso"), "-V", "cidata", "-J", "-R", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
     rmSync(seedDir, { recursive: true, force: true });
   }
 
