@@ -73,7 +73,7 @@ export function findImage(cacheDir: string, configured?: string): BaseImage {
   throw new UserError("no local VM image yet", {
     hint: [
       "download Debian's official cloud image, verified against its SHA512SUMS: `spuff image pull`",
-      "or, offline, build one (about 2 minutes, needs root and the Debian mirror): `sudo spuff image build`",
+      "or, offline, build one (2 to 3 minutes, needs root and the Debian mirror): `sudo spuff image build`",
     ],
   });
 }

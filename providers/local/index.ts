@@ -273,7 +273,7 @@ class LocalProvider implements Provider {
     }
     if (opts.force) rmSync(out, { recursive: true, force: true });
     mkdirSync(join(out, ".."), { recursive: true });
-    progress.phase("debootstrap Debian 12 (about 2 minutes)");
+    progress.phase("debootstrap Debian 12 (2 to 3 minutes)");
     const code = await new Promise<number | null>((resolve) => {
       const child = spawn("bash", [recipePath(), out, ...(opts.mirror ? [opts.mirror] : [])], { stdio: ["ignore", "inherit", "pipe"] });
       child.stderr.on("data", (d: Buffer) => {

@@ -36,7 +36,7 @@ Examples:
     });
   image
     .command("build")
-    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; about 2 minutes)")
+    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; 2 to 3 minutes)")
     .option("--force", "rebuild even if an image for the current recipe exists")
     .option("--mirror <url>", "Debian mirror (default: the one in this machine's apt sources)")
     .addHelpText(
