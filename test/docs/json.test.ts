@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtImageDir } from "../../providers/local/image.js";
@@ -123,6 +123,14 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
     const show = one("config-show", (await spuff(["config", "show", "--json"])).stdout) as { hetzner: { token: string } };
     expect(show.hetzner.token).toBe("<redacted>");
     one("config-validate", (await spuff(["config", "validate", "--json"])).stdout);
+
+    // A warning under --json: on stderr, and stdout stays one document.
+    const loose = join(h.home.home, "loose.yaml");
+    writeFileSync(loose, "hetzner:\n  token: not-a-real-token\n", { mode: 0o644 });
+    chmodSync(loose, 0o644);
+    const warned = await spuff(["--config", loose, "config", "show", "--json"]);
+    expect(warned.stderr).toMatch(/^warning: .*loose\.yaml holds an API token and is readable by others/m);
+    one("config-show", warned.stdout);
   });
 
   it("an error", async () => {
