@@ -20,6 +20,9 @@ export function register(program: Command, app: App): void {
       `
 The name defaults to the directory holding spuff.yaml, else a random spuff-<adjective>-<noun>.
 Ctrl-C rolls back everything created so far; a second Ctrl-C exits at once (\`spuff reap\` cleans up).
+When it fails: --keep-on-failure keeps the VM to look at (\`spuff ssh NAME\`); a local VM's serial console is in
+~/.local/state/spuff/local/NAME/console.log; SPUFF_BOOT_TIMEOUT=30m waits longer for SSH and for cloud-init (default
+15m). More in docs/troubleshooting.md.
 
 Examples:
   $ spuff up                          local QEMU VM (no account needed)
