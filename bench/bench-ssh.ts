@@ -56,7 +56,7 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     const os = through(openssh);
     const f0 = (x: number) => x.toFixed(0);
     return [
-      `## 4. SSH: spuff (ssh2, guarded agent) vs OpenSSH on the same loopback sshd
+      `## 3. SSH: spuff (ssh2, guarded agent) vs OpenSSH on the same loopback sshd
 Goals: \`spuff ssh -- true\` ≤ 1.3× \`ssh -A … true\`; throughput ≥ 0.8× OpenSSH.
 
 | command | median | min | max | runs |

@@ -10,6 +10,7 @@ Exit codes:
   1    user error (bad flag, bad config, unknown VM) — the message says how to fix it
   2    provider or API error (cloud API, QEMU, SSH to the VM)
   130  interrupted (Ctrl-C)
+  255  spuff ssh only: spuff itself failed (any other code is the remote command's, as with OpenSSH's ssh)
 
 Examples:
   $ spuff up                      create a VM with the configured provider (default: local QEMU)
@@ -18,6 +19,12 @@ Examples:
   $ spuff down my-vm              destroy a VM and everything spuff made for it
 
 Docs: README.md, docs/config.md, docs/json.md`;
+
+/**
+ * `spuff ssh` passes the remote command's exit code through, so its own failures cannot use 1 and 2 (a failing `make`
+ * exits 2): like OpenSSH's ssh, it exits 255 when spuff itself failed.
+ */
+export const SSH_OWN_FAILURE = 255;
 
 /** Commands that call `app.prepare()` themselves: `ssh` loads the config while its connection is being set up. */
 const LOADS_CONFIG_ITSELF = new Set(["ssh"]);
@@ -68,6 +75,9 @@ export function buildProgram(app: App): Command {
       writeErr: (s) => app.io.stderr.write(s),
     })
     .exitOverride();
+  program.hook("preSubcommand", (_this, sub) => {
+    app.command = sub.name();
+  });
   program.hook("preAction", async (_this, action) => {
     app.globals = action.optsWithGlobals();
     const policy = UNTRUSTED_PROJECT[commandPath(action)] ?? "refuse";
@@ -112,7 +122,8 @@ export async function main(argv: string[], io: Partial<Io> = {}): Promise<number
     const code = typeof process.exitCode === "number" ? process.exitCode : 0;
     return code;
   } catch (err) {
-    return handleError(app, err);
+    const code = handleError(app, err);
+    return app.command === "ssh" && code !== 0 ? SSH_OWN_FAILURE : code;
   } finally {
     process.exitCode = before;
   }

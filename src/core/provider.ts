@@ -101,6 +101,8 @@ export interface Provider {
   info(): ProviderInfo;
   /** Cheap checks of config and credentials before anything is created (unknown size, missing token...). */
   validate?(placement: Placement, signal?: AbortSignal): Promise<void>;
+  /** Optional: one-line notes `up` prints on stderr before it creates anything (e.g. that VMs will be slow here, and why). */
+  notices?(): string[];
   /** Optional: sizes and locations with prices, for the wizard and for messages listing valid choices. */
   catalog?(signal?: AbortSignal): Promise<Catalog>;
   /** Creates the VM; reports each of its steps as a phase (`progress.phase("create server")`). */

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
 import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
+import { one } from "../helpers/json-shapes.js";
 import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
 
 // The end-to-end proof on a real VM: QEMU (TCG here), the rendered cloud-init, pinned host keys both ways, a private
@@ -118,7 +119,7 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     const r = await spuff("--json", "extend", "e2e", "2h");
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const { expiresAt } = JSON.parse(r.stdout);
+    const { expiresAt } = one("extend", r.stdout) as { expiresAt: string }; // the shape docs/json.md gives
     expect(new Date(expiresAt).getTime() - new Date(before).getTime()).toBe(2 * 3600_000);
     const conf = await spuff("ssh", "e2e", "--", "grep", "^EXPIRES_AT=", "/etc/spuff/idle.conf");
     expect(conf.stdout.trim()).toBe(`EXPIRES_AT=${new Date(expiresAt).getTime() / 1000}`);

@@ -84,7 +84,7 @@ describe("spuff ssh", () => {
 
   it("refuses a VM whose host key differs from the pinned one, and explains", async () => {
     const r = await spuff(["ssh", "mitm", "--", "true"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("does not match the key pinned when it was created");
     expect(r.stderr).toContain(`got      SHA256:`);
     expect(r.stderr).toContain("someone is intercepting the connection");
@@ -92,7 +92,7 @@ describe("spuff ssh", () => {
 
   it("refuses an unknown VM with the list of known ones", async () => {
     const r = await spuff(["ssh", "nope", "--", "true"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain('no VM named "nope"');
     expect(r.stderr).toContain("hint: VMs: box, mitm");
   });
@@ -155,7 +155,7 @@ describe("spuff ssh", () => {
     writeFileSync(bad, "ssh:\n  user: spuff-test\n  tmux: sometimes\n");
     const marker = "/home/spuff-test/ran-despite-bad-config";
     const r = await spuff(["--config", bad, "ssh", "box", "--", `touch ${marker}`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toMatch(/bad\.yaml:3:\d+/);
     expect(r.stderr).toContain("ssh.tmux");
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
@@ -269,9 +269,9 @@ describe("agent preflight", () => {
   afterAll(() => t.cleanup());
   const run = (extra: NodeJS.ProcessEnv) => runCli(["ssh", "box", "--", "true"], { env: { ...t.env, ...extra }, cwd: t.home });
 
-  it("a VM that refuses the connection: where, why and what to check; exit 2", async () => {
+  it("a VM that refuses the connection: where, why and what to check; exit 255 (spuff itself failed)", async () => {
     const r = await runCli(["ssh", "box", "--no-agent", "--", "true"], { env: t.env, cwd: t.home });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("error: cannot reach box at 127.0.0.1:1: ECONNREFUSED");
     expect(r.stderr).toContain("hint: is the VM running and its SSH port open? `spuff status box`");
     expect(r.stderr).not.toContain("bug");
@@ -292,13 +292,13 @@ describe("agent preflight", () => {
     const r = spawnSync(process.execPath, [BIN, "--config", bad, "ssh", "mute", "--", "true"], { env: t.env, cwd: t.home, encoding: "utf8", timeout: 10_000 });
     silent.close();
     expect(r.signal).toBeNull(); // not killed by the 10 s limit: the handshake's own timeout is 20 s
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(255);
     expect(r.stderr).toContain("ssh.forward_agent");
   });
 
   it("no agent at all", async () => {
     const r = await run({});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("no SSH agent to forward (SSH_AUTH_SOCK is not set)");
     expect(r.stderr).toContain('hint: start one and add your key: `eval "$(ssh-agent)" && ssh-add`');
   });

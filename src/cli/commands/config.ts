@@ -37,6 +37,14 @@ Examples:
     .description("write a commented reference config file (every key, with its default)")
     .option("--project", "write ./spuff.yaml instead of the user config")
     .option("--force", "overwrite an existing file")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config init                 write ~/.config/spuff/config.yaml (mode 600)
+  $ spuff config init --project       write ./spuff.yaml for this project
+  $ spuff config init --force --json  overwrite it and print {"path": ...}`,
+    )
     .action(async (opts: { project?: boolean; force?: boolean }) => {
       const { userConfigPath } = await import("../../config/load.js");
       const target = opts.project ? `${app.io.cwd}/spuff.yaml` : userConfigPath(app.io.env);
@@ -58,6 +66,13 @@ Examples:
   config
     .command("path")
     .description("print the config files spuff reads, in precedence order")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ spuff config path                 user file, then the project's spuff.yaml (nearest parent directory)
+  $ spuff config path --json          [{"kind": "user", "path": ..., "exists": true}, ...]`,
+    )
     .action(async () => {
       const { findProjectConfig, readProjectFile, userConfigPath } = await import("../../config/load.js");
       const user = userConfigPath(app.io.env);

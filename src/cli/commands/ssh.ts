@@ -11,7 +11,7 @@ interface SshOpts {
   agent: boolean;
   tmux: boolean;
   t?: boolean;
-  L: string[];
+  L?: string[];
 }
 
 /**
@@ -98,7 +98,7 @@ export function register(program: Command, app: App): void {
     .option("--no-agent", "do not forward the SSH agent")
     .option("--no-tmux", "plain login shell instead of `tmux new -A -s spuff`")
     .option("-t", "force a PTY for a command")
-    .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
+    .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc?: string[]) => [...(acc ?? []), v])
     .addHelpText(
       "after",
       `
@@ -106,7 +106,8 @@ The VM's host key is checked against the key pinned when it was created; a misma
 The forwarded agent shows only ssh.allowed_keys and, with ssh.sign_policy git-only (default), signs only SSH logins
 bound (OpenSSH 8.9+ session-bind) to a pinned git host's key, as the user that host expects ("git"). Every signature
 request is logged with its destination to ~/.local/state/spuff/agent.log.
-The remote exit code becomes spuff's exit code.
+The remote command's exit code becomes spuff's exit code; when spuff itself fails (unknown VM, unreachable, host key
+mismatch, bad config) it exits 255, as OpenSSH's ssh does, and its messages on stderr start with "error:" or "spuff:".
 
 Examples:
   $ spuff ssh                             shell on your only VM, attached to tmux session "spuff"
@@ -116,7 +117,7 @@ Examples:
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
       const { dial, parseForward } = await import("../../ssh/dial.js");
-      const forwards = opts.L.map(parseForward);
+      const forwards = (opts.L ?? []).map(parseForward);
       const record = resolveRecord(app, name);
       const target = vmTarget(app, record);
       // Connect first, and settle the rest while sshd works: it starts its side of the connection while ssh2 loads,
@@ -154,9 +155,10 @@ Examples:
         reconnect: remote?.startsWith("tmux new -A") === true,
       }, early);
       if (code !== 0 && !agent && !interactive) {
-        app.err(
-          `spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${opts.agent ? "ssh.forward_agent is false" : "--no-agent"}): git over SSH on the VM has no key to log in with; run it without --no-agent`,
-        );
+        const [why, fix] = opts.agent
+          ? ["ssh.forward_agent is false", "set ssh.forward_agent: true in your config (`spuff config show` prints the effective value)"]
+          : ["--no-agent", "run it without --no-agent"];
+        app.err(`spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${why}): git over SSH on the VM has no key to log in with; ${fix}`);
       }
       process.exitCode = code;
     });
