@@ -32,13 +32,11 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     const openssh = `ssh -F /dev/null -A -o BatchMode=yes -o IdentitiesOnly=yes -i ${keyFile} -o UserKnownHostsFile=${join(home, "known_hosts")} -o StrictHostKeyChecking=yes -p ${sshd.port} spuff-test@127.0.0.1`;
     const spuff = `${SPUFF.join(" ")} --config ${join(home, "spuff.yaml")} ssh bench --`;
     // Rounds side by side: each round times every command, so a busy moment of a shared machine hits all of them.
-    // SPUFF_BENCH_BASELINE=path/to/another/bin.js adds that build (e.g. the previous commit's) to the same rounds.
-    const baseline = process.env.SPUFF_BENCH_BASELINE;
-    const baseSpuff = baseline ? `node ${baseline} --config ${join(home, "spuff.yaml")} ssh bench --` : undefined;
-    const startCmds = [`${spuff} true`, `${openssh} true`, ...(baseSpuff ? [`${baseSpuff} true`] : [])];
-    const [s, o, b] = rounds(startCmds, { rounds: ROUNDS, runs: 10, env });
+    // SPUFF_BENCH_BASELINE=path/to/bin.js[,another/bin.js] adds those builds (e.g. earlier commits') to the same rounds.
+    const baselines = (process.env.SPUFF_BENCH_BASELINE ?? "").split(",").filter(Boolean);
+    const startCmds = [`${spuff} true`, `${openssh} true`, ...baselines.map((b) => `node ${b} --config ${join(home, "spuff.yaml")} ssh bench -- true`)];
+    const [s, o, ...bs] = rounds(startCmds, { rounds: ROUNDS, runs: 10, env });
     const perRound = s.medians.map((m, i) => m / o.medians[i]);
-    const baseRound = b ? b.medians.map((m, i) => m / o.medians[i]) : [];
     const row = (label: string, t: typeof s) => {
       const m = spread(t.medians);
       return `| ${label} | ${ms(m.median)} | ${ms(m.min)} – ${ms(m.max)} | **${ms(m.worst)}** | ${ms(t.min)} – ${ms(t.max)} | ${t.runs} |`;
@@ -51,11 +49,11 @@ whole command, file and pipe, in every round. ${ROUNDS} rounds, each timing ever
 | command | median of the round medians | their range | worst median | all runs | runs |
 |---|---|---|---|---|---|
 ${row("`spuff ssh bench -- true`", s)}
-${row("`ssh -A … true`", o)}${b ? `\n${row("`spuff ssh bench -- true`, baseline build", b)}` : ""}
+${row("`ssh -A … true`", o)}${bs.map((b, k) => `\n${row(`\`spuff ssh bench -- true\`, baseline ${k + 1}`, b)}`).join("")}
 
-Ratio spuff/OpenSSH per round: ${perRound.map(ratio).join(", ")}; worst round: ${goal("`spuff ssh -- true` ÷ `ssh -A … true`, worst round", Math.max(...perRound), "≤", 1.1, ratio)}.${
-        b ? `\nBaseline (${baseline}) per round: ${baseRound.map(ratio).join(", ")}; worst ${ratio(Math.max(...baseRound))}.` : ""
-      }
+Ratio spuff/OpenSSH per round: ${perRound.map(ratio).join(", ")}; worst round: ${goal("`spuff ssh -- true` ÷ `ssh -A … true`, worst round", Math.max(...perRound), "≤", 1.1, ratio)}.${bs
+        .map((b, k) => `\nBaseline ${k + 1} (${baselines[k]}) ÷ OpenSSH per round: ${b.medians.map((m, i) => ratio(m / o.medians[i])).join(", ")}; worst ${ratio(Math.max(...b.medians.map((m, i) => m / o.medians[i])))}.`)
+        .join("")}
 `,
     ];
     if (!want("throughput")) return out;

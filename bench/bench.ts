@@ -1,6 +1,7 @@
 // npm run bench: measures spuff against the official tools, side by side, and writes docs/performance.md.
 // Every figure is a ratio or a median of one run on this machine; tests never assert timings.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { cpuKind, figures, goal, machineInfo, ms, peakRss, rounds, SPUFF, spread } from "./lib.js";
 
 const sections: string[] = [];
@@ -34,32 +35,42 @@ spuff's own share over bare Node (medians): ${ms(spread(version.medians).median 
 }
 
 /**
- * The per-CPU-kind tables, kept across runs: this run's figures replace its own kind's table, the other kinds' tables
- * stay, so a regression on one kind of machine shows next to the others.
+ * The per-CPU-kind tables, kept across runs: this run's figures replace their rows in its own kind's table (rows it did
+ * not measure stay, with their date), the other kinds' tables stay, so a regression on one kind of machine shows.
  */
-function byCpuKind(previous: string, date: string): string {
+function byCpuKind(previous: string, date: string, loaded: string): string {
   const kind = cpuKind();
   const old = previous.match(/\n## By CPU kind\n[\s\S]*?(?=\n## (?!#)|$)/)?.[0] ?? "";
   const tables = new Map<string, string>();
   for (const m of old.matchAll(/\n### (.+)\n([\s\S]*?)(?=\n### |$)/g)) tables.set(m[1].trim(), m[2].trimEnd());
-  tables.set(
-    kind,
-    `Latest run ${date}${figures.some((f) => !f.ok) ? ` (${figures.filter((f) => !f.ok).length} goal(s) missed)` : ""}.
-
-| figure | goal | value |
-|---|---|---|
-${figures.map((f) => `| ${f.name} | ${f.goal} | ${f.ok ? `${f.value} ✓` : `**${f.value} ✗**`} |`).join("\n")}`,
-  );
+  const rows = new Map<string, string>();
+  for (const line of (tables.get(kind) ?? "").split("\n")) {
+    const cells = line.split(" | ");
+    if (line.startsWith("| ") && cells.length === 4 && !line.startsWith("| figure ")) rows.set(cells[0].slice(2), line);
+  }
+  for (const f of figures) rows.set(f.name, `| ${f.name} | ${f.goal} | ${f.ok ? `${f.value} ✓` : `**${f.value} ✗**`} | ${date}${loaded ? " (loaded)" : ""} |`);
+  tables.set(kind, `| figure | goal | value | run |\n|---|---|---|---|\n${[...rows.values()].join("\n")}`);
   return `
 ## By CPU kind
-One table per kind of CPU this bench has run on (\`/proc/cpuinfo\`), each from the latest run there; ✗ = goal missed.
-A goal met on one kind and missed on another is missed.
+One table per kind of CPU this bench has run on (\`/proc/cpuinfo\`), each row from the latest run that measured it there;
+✗ = goal missed. A goal met on one kind and missed on another is missed. "(loaded)": the machine was busy with other
+work during that run (load average above its CPU count), so its absolute figures are inflated.
 ${[...tables.entries()].map(([k, t]) => `\n### ${k}\n${t}\n`).join("")}`;
+}
+
+/** A warning when other work kept this machine busy at the start (load average above the CPU count), else "". */
+function loadWarning(): string {
+  const load = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  const n = cpus().length;
+  return load > n
+    ? `**Loaded machine:** load average ${load.toFixed(1)} on ${n} CPUs when this run started: absolute figures are inflated (\`node -e 0\` shows by how much); ratios of commands timed side by side in the same round still compare, with a wide spread.`
+    : "";
 }
 
 const only = process.argv.slice(2);
 const want = (name: string) => only.length === 0 || only.includes(name);
 const started = Date.now();
+const loaded = loadWarning();
 if (want("cold")) coldStart();
 for (const extra of ["./bench-hetzner.ts", "./bench-ssh.ts", "./bench-local.ts"]) {
   const mod = (await import(extra).catch((e) => (e.code === "ERR_MODULE_NOT_FOUND" ? undefined : Promise.reject(e)))) as
@@ -90,8 +101,8 @@ Whole-process timings use \`hyperfine -N\`, in rounds that time every compared c
 worst median over the rounds. Peak RSS uses GNU \`time -f %M\`. These machines are noisy (often shared): compare ratios
 measured in the same run, not absolute numbers across runs.
 Bench run time: ${Math.round((Date.now() - started) / 1000)} s.
-${missed.length ? `\n**Goals missed in this run:** ${missed.map((f) => `${f.name} ${f.value} (goal ${f.goal})`).join("; ")}.\n` : figures.length ? "\nEvery goal measured in this run was met.\n" : ""}
-${[...fresh.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => `${t}\n`).join("\n")}${byCpuKind(previous, date)}${notes ? `\n${notes}` : ""}
+${loaded ? `\n${loaded}\n` : ""}${missed.length ? `\n**Goals missed in this run:** ${missed.map((f) => `${f.name} ${f.value} (goal ${f.goal})`).join("; ")}.\n` : figures.length ? "\nEvery goal measured in this run was met.\n" : ""}
+${[...fresh.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => `${t}\n`).join("\n")}${byCpuKind(previous, date, loaded)}${notes ? `\n${notes}` : ""}
 `,
 );
 console.log(`wrote ${file}${missed.length ? `; goals missed: ${missed.map((f) => f.name).join(", ")}` : ""}`);
