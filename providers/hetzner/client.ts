@@ -8,8 +8,8 @@ import type { operations, paths } from "./api.gen.js";
  * The thin Hetzner Cloud API client: the only code in spuff that talks HTTP to Hetzner. Types come from the official
  * OpenAPI spec (api.gen.ts). It adds what every call needs: the token (never echoed), a per-request timeout, retries of
  * reads on 5xx/timeouts with backoff, waiting out 429 as the quota refills (one request per second), retrying 423
- * `locked`, pagination that always ends, and one mapping from API errors to spuff's errors with hints. Creates (POST) are never retried blindly: the caller
- * decides (it looks the resource up by its `spuff/request-id` label first).
+ * `locked`, pagination that always ends, and one mapping from API errors to spuff's errors with hints. Creates (POST)
+ * are never retried blindly: the caller decides (it looks the resource up by its `spuff/request-id` label first).
  */
 
 type Json<Op, Status extends number> = Op extends { responses: { [K in Status]: { content: { "application/json": infer B } } } } ? B : never;
