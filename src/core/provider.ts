@@ -9,8 +9,14 @@ export interface ProviderFeatures {
   selfTerminatesOnPoweroff: boolean;
   /** A stopped VM still costs money until it is deleted (Hetzner). The reaper deletes such VMs. */
   billsWhenStopped: boolean;
-  /** Largest user-data the provider accepts, in bytes, before any encoding it does itself. */
+  /** Largest user-data the provider accepts, in bytes, counted as `userDataBinary` says. */
   maxUserDataBytes: number;
+  /**
+   * How the provider sends gzip user-data, and so what its limit counts: "base64" (Hetzner's user_data is a JSON
+   * string: gzip goes base64, and the limit counts that text) or "bytes" (EC2 base64-encodes every user-data itself and
+   * limits the bytes before that; local writes a file). Text user-data counts as its UTF-8 bytes either way.
+   */
+  userDataBinary: "bytes" | "base64";
   /** `list()` reports hourly prices. */
   prices: boolean;
   /** VMs run on this machine and cost nothing. */
