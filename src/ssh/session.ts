@@ -130,7 +130,9 @@ export function connectEarly(
     ? Promise.reject(unreachable(target, failed))
     : connect(target, {
         ...(dialed ? { sock: dialed.sock } : {}),
-        ...(agent ? { agent: agent as never, agentForward: true } : {}),
+        // The agent is only handed over; each session channel asks for forwarding itself, and only when the session
+        // forwards an agent (with `agentForward` here, ssh2 would ask on every channel, even with ssh.forward_agent off).
+        ...(agent ? { agent: agent as never } : {}),
         // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
         authHandler: ["publickey"] as never,
         keepaliveInterval: 30_000,
