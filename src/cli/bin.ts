@@ -8,7 +8,11 @@ for (const stream of [process.stdout, process.stderr]) {
     throw err;
   });
 }
-if (argv.length === 1 && argv[0] === "--version") {
+if (argv[0] === "guard" && argv[1] === "ensure" && process.env.SPUFF_GUARD_RESOLVING) {
+  // spuff itself is reading the OpenSSH config (`ssh -G`, src/ssh/openssh-config.ts): its `Match exec` is not a
+  // connection and must not start the guard (nor recurse); "no" at once, before anything is loaded.
+  process.exitCode = 1;
+} else if (argv.length === 1 && argv[0] === "--version") {
   const { VERSION } = await import("./version.js");
   process.stdout.write(`${VERSION}\n`);
 } else {
