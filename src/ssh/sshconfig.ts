@@ -1,3 +1,5 @@
+import { RESOLVING_ENV } from "./openssh-config.js";
+
 /** One VM's block in the generated OpenSSH config. */
 export interface SshConfigEntry {
   /** `spuff-NAME` */
@@ -23,6 +25,17 @@ function shellWord(w: string): string {
 }
 
 /**
+ * The `Match exec` command: `spuff guard ensure NAME`, through /bin/sh (OpenSSH runs it with the user's $SHELL, which
+ * may be fish or tcsh: that shell only sees single-quoted words). While spuff itself asks OpenSSH (`ssh -G`, with
+ * RESOLVING_ENV set) it answers "no" without starting Node. $0/$1 are spuff's Node and bin.js, expanded unsplit
+ * (IFS empty) and unglobbed (set -f), so their paths may hold spaces.
+ */
+function ensureCommand(spuff: string[], name: string): string {
+  const script = `[ -z \${${RESOLVING_ENV}+x} ] || exit 1; IFS=; set -f; exec ${spuff.map((_, i) => `$${i}`).join(" ")} guard ensure ${name}`;
+  return ["/bin/sh", "-c", script, ...spuff].map(shellWord).join(" ");
+}
+
+/**
  * The generated config: per VM, the connection (pinned host key, per-VM key) and the agent rule. OpenSSH evaluates
  * `Match exec` while it reads the config, before it connects; `spuff guard ensure NAME` makes sure the guard serves
  * NAME's socket (starting the daemon if need be) and exits 0, or says why not and exits 1. Only then does the
@@ -43,7 +56,7 @@ export function renderSshConfig(entries: SshConfigEntry[], knownHosts: string, s
       "  StrictHostKeyChecking yes",
       "  ServerAliveInterval 30",
       "  ServerAliveCountMax 3",
-      `Match originalhost ${e.alias} exec "${[...spuff, "guard", "ensure", e.name].map(shellWord).join(" ")}"`,
+      `Match originalhost ${e.alias} exec "${ensureCommand(spuff, e.name)}"`,
       `  ForwardAgent ${value(e.guardSocket)}`,
       `Host ${e.alias}`,
       "  ForwardAgent no",
