@@ -238,6 +238,18 @@ export function spuffCommand(): string[] {
   return [process.execPath, candidates.find((p) => existsSync(p)) ?? candidates[0]];
 }
 
+/** This spuff's build, as the guard daemon reports it: Node and bin.js by path, and when bin.js was last written. */
+export function spuffBuild(): string {
+  const [node, bin] = spuffCommand();
+  let mtime = 0;
+  try {
+    mtime = statSync(bin).mtimeMs;
+  } catch {
+    /* not built: compared as it is */
+  }
+  return `${node} ${bin} ${mtime}`;
+}
+
 /** Renders the generated config from the VM records: one block per VM that has an address. */
 export async function renderGeneratedConfig(env: NodeJS.ProcessEnv, state: StateStore): Promise<string> {
   const { renderSshConfig } = await import("../ssh/sshconfig.js");
@@ -339,10 +351,16 @@ export async function ensureGuard(ctx: SessionContext, name: string): Promise<{ 
   return { socket: vmSocket(dir, name), agent: settings.agent, pid: reply.pid };
 }
 
-/** Starts the guard daemon unless one answers: detached (it outlives this command), its output in daemon.log. */
+/** Starts the guard daemon unless one of this build answers: detached (it outlives this command), its output in daemon.log. */
 async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
   const { guardRequest } = await import("../ssh/guard-daemon.js");
-  if (await guardRequest(dir, { op: "ping" }, 2000).then(() => true, () => false)) return;
+  const running = await guardRequest(dir, { op: "ping" }, 2000).catch(() => undefined);
+  if (running?.ok && running.build === spuffBuild()) return;
+  // Another spuff's daemon (this one was upgraded or moved): its guard code is not this one's. Replace it.
+  if (running) {
+    await guardRequest(dir, { op: "stop" }, 2000).catch(() => {});
+    for (let i = 0; i < 40 && (await guardRequest(dir, { op: "ping" }, 500).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 50));
+  }
   const log = join(dir, "daemon.log");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const fd = openSync(log, "a", 0o600);

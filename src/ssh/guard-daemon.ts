@@ -55,7 +55,7 @@ export interface ServedVm {
 }
 
 export type GuardRequest = { op: "ping" } | { op: "arm"; settings: GuardSettings } | { op: "rescan" } | { op: "stop" };
-export type GuardReply = { ok: true; pid: number; vms: ServedVm[] } | { ok: false; error: string };
+export type GuardReply = { ok: true; pid: number; build: string; vms: ServedVm[] } | { ok: false; error: string };
 
 /** One request to the running daemon; rejects when none answers on the control socket within `timeoutMs`. */
 export function guardRequest(dir: string, req: GuardRequest, timeoutMs = 5000): Promise<GuardReply> {
@@ -91,6 +91,8 @@ export interface GuardServerOptions {
   /** The VMs that still have a record: the daemon serves no other, and stops when none is left. */
   vms(): string[];
   log(line: string): void;
+  /** Which spuff this is (its files); `ensure` replaces a daemon of another build, e.g. one from before an upgrade. */
+  build: string;
   /** How often the records are looked at (a `rescan` request looks at once). */
   pollMs?: number;
 }
@@ -197,6 +199,7 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
   const status = (): GuardReply => ({
     ok: true,
     pid: process.pid,
+    build: o.build,
     vms: [...served.values()].map(({ server: _s, guard: _g, sockets: _k, ...v }) => v),
   });
 

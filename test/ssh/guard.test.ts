@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive, StateStore } from "../../src/core/state.js";
@@ -102,7 +102,14 @@ describe("plain OpenSSH gets spuff's guard, never the raw agent", () => {
     expect(second).not.toBe(first);
     process.kill(second as number, "SIGKILL"); // leaves its sockets behind
     expect(ssh("ssh-add -l").stdout).toContain(agent.keys[0].fingerprint);
-    expect(daemonPid()).not.toBe(second);
+    const third = daemonPid();
+    expect(third).not.toBe(second);
+    // A daemon of another build (spuff was upgraded since it started) is replaced: its guard code is not this one's.
+    const now = Date.now() / 1000;
+    utimesSync(BIN, now, now);
+    expect(ssh("ssh-add -l").stdout).toContain(agent.keys[0].fingerprint);
+    expect(daemonPid()).not.toBe(third);
+    expect(pidAlive(third as number)).toBe(false);
   });
 
   it("when the guard cannot serve, plain ssh still reaches the VM with no agent at all, and doctor says why", () => {

@@ -40,13 +40,13 @@ Examples:
     .command("serve")
     .description("run the daemon in the foreground (ensure starts it detached)")
     .action(async () => {
-      const { guardDir } = await import("../../core/session.js");
+      const { guardDir, spuffBuild } = await import("../../core/session.js");
       const { withLock } = await import("../../core/state.js");
       const { startGuardServer } = await import("../../ssh/guard-daemon.js");
       const dir = guardDir(app.io.env);
       const log = (line: string) => app.err(`${new Date().toISOString()} ${line}`);
       const started = await withLock(dir, () =>
-        startGuardServer({ dir, log, vms: () => app.state().list().filter((r) => r.endpoint).map((r) => r.name) }),
+        startGuardServer({ dir, log, build: spuffBuild(), vms: () => app.state().list().filter((r) => r.endpoint).map((r) => r.name) }),
       );
       if (!started) return log("another guard daemon already serves here; exiting");
       await started.done;
