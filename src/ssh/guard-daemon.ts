@@ -31,6 +31,7 @@ export interface GuardSettings {
 
 /** The GuardedAgent policy for these settings; `onDecision` hears every decision (the daemon logs refusals). */
 export function guardPolicy(s: GuardSettings, onDecision?: AgentPolicy["onDecision"]): AgentPolicy {
+  // s.firstHopHostKey goes here as GuardedAgent's session-bind option for the first hop, once AgentPolicy has one.
   return {
     allowedKeys: s.allowedKeys,
     signPolicy: s.signPolicy,
