@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive, StateStore } from "../../src/core/state.js";
@@ -9,6 +9,21 @@ import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "..
 
 // Plain OpenSSH (`ssh spuff-NAME`, what scp, rsync and VS Code run) against a real loopback sshd standing in for the VM,
 // through the config `spuff ssh-config` generates and the guard daemon it starts on demand, all through the built CLI.
+/** Resolves once the process is gone; fails after 10 s. */
+async function gone(pid: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  expect(pidAlive(pid), `process ${pid} still runs`).toBe(false);
+}
+
+function cwdOf(pid: string): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/cwd`);
+  } catch {
+    return undefined;
+  }
+}
+
 describe("plain OpenSSH gets spuff's guard, never the raw agent", () => {
   const t = tempHome();
   const stateDir = join(t.env.XDG_STATE_HOME as string, "spuff");
@@ -92,7 +107,7 @@ describe("plain OpenSSH gets spuff's guard, never the raw agent", () => {
     expect(readFileSync(join(guardDir, "daemon.log"), "utf8")).toContain("refused a signature request from box");
   });
 
-  it("the daemon outlives spuff, and a stopped or killed one is started again by the next ssh", () => {
+  it("the daemon outlives spuff, and a stopped or killed one is started again by the next ssh", async () => {
     const first = daemonPid();
     expect(first && pidAlive(first)).toBe(true);
     expect(spuff(["guard", "stop"]).stderr).toContain(`stopped the guard daemon (pid ${first})`);
@@ -109,7 +124,25 @@ describe("plain OpenSSH gets spuff's guard, never the raw agent", () => {
     utimesSync(BIN, now, now);
     expect(ssh("ssh-add -l").stdout).toContain(agent.keys[0].fingerprint);
     expect(daemonPid()).not.toBe(third);
-    expect(pidAlive(third as number)).toBe(false);
+    await gone(third as number); // it was asked to stop, and does
+  });
+
+  it("three connections at once, with no daemon running: each gets the guard, and one daemon is left", async () => {
+    spuff(["guard", "stop"]);
+    const run = () =>
+      new Promise<string>((resolve) => {
+        const c = spawn("ssh", ["-F", userConfig, "-o", "BatchMode=yes", "spuff-box", "ssh-add -l"], { env, cwd: t.home });
+        let out = "";
+        c.stdout.on("data", (d: Buffer) => (out += d.toString()));
+        c.once("close", () => resolve(out));
+      });
+    const outs = await Promise.all([run(), run(), run()]);
+    for (const out of outs) expect(out).toContain(agent.keys[0].fingerprint);
+    // A daemon started second sees the first one answer and exits (`guard serve` holds the directory's lock meanwhile).
+    const daemons = () => readdirSync("/proc").filter((p) => /^\d+$/.test(p) && cwdOf(p) === guardDir);
+    const deadline = Date.now() + 15_000;
+    while (daemons().length > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(daemons()).toEqual([String(daemonPid())]);
   });
 
   it("when the guard cannot serve, plain ssh still reaches the VM with no agent at all, and doctor says why", () => {
@@ -187,9 +220,7 @@ describe("plain OpenSSH gets spuff's guard, never the raw agent", () => {
     await new StateStore(stateDir).remove("box");
     // `spuff down` rewrites the generated config the same way, which tells the daemon to look at the records.
     expect(spuff(["ssh-config"]).status).toBe(0);
-    const deadline = Date.now() + 10_000;
-    while (pidAlive(pid as number) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(pidAlive(pid as number)).toBe(false);
+    await gone(pid as number);
     expect(existsSync(join(guardDir, "box.sock"))).toBe(false);
     expect(readFileSync(join(guardDir, "daemon.log"), "utf8")).toContain("stopped: no VM record left");
   });
