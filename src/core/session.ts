@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -363,6 +363,8 @@ async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
   }
   const log = join(dir, "daemon.log");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // One line per connection adds up over months: past 1 MiB the log starts again (the previous one kept as .1).
+  if (existsSync(log) && statSync(log).size > 1 << 20) renameSync(log, `${log}.1`);
   const fd = openSync(log, "a", 0o600);
   // Two daemons started at once sort themselves out (`guard serve` takes the directory's lock; the second one sees the
   // first answer and exits). Its output goes to daemon.log, not OpenSSH's stderr: a reader of that (VS Code) would
