@@ -7,7 +7,7 @@ import type { Config } from "../config/defaults.js";
 import type { AgentPolicy, SignDecision } from "../ssh/agent.js";
 import type { VmTarget } from "../ssh/connect.js";
 import type { Forward } from "../ssh/dial.js";
-import type { GuardSettings } from "../ssh/guard-daemon.js";
+import type { GuardReply, GuardSettings } from "../ssh/guard-client.js";
 import type { EarlyConnection, SessionOptions } from "../ssh/session.js";
 import { ProviderError, UserError } from "./errors.js";
 import { configDir, hostAlias, type StateStore, stateDir, type VmRecord, writeFileAtomic } from "./state.js";
@@ -253,7 +253,7 @@ export function spuffBuild(): string {
 /** Renders the generated config from the VM records: one block per VM that has an address. */
 export async function renderGeneratedConfig(env: NodeJS.ProcessEnv, state: StateStore): Promise<string> {
   const { renderSshConfig } = await import("../ssh/sshconfig.js");
-  const { vmSocket } = await import("../ssh/guard-daemon.js");
+  const { vmSocket } = await import("../ssh/guard-client.js");
   const dir = guardDir(env);
   const entries = state.list().flatMap((r) =>
     r.endpoint
@@ -280,7 +280,7 @@ export async function sshConfigChanged(env: NodeJS.ProcessEnv, state: StateStore
   } catch (err) {
     return `could not update the generated ssh config: ${(err as Error).message}`;
   }
-  const { guardRequest } = await import("../ssh/guard-daemon.js");
+  const { guardRequest } = await import("../ssh/guard-client.js");
   await guardRequest(guardDir(env), { op: "rescan" }, 2000).catch(() => {}); // no daemon running: nothing to tell
   return undefined;
 }
@@ -344,16 +344,34 @@ export async function ensureGuard(ctx: SessionContext, name: string): Promise<{ 
   if (!config.ssh.forward_agent) return undefined; // no agent, as asked: nothing to serve, nothing to complain about
   const settings = await guardSettings(ctx, record);
   const dir = guardDir(ctx.io.env);
-  const { guardRequest, vmSocket } = await import("../ssh/guard-daemon.js");
+  const { guardRequest, vmSocket } = await import("../ssh/guard-client.js");
   await startDaemon(dir, ctx.io.env);
   const reply = await guardRequest(dir, { op: "arm", settings });
   if (!reply.ok) throw new ProviderError(`the guard daemon cannot serve ${name}: ${reply.error}`, { hint: `see ${join(dir, "daemon.log")}` });
   return { socket: vmSocket(dir, name), agent: settings.agent, pid: reply.pid };
 }
 
+/**
+ * `spuff guard ensure NAME` as OpenSSH runs it: like `ensureGuard`, but the daemon settles the settings (it has the
+ * config code and the agent's parser loaded; this process loads neither), in this process's environment and directory.
+ */
+export async function ensureForOpenSsh(env: NodeJS.ProcessEnv, cwd: string, vm: string): Promise<GuardReply> {
+  const dir = guardDir(env);
+  try {
+    await startDaemon(dir, env);
+  } catch (err) {
+    const e = err as UserError;
+    return { ok: false, error: e.message, hint: e.hints?.[0] };
+  }
+  const { guardRequest } = await import("../ssh/guard-client.js");
+  const defined = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+  // The agent's preflight may wait for the agent (5 s), the config's load for nothing long.
+  return guardRequest(dir, { op: "ensure", vm, env: defined, cwd }, 30_000).catch((err: Error) => ({ ok: false as const, error: err.message }));
+}
+
 /** Starts the guard daemon unless one of this build answers: detached (it outlives this command), its output in daemon.log. */
 async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
-  const { guardRequest } = await import("../ssh/guard-daemon.js");
+  const { guardRequest } = await import("../ssh/guard-client.js");
   const running = await guardRequest(dir, { op: "ping" }, 2000).catch(() => undefined);
   if (running?.ok && running.build === spuffBuild()) return;
   // Another spuff's daemon (this one was upgraded or moved): its guard code is not this one's. Replace it.

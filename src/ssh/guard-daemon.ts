@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
-import { join } from "node:path";
+import { createServer, type Server, type Socket } from "node:net";
 import { type AgentPolicy, askpassConfirm, GuardedAgent } from "./agent.js";
+import { controlSocket, type GuardReply, type GuardRequest, type GuardSettings, guardRequest, type ServedVm, vmSocket } from "./guard-client.js";
 
 /**
  * The guard daemon: spuff's guarded agent for plain OpenSSH (ssh, scp, rsync, VS Code Remote-SSH). One process serves
@@ -11,23 +11,6 @@ import { type AgentPolicy, askpassConfirm, GuardedAgent } from "./agent.js";
  * stops when no VM record is left (docs/adr/0007-guard-daemon.md). It is controlled over `<dir>/control.sock`
  * (JSON lines); the directory is private to the user (0700), so only the user can arm or stop it.
  */
-
-/** What the guard needs to serve one VM: everything settled by `ensure` (config, chosen agent, its preflight). */
-export interface GuardSettings {
-  vm: string;
-  /** The user's agent that OpenSSH would use for this VM, and why it was chosen. */
-  agent: { path: string; source: string; why: string };
-  allowedKeys: string[];
-  signPolicy: AgentPolicy["signPolicy"];
-  logFile: string;
-  /** ssh.confirm: ask through SSH_ASKPASS with these variables (SSH_ASKPASS, DISPLAY, …) of the `ensure` caller. */
-  confirm?: { env: Record<string, string> };
-  /**
-   * The VM's pinned host key: the first hop of every plain-OpenSSH connection to it. Kept for the session-bind check
-   * (a bind whose host key is not this one is not this VM); GuardedAgent takes no such policy option yet.
-   */
-  firstHopHostKey: string;
-}
 
 /** The GuardedAgent policy for these settings; `onDecision` hears every decision (the daemon logs refusals). */
 export function guardPolicy(s: GuardSettings, onDecision?: AgentPolicy["onDecision"]): AgentPolicy {
@@ -42,56 +25,17 @@ export function guardPolicy(s: GuardSettings, onDecision?: AgentPolicy["onDecisi
   };
 }
 
-export const controlSocket = (dir: string) => join(dir, "control.sock");
-export const vmSocket = (dir: string, vm: string) => join(dir, `${vm}.sock`);
-
-export interface ServedVm {
-  vm: string;
-  socket: string;
-  agent: { path: string; source: string; why: string };
-  allowedKeys: string[];
-  signPolicy: string;
-  armedAt: string;
-  connections: number;
-}
-
-export type GuardRequest = { op: "ping" } | { op: "arm"; settings: GuardSettings } | { op: "rescan" } | { op: "stop" };
-export type GuardReply = { ok: true; pid: number; build: string; vms: ServedVm[] } | { ok: false; error: string };
-
-/** One request to the running daemon; rejects when none answers on the control socket within `timeoutMs`. */
-export function guardRequest(dir: string, req: GuardRequest, timeoutMs = 5000): Promise<GuardReply> {
-  return new Promise((resolve, reject) => {
-    const c = createConnection(controlSocket(dir));
-    let buf = "";
-    const timer = setTimeout(() => {
-      c.destroy();
-      reject(new Error(`the guard daemon did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    c.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    c.on("data", (d) => {
-      buf += d.toString();
-      const nl = buf.indexOf("\n");
-      if (nl < 0) return;
-      clearTimeout(timer);
-      c.end();
-      try {
-        resolve(JSON.parse(buf.slice(0, nl)) as GuardReply);
-      } catch (e) {
-        reject(e);
-      }
-    });
-    c.write(`${JSON.stringify(req)}\n`);
-  });
-}
-
 export interface GuardServerOptions {
   dir: string;
   /** The VMs that still have a record: the daemon serves no other, and stops when none is left. */
   vms(): string[];
   log(line: string): void;
+  /**
+   * Settles one VM's settings in a caller's environment and directory (an `ensure` request): what `spuff guard ensure`
+   * would do itself, done here where the config code and the agent's parser are already loaded. Undefined: no agent
+   * (ssh.forward_agent: false).
+   */
+  settle(vm: string, env: Record<string, string>, cwd: string): Promise<GuardSettings | undefined>;
   /** Which spuff this is (its files); `ensure` replaces a daemon of another build, e.g. one from before an upgrade. */
   build: string;
   /** How often the records are looked at (a `rescan` request looks at once). */
@@ -218,11 +162,16 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
       try {
         const req = JSON.parse(line) as GuardRequest;
         if (req.op === "arm") await arm(req.settings);
-        else if (req.op === "rescan") rescan();
+        else if (req.op === "ensure") {
+          const settings = await o.settle(req.vm, req.env, req.cwd);
+          if (settings) await arm(settings);
+          else throw Object.assign(new Error("ssh.forward_agent is false"), { quiet: true });
+        } else if (req.op === "rescan") rescan();
         else if (req.op === "stop") after = () => stop("asked to stop");
         reply = status();
       } catch (err) {
-        reply = { ok: false, error: (err as Error).message };
+        const e = err as Error & { hints?: string[]; quiet?: boolean };
+        reply = { ok: false, error: e.message, ...(e.hints?.[0] ? { hint: e.hints[0] } : {}), ...(e.quiet ? { quiet: true } : {}) };
       }
       c.end(`${JSON.stringify(reply)}\n`);
       after?.();

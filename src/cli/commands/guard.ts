@@ -5,6 +5,32 @@ import type { App } from "../app.js";
  * `spuff guard`: the guard daemon that serves the guarded agent to plain OpenSSH (docs/adr/0007-guard-daemon.md).
  * Hidden from the command list: OpenSSH runs `guard ensure` from the generated config, and `ensure` starts `serve`.
  */
+/**
+ * `spuff guard ensure NAME`, run by OpenSSH before each connection to spuff-NAME (src/cli/bin.ts calls it without
+ * loading the rest of the CLI): exit 0 when the guard serves NAME; else the reason on stderr (OpenSSH shows it; the
+ * connection goes on without an agent) and exit 1.
+ */
+export async function ensureForOpenSsh(name: string, env: NodeJS.ProcessEnv, cwd: string, err: (line: string) => void): Promise<number> {
+  const { ensureForOpenSsh: ensure } = await import("../../core/session.js");
+  const r = await ensure(env, cwd, name);
+  if (r.ok) return 0;
+  if (!r.quiet) err(`spuff: no agent forwarded to ${name}: ${r.error}${r.hint ? `\nspuff: hint: ${r.hint}` : ""}\nspuff: \`spuff doctor ${name}\` checks the whole path`);
+  return 1;
+}
+
+/** In the daemon: the settings `spuff ssh NAME` would use, in the environment and directory of the `ensure` caller. */
+async function settleFor(vm: string, env: NodeJS.ProcessEnv, cwd: string, log: (line: string) => void) {
+  const { App } = await import("../app.js");
+  const { guardSettings, resolveRecord } = await import("../../core/session.js");
+  const sink = { write: (s: string) => log(`${vm}: ${s.trimEnd()}`) };
+  const { PassThrough } = await import("node:stream");
+  const app = new App({ env, cwd, stdin: new PassThrough(), stdout: sink, stderr: sink });
+  await app.prepare();
+  const record = resolveRecord(app.state(), vm);
+  if (!app.config().ssh.forward_agent) return undefined;
+  return guardSettings(app, record);
+}
+
 export function register(program: Command, app: App): void {
   const guard = program
     .command("guard", { hidden: true })
@@ -25,15 +51,7 @@ Examples:
     .command("ensure <name>")
     .description("make sure the guard serves NAME (start the daemon if needed); exit 1, with the reason, if it cannot")
     .action(async (name: string) => {
-      const { ensureGuard } = await import("../../core/session.js");
-      try {
-        if (!(await ensureGuard(app, name))) process.exitCode = 1; // ssh.forward_agent: false
-      } catch (err) {
-        // OpenSSH shows this command's stderr; the connection goes on, without an agent.
-        const e = err as Error & { hints?: string[] };
-        app.err(`spuff: no agent forwarded to ${name}: ${e.message}${e.hints?.[0] ? `\nspuff: hint: ${e.hints[0]}` : ""}\nspuff: \`spuff doctor ${name}\` checks the whole path`);
-        process.exitCode = 1;
-      }
+      process.exitCode = await ensureForOpenSsh(name, app.io.env, app.io.cwd, (l) => app.err(l));
     });
 
   guard
@@ -46,7 +64,13 @@ Examples:
       const dir = guardDir(app.io.env);
       const log = (line: string) => app.err(`${new Date().toISOString()} ${line}`);
       const started = await withLock(dir, () =>
-        startGuardServer({ dir, log, build: spuffBuild(), vms: () => app.state().list().filter((r) => r.endpoint).map((r) => r.name) }),
+        startGuardServer({
+          dir,
+          log,
+          build: spuffBuild(),
+          vms: () => app.state().list().filter((r) => r.endpoint).map((r) => r.name),
+          settle: (vm, env, cwd) => settleFor(vm, env, cwd, log),
+        }),
       );
       if (!started) return log("another guard daemon already serves here; exiting");
       await started.done;
@@ -57,7 +81,7 @@ Examples:
     .description("what the running daemon serves")
     .action(async () => {
       const { guardDir } = await import("../../core/session.js");
-      const { guardRequest } = await import("../../ssh/guard-daemon.js");
+      const { guardRequest } = await import("../../ssh/guard-client.js");
       const reply = await guardRequest(guardDir(app.io.env), { op: "ping" }).catch(() => undefined);
       if (app.json) return app.printJson(reply ?? { running: false });
       if (!reply?.ok) return app.out("the guard daemon is not running (the next `ssh spuff-NAME` starts it)");
@@ -72,7 +96,7 @@ Examples:
     .description("stop the daemon")
     .action(async () => {
       const { guardDir } = await import("../../core/session.js");
-      const { guardRequest } = await import("../../ssh/guard-daemon.js");
+      const { guardRequest } = await import("../../ssh/guard-client.js");
       const reply = await guardRequest(guardDir(app.io.env), { op: "stop" }).catch(() => undefined);
       app.info(reply ? `stopped the guard daemon (pid ${reply.ok ? reply.pid : "?"})` : "the guard daemon was not running");
     });
