@@ -8,7 +8,16 @@ for (const stream of [process.stdout, process.stderr]) {
     throw err;
   });
 }
-if (argv.length === 1 && argv[0] === "--version") {
+if (argv[0] === "guard" && argv[1] === "ensure" && argv.length === 3 && !argv[2].startsWith("-")) {
+  // Run by OpenSSH before every connection to spuff-NAME: only the guard's client is loaded, the daemon does the rest.
+  // While spuff itself reads the OpenSSH config (`ssh -G`, src/ssh/openssh-config.ts), its `Match exec` is not a
+  // connection and must not start the guard (nor recurse): "no" at once.
+  if (process.env.SPUFF_GUARD_RESOLVING) process.exitCode = 1;
+  else {
+    const { ensureForOpenSsh } = await import("./commands/guard.js");
+    process.exitCode = await ensureForOpenSsh(argv[2], process.env, process.cwd(), (l) => process.stderr.write(`${l}\n`));
+  }
+} else if (argv.length === 1 && argv[0] === "--version") {
   const { VERSION } = await import("./version.js");
   process.stdout.write(`${VERSION}\n`);
 } else {

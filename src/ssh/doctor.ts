@@ -15,7 +15,7 @@ export interface Check {
 export interface DoctorInput {
   target: VmTarget;
   /** The forwarded agent; a function so its preflight failure becomes a failed check, not an exception. */
-  agent?: () => Promise<{ socket: string; policy: AgentPolicy }>;
+  agent?: () => Promise<{ socket: string; source?: string; policy: AgentPolicy }>;
   gitHosts: string[];
   signal?: AbortSignal;
 }
@@ -79,12 +79,12 @@ export async function doctor(input: DoctorInput): Promise<Check[]> {
   const checks: Check[] = [];
   const { target } = input;
 
-  let agent: { socket: string; policy: AgentPolicy } | undefined;
+  let agent: { socket: string; source?: string; policy: AgentPolicy } | undefined;
   if (!input.agent) checks.push({ check: "local agent", ok: true, detail: "not forwarded (--no-agent or ssh.forward_agent: false)" });
   else {
     try {
       agent = await input.agent();
-      checks.push({ check: "local agent", ok: true, detail: `${agent.socket} answers and holds keys` });
+      checks.push({ check: "local agent", ok: true, detail: `${agent.socket} answers and holds keys${agent.source ? `; chosen from ${agent.source}` : ""}` });
     } catch (err) {
       const e = err as UserError;
       checks.push({ check: "local agent", ok: false, detail: e.message, hint: e.hints?.[0] });

@@ -1,38 +1,37 @@
-import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
-
-function globToRegExp(pattern: string): RegExp {
-  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
-}
-
-/** Whether an OpenSSH `Host` pattern list matches `host` (supports *, ? and !negation). */
-export function hostMatches(patterns: string[], host: string): boolean {
-  let matched = false;
-  for (const p of patterns) {
-    if (p.startsWith("!")) {
-      if (globToRegExp(p.slice(1)).test(host)) return false;
-    } else if (globToRegExp(p).test(host)) matched = true;
-  }
-  return matched;
-}
+import { execFile } from "node:child_process";
 
 /**
- * The `IdentityAgent` that the user's ~/.ssh/config sets for `host` (first match wins, as in OpenSSH), e.g. the
- * 1Password agent. `Match` blocks are skipped: spuff cannot evaluate their conditions.
+ * Set in the environment of the `ssh -G` that spuff runs to read the user's OpenSSH config. The generated config's
+ * `Match … exec "spuff guard ensure NAME"` line runs during that query too; with this set, `guard ensure` answers
+ * "no" at once (src/cli/bin.ts), so the query neither recurses nor starts the guard.
  */
-export function identityAgentFor(host: string, env: NodeJS.ProcessEnv, file = join(env.HOME || homedir(), ".ssh", "config")): string | undefined {
-  if (!existsSync(file)) return undefined;
-  let active = true;
-  for (const raw of readFileSync(file, "utf8").split("\n")) {
-    const line = raw.trim();
-    if (!line || line.startsWith("#")) continue;
-    const m = /^(\S+)\s*=?\s*(.*)$/.exec(line);
-    if (!m) continue;
-    const key = m[1].toLowerCase();
-    if (key === "host") active = hostMatches(m[2].split(/\s+/), host);
-    else if (key === "match") active = false;
-    else if (active && key === "identityagent") return m[2].trim();
-  }
-  return undefined;
+export const RESOLVING_ENV = "SPUFF_GUARD_RESOLVING";
+
+/**
+ * The options OpenSSH resolves for `host`, as `ssh -G` prints them (keys lower case; tokens, `~` and `${VAR}`
+ * expanded; Include and Match evaluated). `configFile` is passed as `-F` (then the system config is not read).
+ * Undefined when ssh is not installed or refuses the config.
+ */
+export function resolveOpenSsh(
+  host: string,
+  env: NodeJS.ProcessEnv,
+  opts: { configFile?: string; resolving?: boolean } = {},
+): Promise<{ options: Map<string, string>; error?: undefined } | { options?: undefined; error: string }> {
+  const args = [...(opts.configFile ? ["-F", opts.configFile] : []), "-G", "--", host];
+  const childEnv = opts.resolving === false ? env : { ...env, [RESOLVING_ENV]: "1" };
+  return new Promise((resolve) => {
+    execFile("ssh", args, { env: childEnv, timeout: 10_000, encoding: "utf8" }, (err, stdout, stderr) => {
+      if (err) {
+        const why = (err as NodeJS.ErrnoException).code === "ENOENT" ? "ssh is not installed" : stderr.trim().split("\n").at(-1) || err.message;
+        return resolve({ error: `\`ssh ${args.join(" ")}\` failed: ${why}` });
+      }
+      const options = new Map<string, string>();
+      for (const line of stdout.split("\n")) {
+        const i = line.indexOf(" ");
+        // The first value wins for the options spuff reads (identityagent, forwardagent, hostname).
+        if (i > 0 && !options.has(line.slice(0, i))) options.set(line.slice(0, i), line.slice(i + 1));
+      }
+      resolve({ options });
+    });
+  });
 }

@@ -131,7 +131,8 @@ export function connectEarly(
     ? Promise.reject(unreachable(target, failed))
     : connect(target, {
         ...(dialed ? { sock: dialed.sock } : {}),
-        // The agent answers forwarded requests; the forwarding itself is asked for with the session (runSession).
+        // The agent is only handed over; the forwarding is asked for with the session (runSession), and only when the
+        // session forwards an agent (with `agentForward` here, ssh2 would ask on every channel, even with ssh.forward_agent off).
         ...(agent ? { agent: agent as never } : {}),
         // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
         authHandler: ["publickey"] as never,

@@ -114,14 +114,9 @@ export class TuiServices {
     };
   }
 
-  /** Rewrites the generated OpenSSH config (`ssh spuff-NAME`) after the set of VMs changed. */
+  /** The set of VMs changed: the generated OpenSSH config and the guard daemon follow (as after `spuff up`/`down`). */
   private async sshConfigChanged(): Promise<string | undefined> {
-    try {
-      const { writeSshConfig } = await import("../ssh/sshconfig.js");
-      await writeSshConfig(this.app.io.env);
-      return undefined;
-    } catch (err) {
-      return `could not update the generated ssh config: ${(err as Error).message}`;
-    }
+    const { sshConfigChanged } = await import("../core/session.js");
+    return sshConfigChanged(this.app.io.env, this.app.state());
   }
 }

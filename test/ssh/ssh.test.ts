@@ -7,7 +7,6 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { GuardedAgent, parseUserAuthRequest } from "../../src/ssh/agent.js";
-import { identityAgentFor } from "../../src/ssh/openssh-config.js";
 import { BIN, runCli, tempHome, userConfigFile, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
@@ -40,7 +39,8 @@ describe("spuff ssh", () => {
     const other = ed25519KeyPair().public.trim().split(" ").slice(0, 2).join(" ");
     await store.save({ ...record, name: "mitm", hostKey: other }, { private: clientKey.private, public: clientKey.public.trim() });
     writeUserConfig(t.env, config());
-    env = { ...t.env, SSH_AUTH_SOCK: agent.socket };
+    // The OpenSSH config spuff asks (`ssh -G`) and installs into: the temp home's, not the machine user's.
+    env = { ...t.env, SSH_AUTH_SOCK: agent.socket, SPUFF_SSH_CONFIG: join(t.home, ".ssh", "config") };
     // On the "VM" (this machine, user spuff-test), git reaches the git server by name with its key pinned.
     const home = "/home/spuff-test";
     execFileSync("mkdir", ["-p", `${home}/.ssh`]);
@@ -50,6 +50,7 @@ describe("spuff ssh", () => {
   });
 
   afterAll(async () => {
+    spawnSync(process.execPath, [BIN, "guard", "stop"], { env }); // started by plain ssh's `spuff guard ensure`
     await vm?.stop();
     await git?.stop();
     agent?.stop();
@@ -167,11 +168,11 @@ describe("spuff ssh", () => {
     expect(r.code).toBe(0);
     const path = join(t.env.XDG_CONFIG_HOME as string, "spuff", "ssh_config");
     expect(r.stdout).toContain(`Include ${path}`);
-    const ok = spawnSync("ssh", ["-F", path, "-o", "BatchMode=yes", "spuff-box", "echo", "via-openssh"], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    const ok = spawnSync("ssh", ["-F", path, "-o", "BatchMode=yes", "spuff-box", "echo", "via-openssh"], { encoding: "utf8", env });
     expect(ok.stderr).toBe("");
     expect(ok.stdout).toBe("via-openssh\n");
     // The record whose pinned key does not match is refused by OpenSSH too.
-    const bad = spawnSync("ssh", ["-F", path, "-o", "BatchMode=yes", "spuff-mitm", "true"], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    const bad = spawnSync("ssh", ["-F", path, "-o", "BatchMode=yes", "spuff-mitm", "true"], { encoding: "utf8", env });
     expect(bad.status).toBe(255);
     expect(bad.stderr).toContain("REMOTE HOST IDENTIFICATION HAS CHANGED");
   });
@@ -222,6 +223,8 @@ describe("spuff ssh", () => {
       ["VM host key", true],
       ["agent on the VM", true],
       ["git login to githost.test", true],
+      ["guard for plain ssh", true],
+      ["ssh spuff-box", true],
     ]);
     expect(checks[3].detail).toContain(agent.keys[0].fingerprint);
     expect(r.code).toBe(0);
@@ -358,16 +361,6 @@ describe("agent preflight", () => {
 });
 
 describe("agent helpers", () => {
-  it("reads IdentityAgent for a host from ~/.ssh/config", () => {
-    const dir = mkdtempSync(join(tmpdir(), "spuff-cfg-"));
-    const f = join(dir, "config");
-    writeFileSync(f, "Host github.com\n  IdentityAgent ~/gh.sock\nHost spuff-* !spuff-x\n  IdentityAgent ~/.1password/agent.sock\nHost *\n  IdentityAgent SSH_AUTH_SOCK\n");
-    expect(identityAgentFor("spuff-box", {}, f)).toBe("~/.1password/agent.sock");
-    expect(identityAgentFor("spuff-x", {}, f)).toBe("SSH_AUTH_SOCK");
-    rmSync(dir, { recursive: true, force: true });
-    expect(existsSync(f)).toBe(false);
-  });
-
   it("a guard not yet armed with a policy refuses every request without asking the real agent", async () => {
     const guard = new GuardedAgent();
     const failure = Buffer.from([5]); // SSH_AGENT_FAILURE

@@ -4,6 +4,7 @@ import * as config from "./config.js";
 import * as doctor from "./doctor.js";
 import * as down from "./down.js";
 import * as extend from "./extend.js";
+import * as guard from "./guard.js";
 import * as image from "./image.js";
 import * as ls from "./ls.js";
 import * as reap from "./reap.js";
@@ -27,4 +28,5 @@ export const commands: ((program: Command, app: App) => void)[] = [
   sshConfig.register,
   doctor.register,
   image.register,
+  guard.register,
 ];

@@ -83,12 +83,9 @@ Examples:
     });
 }
 
-/** Rewrites the generated OpenSSH config (`spuff ssh-config`) after the set of VMs changed. */
+/** Rewrites the generated OpenSSH config (`spuff ssh-config`) after the set of VMs changed; the guard daemon follows. */
 export async function regenerateSshConfig(app: App): Promise<void> {
-  try {
-    const { writeSshConfig } = await import("../../ssh/sshconfig.js");
-    await writeSshConfig(app.io.env);
-  } catch (err) {
-    app.warn(`could not update the generated ssh config: ${(err as Error).message}`);
-  }
+  const { sshConfigChanged } = await import("../../core/session.js");
+  const warning = await sshConfigChanged(app.io.env, app.state());
+  if (warning) app.warn(warning);
 }
