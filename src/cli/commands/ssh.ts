@@ -62,6 +62,7 @@ export function vmTarget(app: App, record: VmRecord): VmTarget {
     user: record.user,
     privateKey: readFileSync(app.state().clientKeyPath(record.name)),
     hostKey: record.hostKey,
+    nextHostKey: record.nextHostKey,
   };
 }
 
