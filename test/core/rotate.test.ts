@@ -36,7 +36,7 @@ describe("host key rotation on up", () => {
 
   const start = async () => {
     h = await harness({
-      ipv4Prefix: "127.0.78.",
+      ipv4Prefix: "127.0.76.",
       standin: false,
       onServerCreated: async (s) => {
         const vm = await startStandinVm(s.userData, s.ipv4 ?? "::1");
@@ -74,7 +74,7 @@ describe("host key rotation on up", () => {
     expect(phases.slice(-3)).toEqual(["cloud-init", "rotate host key", "ready"]);
 
     const old = userDataKey();
-    const presented = presentedKey("127.0.78.2");
+    const presented = presentedKey("127.0.76.2");
     expect(presented).toMatch(/^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI/);
     expect(presented).not.toBe(old.public);
     // Re-pinned everywhere: the record (alone), the known_hosts spuff generates, which the generated ssh_config names.
@@ -116,12 +116,12 @@ describe("host key rotation on up", () => {
     // The VM goes away and something at its address serves the user-data's host key and accepts the same login.
     const [server] = h.fake.servers.values();
     await standins.get(server.id)?.stop();
-    standins.set(server.id, await startStandinVm(server.userData, "127.0.78.2"));
-    expect(presentedKey("127.0.78.2")).toBe(userDataKey().public);
+    standins.set(server.id, await startStandinVm(server.userData, "127.0.76.2"));
+    expect(presentedKey("127.0.76.2")).toBe(userDataKey().public);
 
     const viaSpuff = await h.spuff(["ssh", "imp", "--no-agent", "--", "echo", "in"]);
     expect(viaSpuff.stdout).toBe("");
-    expect(viaSpuff.stderr).toContain("error: host key of imp (127.0.78.2:22) does not match the key pinned");
+    expect(viaSpuff.stderr).toContain("error: host key of imp (127.0.76.2:22) does not match the key pinned");
     expect(viaSpuff.code).not.toBe(0);
     const plain = spawnSync("ssh", ["-F", join(h.env.XDG_CONFIG_HOME as string, "spuff", "ssh_config"), "-o", "BatchMode=yes", "spuff-imp", "echo", "in"], {
       encoding: "utf8",
@@ -153,7 +153,7 @@ describe("host key rotation on up", () => {
     expect(up.code).toBe(2);
     expect(up.stderr).toContain("something other than one ed25519 public key");
     const old = userDataKey();
-    expect(presentedKey("127.0.78.2")).toBe(old.public);
+    expect(presentedKey("127.0.76.2")).toBe(old.public);
     expect(bare(record("kept").hostKey)).toBe(old.public);
     expect(record("kept").nextHostKey).toBeUndefined();
     expect(knownHosts().split("\n").filter(Boolean).map((l) => bare(l.slice("spuff-kept ".length)))).toEqual([old.public]);
@@ -171,7 +171,7 @@ describe("host key rotation on up", () => {
     expect(up.stderr).toContain("error: replacing the host key of liar failed: after the switch its sshd still presents the old key");
     expect(up.stderr).toContain("the VM still presents the key from its user-data; spuff pins only that one");
     const old = userDataKey();
-    expect(presentedKey("127.0.78.2")).toBe(old.public);
+    expect(presentedKey("127.0.76.2")).toBe(old.public);
     expect(bare(record("liar").hostKey)).toBe(old.public);
     expect(record("liar").nextHostKey).toBeUndefined();
     expect(knownHosts().split("\n").filter(Boolean).map((l) => bare(l.slice("spuff-liar ".length)))).toEqual([old.public]);
