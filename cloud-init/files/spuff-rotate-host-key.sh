@@ -26,7 +26,7 @@ reload_sshd() {
   if [ -n "${SPUFF_SSHD_RELOAD_REQUEST:-}" ]; then
     # The stand-in's supervisor sends sshd its SIGHUP and removes the request (what systemctl reload does here).
     : > "$SPUFF_SSHD_RELOAD_REQUEST"
-    for _ in $(seq 200); do [ -e "$SPUFF_SSHD_RELOAD_REQUEST" ] || return 0; sleep 0.05; done
+    for _ in $(seq 1000); do [ -e "$SPUFF_SSHD_RELOAD_REQUEST" ] || return 0; sleep 0.01; done
     return 1
   fi
   # Debian and Ubuntu: ExecReload checks the config (sshd -t), then sends SIGHUP; sshd re-executes itself with the

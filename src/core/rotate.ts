@@ -62,7 +62,7 @@ function stepFailed(target: VmTarget, step: string, r: ExecResult): ProviderErro
 /** Opens a connection that accepts only `target`'s key, retrying refusals while sshd re-executes after its reload. */
 async function connectAgain(target: VmTarget, timeoutMs: number, signal?: AbortSignal): Promise<Client> {
   const deadline = Date.now() + timeoutMs;
-  for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+  for (let delay = 20; ; delay = Math.min(delay * 2, 1000)) {
     try {
       return await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())) }, signal);
     } catch (err) {
