@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ProviderError } from "../../src/core/errors.js";
 import { parseNewHostKey } from "../../src/core/rotate.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
+import { phaseShown, spawnCli } from "../helpers/cli.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
 import { parseUserData, type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
 
@@ -180,6 +181,41 @@ describe("host key rotation on up", () => {
     expect(readdirSync(join(vm.dir, "keys")).sort()).toEqual(["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]);
     expect((await h.spuff(["ssh", "liar", "--no-agent", "--", "true"])).code).toBe(0);
     expect((await h.spuff(["down", "liar", "--yes"])).code).toBe(0);
+  });
+
+  it("Ctrl-C during the rotation rolls the VM back: nothing is left", async () => {
+    await start();
+    tamper = (_dir, real) => `#!/bin/bash\n[ "$1" = prepare ] && sleep 2\nexec /bin/bash ${real} "$@"\n`;
+    const run = spawnCli(["--provider", "hetzner", "up", "intr"], h.env, h.home.home);
+    await phaseShown(run, "rotate host key");
+    run.child.kill("SIGINT");
+    expect(await run.exit).toBe(130);
+    expect(run.stderr()).toContain("interrupted during rotate host key; rolled back, nothing is left");
+    await h.fake.settled();
+    expect({ servers: h.fake.servers.size, keys: h.fake.sshKeys.size }).toEqual({ servers: 0, keys: 0 });
+    expect(knownHosts()).toBe("");
+  });
+
+  it("a crash while both keys are pinned: known_hosts accepts either key the VM may present, and reap removes the VM", async () => {
+    await start();
+    // The commit waits, so spuff can be killed after it pinned the new key next to the old one.
+    tamper = (_dir, real) => `#!/bin/bash\n[ "$1" = commit ] && sleep 3\nexec /bin/bash ${real} "$@"\n`;
+    const run = spawnCli(["--provider", "hetzner", "up", "crash"], h.env, h.home.home);
+    await phaseShown(run, "rotate host key");
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !record("crash").nextHostKey) await new Promise((r) => setTimeout(r, 20));
+    run.child.kill("SIGKILL");
+    await run.exit;
+    const rec = record("crash");
+    expect(bare(rec.hostKey)).toBe(userDataKey().public);
+    expect(rec.nextHostKey).toMatch(/^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\S{43}$/);
+    expect(knownHosts().split("\n").filter(Boolean).map((l) => bare(l.slice("spuff-crash ".length)))).toEqual([userDataKey().public, rec.nextHostKey]);
+    // Whichever of the two the VM presents (the commit runs on after spuff died), the pin holds it.
+    expect([userDataKey().public, rec.nextHostKey]).toContain(presentedKey("127.0.76.2"));
+    const reap = await h.spuff(["reap", "--yes"]);
+    expect(reap.code).toBe(0);
+    expect(reap.stdout).toMatch(/crash\s+hetzner\s+interrupted\s+destroy/);
+    expect(h.fake.servers.size + h.fake.sshKeys.size).toBe(0);
   });
 });
 
