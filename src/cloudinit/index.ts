@@ -3,6 +3,7 @@ export {
   encodeUserData,
   type RenderOptions,
   renderUserData,
+  ROTATE_HOST_KEY,
   SSHD_DROP_IN,
   sshConfigFor,
   templateArgsFromConfig,

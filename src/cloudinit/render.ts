@@ -38,6 +38,9 @@ export const DEFAULT_PACKAGES = ["git", "tmux", "curl", "ca-certificates"];
 /** Where the sshd hardening drop-in goes. Low number: sshd uses the first value it reads for most keywords. */
 export const SSHD_DROP_IN = "/etc/ssh/sshd_config.d/10-spuff.conf";
 
+/** The script spuff runs (sudo -n) over its first pinned connection to replace the host key from user-data. */
+export const ROTATE_HOST_KEY = "/usr/local/lib/spuff/rotate-host-key";
+
 const HOST_RE = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 const IPV6_RE = /^[0-9A-Fa-f:]+$/;
@@ -233,6 +236,7 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   const scanned = args.gitHosts.filter((h) => !h.hostKeys?.length);
   const files: WriteFile[] = [
     { path: SSHD_DROP_IN, content: asset("files/sshd-spuff.conf"), permissions: "0644" },
+    { path: ROTATE_HOST_KEY, content: asset("files/spuff-rotate-host-key.sh"), permissions: "0755", owner: "root:root" },
     {
       path: "/etc/ssh/ssh_known_hosts",
       content: `${asset("known_hosts")}${pinned.length ? `\n# git_hosts from the spuff config\n${pinned.join("\n")}\n` : ""}`,

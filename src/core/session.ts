@@ -68,6 +68,8 @@ export function vmTarget(state: StateStore, record: VmRecord): VmTarget {
     user: record.user,
     privateKey: readFileSync(state.clientKeyPath(record.name)),
     hostKey: record.hostKey,
+    // Mid-rotation (an up that was interrupted between the VM's switch and its confirmation) either key is the VM's.
+    ...(record.nextHostKey ? { nextHostKey: record.nextHostKey } : {}),
   };
 }
 

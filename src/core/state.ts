@@ -133,6 +133,11 @@ export interface VmRecord {
   createdAt: string;
   /** The VM's pinned host public key, "ssh-ed25519 AAAA...". */
   hostKey: string;
+  /**
+   * Set only while `up` replaces the host key from user-data (docs/adr/0008-host-key-rotation.md): the new key the VM
+   * made, pinned next to `hostKey` until the VM is seen presenting it.
+   */
+  nextHostKey?: string;
   endpoint?: SshEndpoint;
   /** Set while `spuff up` creates the VM: its process id. A record whose `up` died (crash, second Ctrl-C) is reaped. */
   upPid?: number;
@@ -207,9 +212,12 @@ export class StateStore {
     });
   }
 
-  /** known_hosts with one line per VM under its HostKeyAlias `spuff-<name>`; regenerated from the VM records. */
+  /**
+   * known_hosts with one line per VM key under its HostKeyAlias `spuff-<name>` (two during a host key rotation);
+   * regenerated from the VM records.
+   */
   private writeKnownHosts(): void {
-    const lines = this.list().map((r) => `${hostAlias(r.name)} ${r.hostKey}`);
+    const lines = this.list().flatMap((r) => [r.hostKey, ...(r.nextHostKey ? [r.nextHostKey] : [])].map((k) => `${hostAlias(r.name)} ${k}`));
     writeFileAtomic(this.knownHostsPath(), lines.length ? `${lines.join("\n")}\n` : "", 0o644);
   }
 }

@@ -8,6 +8,7 @@ import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm } from "./provider.js";
+import { rotateHostKey } from "./rotate.js";
 import { pidAlive, type StateStore, type VmRecord } from "./state.js";
 
 export interface UpDeps {
@@ -127,6 +128,12 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
         hint: `re-run with --keep-on-failure and inspect with \`spuff ssh ${name} -- sudo cloud-init status --long\``,
       });
     }
+
+    // The host key above came in user-data, which the VM's metadata service serves to anyone on it: replace it and
+    // re-pin (docs/adr/0008-host-key-rotation.md).
+    progress.phase("rotate host key");
+    target.hostKey = await rotateHostKey({ state, progress }, target, signal);
+
     progress.phase("ready");
     const done = await state.update(name, ({ upPid: _, ...r }) => r);
     return { vm, record: done ?? saved ?? record, target };

@@ -12,6 +12,8 @@ export interface VmTarget {
   privateKey: string | Buffer;
   /** The pinned host public key, "ssh-ed25519 AAAA...". */
   hostKey: string;
+  /** During a host key rotation (docs/adr/0008-host-key-rotation.md): the VM's new key, accepted as well. */
+  nextHostKey?: string;
 }
 
 export function fingerprintOf(keyBlob: Buffer): string {
@@ -28,9 +30,9 @@ export function fingerprintOfLine(line: string): string {
 
 export class HostKeyMismatch extends UserError {}
 
-/** ssh2 connect options that accept exactly the pinned host key and nothing else. */
+/** ssh2 connect options that accept exactly the pinned host key(s) and nothing else. */
 export function pinnedConnectConfig(target: VmTarget, onMismatch: (seen: string) => void): ConnectConfig {
-  const expected = fingerprintOfLine(target.hostKey);
+  const expected = [target.hostKey, ...(target.nextHostKey ? [target.nextHostKey] : [])].map(fingerprintOfLine);
   return {
     host: target.host,
     port: target.port,
@@ -38,7 +40,7 @@ export function pinnedConnectConfig(target: VmTarget, onMismatch: (seen: string)
     privateKey: target.privateKey,
     hostVerifier: (key: Buffer) => {
       const seen = fingerprintOf(key);
-      if (seen === expected) return true;
+      if (expected.includes(seen)) return true;
       onMismatch(seen);
       return false;
     },
@@ -118,15 +120,35 @@ export async function execOnVm(
   onStdout?: (chunk: string) => void,
 ): Promise<ExecResult> {
   const client = await connect(target, {}, signal);
+  try {
+    return await execOnClient(client, target, command, signal, timeoutMs, onStdout);
+  } finally {
+    client.end();
+  }
+}
+
+/** `execOnVm` over a connection that is already open (and stays open). */
+export async function execOnClient(
+  client: ClientType,
+  target: VmTarget,
+  command: string,
+  signal?: AbortSignal,
+  timeoutMs = 15 * 60_000,
+  onStdout?: (chunk: string) => void,
+): Promise<ExecResult> {
   let timer: NodeJS.Timeout | undefined;
+  let onAbort = () => {};
+  let onClose = () => {};
   try {
     return await new Promise<ExecResult>((resolve, reject) => {
       timer = setTimeout(
         () => reject(new ProviderError(`\`${command}\` on ${target.name} did not finish within ${Math.round(timeoutMs / 1000)} s`)),
         timeoutMs,
       );
-      signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
-      client.on("close", () => reject(new ProviderError(`the connection to ${target.name} closed while running \`${command}\``)));
+      onAbort = () => reject(signal?.reason);
+      onClose = () => reject(new ProviderError(`the connection to ${target.name} closed while running \`${command}\``));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      client.on("close", onClose);
       client.exec(command, (err, stream) => {
         if (err) return reject(err);
         stream.end(); // no input: tell the remote side at once
@@ -144,7 +166,8 @@ export async function execOnVm(
     });
   } finally {
     clearTimeout(timer);
-    client.end();
+    signal?.removeEventListener("abort", onAbort);
+    client.off("close", onClose);
   }
 }
 

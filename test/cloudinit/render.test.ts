@@ -8,6 +8,7 @@ import { parse } from "yaml";
 import {
   encodeUserData,
   renderUserData,
+  ROTATE_HOST_KEY,
   SSHD_DROP_IN,
   type TemplateArgs,
   templateArgsFromConfig,
@@ -141,6 +142,15 @@ describe("rendered user-data", () => {
       expect(sshd).toMatch(new RegExp(`^${line}$`, "m"));
     }
     expect(sshd.match(/^HostKey /gm)).toHaveLength(1);
+    // The script spuff runs over its first connection to replace that key (docs/adr/0008-host-key-rotation.md):
+    // root's, not writable by the login user, present before the first login.
+    expect(ROTATE_HOST_KEY).toBe("/usr/local/lib/spuff/rotate-host-key");
+    expect(files[ROTATE_HOST_KEY]).toEqual({
+      path: ROTATE_HOST_KEY,
+      content: readFileSync("cloud-init/files/spuff-rotate-host-key.sh", "utf8"),
+      permissions: "0755",
+      owner: "root:root",
+    });
     // Written in cloud-init's init stage, before sshd starts: no deferral and no sshd reload during boot (a reload
     // hung the session spuff already had open on a real VM).
     expect(files[SSHD_DROP_IN].defer).toBeUndefined();

@@ -32,6 +32,16 @@ describe("state store", () => {
     expect(readFileSync(store.knownHostsPath(), "utf8")).toBe("");
   });
 
+  it("during a host key rotation known_hosts pins both keys of the VM, afterwards only the new one", async () => {
+    const store = new StateStore(dir);
+    const next = record("beta").hostKey;
+    await store.save(record("alpha"));
+    await store.update("alpha", (r) => ({ ...r, nextHostKey: next }));
+    expect(readFileSync(store.knownHostsPath(), "utf8")).toBe(`spuff-alpha ${record("alpha").hostKey}\nspuff-alpha ${next}\n`);
+    await store.update("alpha", ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: next }));
+    expect(readFileSync(store.knownHostsPath(), "utf8")).toBe(`spuff-alpha ${next}\n`);
+  });
+
   it("atomic writes leave no temp files behind", () => {
     const f = join(dir, "x", "file.json");
     for (let i = 0; i < 20; i++) writeFileAtomic(f, `{"i":${i}}`);

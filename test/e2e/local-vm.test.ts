@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
 import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { one } from "../helpers/json-shapes.js";
@@ -48,8 +48,60 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     expect(r.stderr).toContain("✓ wait SSH");
     expect(r.stderr).toMatch(/^ {2}cloud-init: Cloud-init v\. \S+ running '(init|modules:config|modules:final)'/m);
     expect(r.stderr).toContain("✓ cloud-init");
+    expect(r.stderr).toContain("✓ rotate host key");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("e2e is ready");
+  });
+
+  // The host key in the seed (what the VM's cloud-init read, and what any root process on it can still read from the
+  // attached seed ISO) is no longer the VM's key: spuff replaced it over the first pinned connection.
+  const bare = (line: string) => line.trim().split(" ").slice(0, 2).join(" ");
+  const seedHostKey = () => {
+    const ud = execFileSync("isoinfo", ["-R", "-i", join(stateDir, "local", "e2e", "seed.iso"), "-x", "/user-data"], { encoding: "utf8" });
+    const keys = parse(ud).ssh_keys as { ed25519_private: string; ed25519_public: string };
+    return { public: bare(keys.ed25519_public), private: keys.ed25519_private };
+  };
+  const record = () => JSON.parse(execFileSync("cat", [join(stateDir, "vms", "e2e", "vm.json")], { encoding: "utf8" }));
+
+  it("the VM presents a new host key, not the one in its seed; it alone is pinned, and plain OpenSSH connects strictly", async () => {
+    const rec = record();
+    const scan = execFileSync("ssh-keyscan", ["-T", "20", "-t", "ed25519", "-p", String(rec.endpoint.port), "127.0.0.1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    const presented = scan.trim().split(" ").slice(1, 3).join(" ");
+    expect(presented).toMatch(/^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI/);
+    expect(presented).not.toBe(seedHostKey().public);
+    expect(rec.hostKey).toBe(presented);
+    expect(rec.nextHostKey).toBeUndefined();
+    expect(execFileSync("cat", [join(stateDir, "known_hosts")], { encoding: "utf8" })).toBe(`spuff-e2e ${presented}\n`);
+    const sshConfig = join(t.env.XDG_CONFIG_HOME as string, "spuff", "ssh_config");
+    expect(execFileSync("cat", [sshConfig], { encoding: "utf8" })).toContain("StrictHostKeyChecking yes");
+    const plain = spawnSync("ssh", ["-F", sshConfig, "-o", "BatchMode=yes", "spuff-e2e", "echo", "in"], { encoding: "utf8", env: { PATH: process.env.PATH, HOME: t.home } });
+    expect(plain.stderr).toBe("");
+    expect(plain.stdout).toBe("in\n");
+    expect(plain.status).toBe(0);
+    const viaSpuff = await spuff("ssh", "e2e", "--no-agent", "--", "echo", "in");
+    expect(viaSpuff.stdout).toBe("in\n");
+    expect(viaSpuff.code).toBe(0);
+  });
+
+  it("no file on the VM holds the host private key from the seed; only the seed ISO itself still does", { timeout: 5 * 60_000 }, async () => {
+    // The key's base64 lines go on stdin, not the command line (sudo logs command lines to the journal). The first
+    // line is the same in every unencrypted OpenSSH key (format, cipher and KDF names) and the last one is short: the
+    // lines in between are this key's own.
+    const lines = seedHostKey().private.split("\n").filter((l) => l && !l.startsWith("-----")).slice(1, -1);
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    const grep = await runCli(["ssh", "e2e", "--no-agent", "--", "sudo grep -rlaF -f /dev/stdin /etc /var /home /root /run /tmp /usr/local /boot 2>/dev/null; echo status=$?"], {
+      env,
+      cwd: t.home,
+      stdin: `${lines.join("\n")}\n`,
+    });
+    expect(grep.stdout).toBe("status=1\n"); // grep: 1 = no file matched
+    const files = await spuff("ssh", "e2e", "--no-agent", "--", "sudo", "sh", "-c", "'ls /var/lib/cloud/instance/; ls /etc/ssh | grep ssh_host_'");
+    expect(files.stdout).not.toMatch(/^(user-data\.txt|user-data\.txt\.i|cloud-config\.txt|obj\.pkl)$/m);
+    expect(files.stdout).toMatch(/^sem$/m);
+    expect(files.stdout.split("\n").filter((f) => f.startsWith("ssh_host_"))).toEqual(["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]);
+    // What cannot be removed from inside the VM: the datasource (here the seed ISO; on a cloud, its metadata service).
+    const seed = await runCli(["ssh", "e2e", "--no-agent", "--", "sudo sh -c 'mount -o ro /dev/sr0 /mnt && grep -c -F -f /dev/stdin /mnt/user-data; umount /mnt'"], { env, cwd: t.home, stdin: `${lines[0]}\n` });
+    expect(seed.stdout).toBe("1\n");
   });
 
   it("cloud-init finished without errors", async () => {
@@ -58,7 +110,7 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     expect(r.code).toBe(0);
   });
 
-  it("OpenSSH itself accepts the VM with strict checking against the key pinned before boot", async () => {
+  it("OpenSSH itself accepts the VM with strict checking against the pinned key (given on the command line, no generated config)", async () => {
     const rec = JSON.parse(execFileSync("cat", [join(stateDir, "vms", "e2e", "vm.json")], { encoding: "utf8" }));
     const r = spawnSync("ssh", [
       "-F", "/dev/null",
@@ -104,7 +156,8 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
   it("no private key is on the VM (only its own host key)", async () => {
     const r = await spuff("ssh", "e2e", "--", "sudo", "grep", "-rlI", "PRIVATE KEY", "/home", "/root", "/etc", "/var/lib/cloud", "2>/dev/null", "||", "true");
     const files = r.stdout.trim().split("\n").filter(Boolean);
-    expect(files.filter((f) => !f.startsWith("/etc/ssh/ssh_host_ed25519_key") && !f.startsWith("/var/lib/cloud/instances/") && !f.includes("/var/lib/cloud/instance/"))).toEqual([]);
+    // cloud-init's copies of user-data (which held the first host key) are gone since the rotation.
+    expect(files).toEqual(["/etc/ssh/ssh_host_ed25519_key"]);
   });
 
   it("with --no-agent the same clone fails, with spuff's explanation", async () => {

@@ -1,8 +1,24 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  watch,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { ROTATE_HOST_KEY } from "../../src/cloudinit/index.js";
 import { stopSshd } from "./sshd.js";
 
 /**
@@ -17,18 +33,98 @@ import { stopSshd } from "./sshd.js";
  * another test's sshd there.
  * The VM's cloud-init is stood in by a `cloud-init` program on the session PATH that reports `status: done`; the real
  * cloud-init run is proven by the QEMU end-to-end test.
+ *
+ * Host key rotation (docs/adr/0008-host-key-rotation.md) runs for real: the stand-in installs the rotate script from
+ * the user-data's write_files (as cloud-init would) into `lib/`, its sshd reads the host key from `keys/` and the
+ * files cloud-init keeps from `cloud/instances/`. A `sudo` on the session PATH runs that one script (nothing else)
+ * as the login user on those files, which that user owns here; the stand-in sends sshd the SIGHUP that
+ * `systemctl reload` would. Nothing runs with the test machine's own sudo or touches its /etc/ssh.
  */
 export interface StandinVm {
   host: string;
   port: number;
   pid: number;
   user: string;
+  /** The stand-in's directory: keys/ (host key), cloud/instances/ (cloud-init's copies), lib/ (rotate script). */
+  dir: string;
+  /** The host key file its sshd serves. */
+  hostKeyFile: string;
   stop(): Promise<void>;
 }
 
 interface CloudConfig {
   ssh_keys?: Record<string, string>;
   users?: ({ name: string; ssh_authorized_keys?: string[] } | string)[];
+  write_files?: { path: string; content: string }[];
+}
+
+/** The network namespace this process is in: stand-ins of one test run (one namespace) share its loopback. */
+function netnsId(): string {
+  try {
+    return readlinkSync("/proc/self/ns/net").replace(/\D/g, "");
+  } catch {
+    return "0";
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Holds an address for one stand-in until released. sshd closes its listening socket for a moment when it reloads
+ * (it re-executes itself), so "Address already in use" alone would let a waiting stand-in take ::1 in that moment.
+ */
+async function lockAddress(host: string, port: number, deadline: number): Promise<() => void> {
+  const file = join(tmpdir(), `spuff-standin-${netnsId()}-${host.replaceAll(":", "_")}-${port}.lock`);
+  for (;;) {
+    try {
+      const fd = openSync(file, "wx", 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    let owner = 0;
+    try {
+      owner = Number(readFileSync(file, "utf8"));
+    } catch {
+      continue;
+    }
+    if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+      rmSync(file, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`${host}:${port} is still held by another stand-in VM (${file})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The stand-in's sudo: only `sudo -n <rotate script> ARGS`, run from this stand-in's copy on its own files. */
+function sudoShim(dir: string): string {
+  const env = [
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    `SPUFF_HOST_KEY=${join(dir, "keys", "ssh_host_ed25519_key")}`,
+    `SPUFF_CLOUD_DIR=${join(dir, "cloud")}`,
+    `SPUFF_SSHD_RELOAD_REQUEST=${join(dir, "keys", "reload-request")}`,
+  ];
+  return [
+    "#!/bin/sh",
+    "# Stand-in VM: sudo runs spuff's host key rotation script only (see test/helpers/standin-vm.ts).",
+    `if [ "$1" = -n ] && [ "$2" = ${ROTATE_HOST_KEY} ]; then`,
+    "  shift 2",
+    `  exec env -i ${env.join(" ")} /bin/bash ${join(dir, "lib", "rotate-host-key")} "$@"`,
+    "fi",
+    'echo "sudo (stand-in VM): only the host key rotation runs as root here" >&2',
+    "exit 1",
+    "",
+  ].join("\n");
 }
 
 export function parseUserData(userData: string | Buffer): CloudConfig {
@@ -44,18 +140,47 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   const firstUser = cfg.users?.find((u): u is { name: string; ssh_authorized_keys?: string[] } => typeof u === "object");
   if (!firstUser?.ssh_authorized_keys?.length) throw new Error("user-data has no user with ssh_authorized_keys");
 
+  let uid: number;
+  let gid: number;
+  try {
+    uid = Number(execFileSync("id", ["-u", firstUser.name], { encoding: "utf8" }));
+    gid = Number(execFileSync("id", ["-g", firstUser.name], { encoding: "utf8" }));
+  } catch {
+    throw new Error(`the stand-in VM's login user "${firstUser.name}" does not exist here; run \`bash test/setup.sh\``);
+  }
+
   const dir = mkdtempSync(join(tmpdir(), "spuff-standin-"));
   chmodSync(dir, 0o755);
   const bin = join(dir, "bin");
   mkdirSync(bin);
-  writeFileSync(join(dir, "host_ed25519"), hostKey.endsWith("\n") ? hostKey : `${hostKey}\n`, { mode: 0o600 });
+  // What cloud-init would have written: the host key pair from ssh_keys, its copies of the user-data, the scripts.
+  const keys = join(dir, "keys");
+  mkdirSync(keys, { mode: 0o700 });
+  const hostKeyFile = join(keys, "ssh_host_ed25519_key");
+  writeFileSync(hostKeyFile, hostKey.endsWith("\n") ? hostKey : `${hostKey}\n`, { mode: 0o600 });
+  writeFileSync(`${hostKeyFile}.pub`, `${cfg.ssh_keys?.ed25519_public ?? ""}\n`, { mode: 0o644 });
+  const instance = join(dir, "cloud", "instances", "i-standin");
+  mkdirSync(join(instance, "sem"), { recursive: true, mode: 0o700 });
+  const text = Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
+  for (const f of ["user-data.txt", "user-data.txt.i", "cloud-config.txt", "obj.pkl"]) writeFileSync(join(instance, f), text, { mode: 0o600 });
+  writeFileSync(join(instance, "sem", "config_ssh"), "", { mode: 0o600 });
+  symlinkSync(instance, join(dir, "cloud", "instance"));
+  const rotate = cfg.write_files?.find((f) => f.path === ROTATE_HOST_KEY);
+  if (rotate) {
+    mkdirSync(join(dir, "lib"));
+    writeFileSync(join(dir, "lib", "rotate-host-key"), rotate.content, { mode: 0o755 });
+  }
+  // On a VM root owns these; here the login user does, so that the rotate script can run without the real sudo.
+  for (const p of [keys, hostKeyFile, `${hostKeyFile}.pub`, join(dir, "cloud"), join(dir, "cloud", "instances"), instance, join(instance, "sem")]) chownSync(p, uid, gid);
+  for (const f of ["user-data.txt", "user-data.txt.i", "cloud-config.txt", "obj.pkl", "sem/config_ssh"]) chownSync(join(instance, f), uid, gid);
   writeFileSync(join(dir, "authorized_keys"), `${firstUser.ssh_authorized_keys.join("\n")}\n`, { mode: 0o644 });
   writeFileSync(join(bin, "cloud-init"), '#!/bin/sh\necho "status: done"\n', { mode: 0o755 });
+  writeFileSync(join(bin, "sudo"), sudoShim(dir), { mode: 0o755 });
   writeFileSync(
     join(dir, "sshd_config"),
     [
       `ListenAddress ${host.includes(":") ? `[${host}]` : host}:${port}`,
-      `HostKey ${join(dir, "host_ed25519")}`,
+      `HostKey ${hostKeyFile}`,
       `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
       `PidFile ${join(dir, "sshd.pid")}`,
       "StrictModes no",
@@ -70,6 +195,13 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   );
   mkdirSync("/run/sshd", { recursive: true });
   const deadline = Date.now() + waitForAddressMs;
+  let release: () => void;
+  try {
+    release = await lockAddress(host, port, deadline);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   for (;;) {
     const child: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], {
       stdio: ["ignore", "ignore", "pipe"],
@@ -100,16 +232,30 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
         continue;
       }
       rmSync(dir, { recursive: true, force: true });
+      release();
       throw err;
     } finally {
       clearTimeout(timer);
     }
+    // The rotate script's reload: SIGHUP to sshd (it re-executes itself with the new key), then the request goes.
+    const request = join(keys, "reload-request");
+    const reloader = watch(keys, () => {
+      if (!existsSync(request)) return;
+      child.kill("SIGHUP");
+      rmSync(request, { force: true });
+    });
     return {
       host,
       port,
       pid: child.pid ?? 0,
       user: firstUser.name,
-      stop: () => stopSshd(child, dir),
+      dir,
+      hostKeyFile,
+      stop: async () => {
+        reloader.close();
+        await stopSshd(child, dir);
+        release();
+      },
     };
   }
 }
