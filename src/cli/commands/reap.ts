@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { ownerId } from "../../core/labels.js";
 import type { ReapResult } from "../../core/reap.js";
 import { table } from "../../core/view.js";
 import { ProviderError } from "../../core/errors.js";
@@ -12,7 +11,7 @@ export function register(program: Command, app: App): void {
     .command("reap")
     .description("delete spuff VMs past their TTL or powered off, and resources no VM uses; forget VMs that are gone")
     .option("--dry-run", "print the plan, change nothing")
-    .option("--all-owners", "also reap other people's VMs in the same account (default: only this machine's)")
+    .option("--all-owners", "also reap other owners' VMs in the same account (default: only this machine's)")
     .option("--install", "run `spuff reap` every 10 minutes (systemd user timer on Linux, launchd agent on macOS)")
     .option("--no-enable", "with --install: write the timer files but do not enable them")
     .option("--uninstall", "remove the timer installed by --install")
@@ -58,7 +57,7 @@ Examples:
             state: app.state(),
             provider: (n) => app.provider(n),
             providerNames: app.providerScope(),
-            owner: ownerId(app.io.env),
+            owner: app.owner(),
             allOwners: opts.allOwners,
             progress,
             signal,
@@ -87,6 +86,6 @@ function describe(r: ReapResult): string {
     lines.push(table(["NAME", "PROVIDER", "REASON", "ACTION"], r.plan.map((i) => [i.name, i.provider, i.reason, i.error ? `FAILED: ${i.error}` : state(i)])));
   }
   for (const o of r.orphans) lines.push(`${r.dryRun ? "would delete" : "deleted"} ${o.provider} ${o.resource}`);
-  if (r.dryRun) lines.push("(dry run: nothing changed; run `spuff reap` to do it)");
+  if (r.dryRun) lines.push("", "(dry run: nothing changed; run `spuff reap` to do it)");
   return lines.join("\n");
 }
