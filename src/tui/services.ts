@@ -64,6 +64,15 @@ export class TuiServices {
     return extendVm({ provider, state: this.app.state(), signal }, vmOf(view), by);
   }
 
+  /** `spuff start NAME`: boots a stopped VM again with its disk; returns it as it runs now. */
+  async start(view: VmView, progress: Progress, signal?: AbortSignal): Promise<{ view: VmView; alreadyRunning: boolean }> {
+    const provider = await this.app.provider(view.provider);
+    const { startVm } = await import("../core/start.js");
+    const r = await startVm({ provider, state: this.app.state(), progress, env: this.app.io.env, signal }, view);
+    if (!r.alreadyRunning) await this.sshConfigChanged();
+    return { view: toView(r.vm, new Date(), provider.info().features, view.mine), alreadyRunning: r.alreadyRunning };
+  }
+
   /** Every registered provider, the configured one first. */
   async providers(): Promise<ProviderChoice[]> {
     await import("../../providers/index.js");
