@@ -179,6 +179,27 @@ describe("spuff reap", () => {
     expect(new StateStore(stateDir()).read("broken")).toBeDefined();
   });
 
+  it("nothing is deleted because spuff could not tell: a provider that fails, a record that cannot be read", async () => {
+    // A record of a Hetzner VM, and the Hetzner API unreachable: the record is not "gone", reap fails and keeps it.
+    await new StateStore(stateDir()).save({ name: "far", provider: "hetzner", id: "42", requestId: "reqfar", user: "dev", createdAt: new Date().toISOString(), hostKey: "ssh-ed25519 AAAA" });
+    const env = { ...t.env, HCLOUD_TOKEN: "not-a-real-token", HCLOUD_ENDPOINT: "http://127.0.0.1:9/v1", HCLOUD_POLL_INTERVAL: "10ms" };
+    const r = await runCli(["reap"], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("hetzner: ");
+    expect(r.stdout).toBe("nothing to reap\n");
+    expect(new StateStore(stateDir()).read("far")).toBeDefined();
+
+    // A record whose vm.json cannot be read: never forgotten, and its name stays taken.
+    mkdirSync(join(stateDir(), "vms", "garbled"), { recursive: true });
+    writeFileSync(join(stateDir(), "vms", "garbled", "vm.json"), "{ half a reco");
+    expect((await runCli(["reap", "--provider", "local"], { env: t.env })).stdout).toBe("nothing to reap\n");
+    expect(existsSync(join(stateDir(), "vms", "garbled", "vm.json"))).toBe(true);
+    const up = await runCli(["up", "garbled"], { env: t.env });
+    expect(up.code).toBe(1);
+    expect(up.stderr).toContain(`error: the name "garbled" is taken: ${join(stateDir(), "vms", "garbled")} exists but holds no readable VM record`);
+    expect(readFileSync(join(stateDir(), "vms", "garbled", "vm.json"), "utf8")).toBe("{ half a reco");
+  });
+
   it("deletes orphans: a VM directory without metadata left by a crash", async () => {
     const orphan = vmDir("half-made");
     mkdirSync(orphan, { recursive: true });
