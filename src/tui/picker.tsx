@@ -349,8 +349,13 @@ function Footer(props: {
     return (
       <Box borderStyle="round" borderColor="red" paddingX={1} flexDirection="column">
         <Text>
-          Destroy <Text bold>{v.name}</Text> ({where})? This deletes the VM and its disk.
+          Destroy <Text bold>{v.name}</Text> ({where}{v.id && v.id !== v.name ? `, id ${v.id}` : ""})? This deletes the VM and its disk.
         </Text>
+        {v.mine ? null : (
+          <Text color="red">
+            It is not this machine's: it belongs to owner <Text bold>{v.owner ?? "unknown"}</Text>.
+          </Text>
+        )}
         <Text>
           <Text bold>y</Text> destroy · any other key keeps it <Text dimColor>[y/N]</Text>
         </Text>

@@ -236,4 +236,18 @@ describe("picker on the Hetzner fake", () => {
     r.stdin.write("j\r");
     await vi.waitFor(() => expect(actions.map((a) => (a.kind === "shell" ? a.vm.name : a.kind))).toEqual(["box-2"]));
   });
+
+  it("destroying another owner's server asks with its owner named; any key but y keeps it", async () => {
+    const [id] = h.fake.seedServers(1, { namePrefix: "team", labels: () => ({ "managed-by": "spuff", "spuff/name": "team-1", "spuff/owner": "teammate0005" }) });
+    const services = await servicesFor(h.env, h.home.home, { provider: "hetzner" });
+    r = render(<KeyRoot><Picker services={services} onAction={() => {}} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
+    await frame(r, has("team-1"));
+    r.stdin.write("d");
+    const dialog = await frame(r, has("Destroy team-1"));
+    expect(dialog).toContain(`Destroy team-1 (hetzner, fsn1, cx22, id ${id})? This deletes the VM and its disk.`);
+    expect(dialog).toContain("It is not this machine's: it belongs to owner teammate0005.");
+    r.stdin.write("n");
+    await frame(r, has("nothing destroyed"));
+    expect(h.fake.servers.size).toBe(1);
+  });
 });
