@@ -76,7 +76,7 @@ Examples:
         progress.finish();
         results.push({ ...r, id: t.id || null });
         if (!app.json) {
-          app.out(`${r.destroyed ? `destroyed ${which(t)}` : `forgot ${r.name}: it no longer existed at ${r.provider}`}${r.cost ? `, cost ${formatMoney(r.cost)}` : ""}`);
+          app.out(`${r.destroyed ? `destroyed ${which(t)}` : `already gone: ${r.name} (${r.provider}); its local record is forgotten`}${r.cost ? `, cost ${formatMoney(r.cost)}` : ""}`);
         }
       }
       await regenerateSshConfig(app);
