@@ -20,15 +20,20 @@ export function register(program: Command, app: App): void {
       `
 What is reaped (docs/idle.md):
   expired       the VM is past its hard TTL (label spuff/expires-at)
-  idle-stopped  the VM powered itself off when idle; the provider still bills it until it is deleted
-  stopped       the VM powered off; it no longer bills but still holds a disk
+  idle-stopped  the VM powered itself off; the provider bills it until it is deleted
+  stopped       the VM powered off and its disk is still billed; a free provider's (local) stopped
+                VM is kept until its TTL instead: \`spuff start NAME\` boots it again
+  interrupted   its \`spuff up\` died before the VM was ready
   gone          the VM no longer exists; its local state (keys, known_hosts entry) is removed
 plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses.
+This machine's VMs are those labelled with its owner id, or whose record (keys) it holds.
+Provider labels are the truth: a scheduled job with only a token can reap for a whole team.
 
 Examples:
   $ spuff reap --dry-run
   $ spuff reap --json
-  $ spuff reap --install`,
+  $ spuff reap --install
+  $ HCLOUD_TOKEN=... spuff --provider hetzner reap --all-owners --json   (cron, CI)`,
     )
     .action(async (opts: { dryRun?: boolean; allOwners?: boolean; install?: boolean; enable: boolean; uninstall?: boolean }) => {
       if (opts.install || opts.uninstall) {
