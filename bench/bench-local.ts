@@ -10,7 +10,7 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
   if (!want("local")) return [];
   const cache = process.env.SPUFF_CACHE_DIR ?? join(homedir(), ".cache", "spuff");
   if (!existsSync(join(cache, "images", `debian-12-${recipeHash()}`, "disk.qcow2"))) {
-    return ["## 5. Local VM\nSkipped: no image (run `sudo spuff image build` first).\n"];
+    return ["## 4. Local VM\nSkipped: no image (run `sudo spuff image build` first).\n"];
   }
   const home = mkdtempSync(join(tmpdir(), "spuff-bench-local-"));
   const env = { ...process.env, HOME: home, XDG_STATE_HOME: join(home, "state"), XDG_CONFIG_HOME: join(home, "cfg"), SPUFF_CACHE_DIR: cache, CI: "true" };
@@ -24,7 +24,7 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     const rows = (ready.timings as { phase: string; ms: number }[]).map((t) => `| ${t.phase} | ${(t.ms / 1000).toFixed(1)} s |`);
     const toSsh = (ready.timings as { phase: string; ms: number }[]).slice(0, -2).reduce((s: number, t: { ms: number }) => s + t.ms, 0) / 1000;
     return [
-      `## 5. Local VM (this machine's accelerator)
+      `## 4. Local VM (this machine's accelerator)
 \`spuff --json --provider local up bench\` with the cached image; ${info.join("; ")}. Goal: shell ≤ 60 s on TCG.
 
 | phase | time |

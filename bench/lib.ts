@@ -49,8 +49,62 @@ export function median(values: number[]): number {
 
 export const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
 
+/** The CPU as /proc/cpuinfo names it, with the count: "2 × AMD EPYC 7B13". Figures are kept per CPU kind. */
+export function cpuKind(): string {
+  let model = cpus()[0]?.model;
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.trim() || model;
+  } catch {
+    // not Linux: Node's name for it
+  }
+  return `${cpus().length} × ${(model ?? "unknown CPU").replace(/\s+/g, " ")}`;
+}
+
 export function machineInfo(): string {
-  const cpu = cpus()[0]?.model ?? "unknown CPU";
   const kernel = execFileSync("uname", ["-sr"], { encoding: "utf8" }).trim();
-  return `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${kernel}, Node ${process.version}`;
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  return `${cpuKind()}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${kernel}, Node ${process.version}; load average at the start ${load}`;
+}
+
+/** One goal-bearing figure of this run (the per-CPU table and the list of missed goals are made of these). */
+export interface Figure {
+  name: string;
+  goal: string;
+  value: string;
+  ok: boolean;
+}
+export const figures: Figure[] = [];
+
+/**
+ * A figure against its goal, recorded for the summary: "1.05× ✓ (goal ≤ 1.1×)", or, missed, "**1.32× ✗ misses its
+ * goal ≤ 1.1×**". `value` is the figure the goal holds for (the worst median over the rounds).
+ */
+export function goal(name: string, value: number, op: "≤" | "≥", target: number, fmt: (v: number) => string): string {
+  const ok = op === "≤" ? value <= target : value >= target;
+  figures.push({ name, goal: `${op} ${fmt(target)}`, value: fmt(value), ok });
+  return ok ? `${fmt(value)} ✓ (goal ${op} ${fmt(target)})` : `**${fmt(value)} ✗ misses its goal ${op} ${fmt(target)}**`;
+}
+
+export const ratio = (v: number) => `${v.toFixed(2)}×`;
+
+/** Median, min, max and the worst of per-round medians (`worst`: the highest for times, pass "low" for rates). */
+export function spread(values: number[], worst: "high" | "low" = "high") {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values), worst: worst === "high" ? Math.max(...values) : Math.min(...values) };
+}
+
+/**
+ * `rounds` hyperfine runs of the same commands, side by side (each round runs every command), so a slow moment of a
+ * shared machine hits all of them: per command, every round's median and the extremes of all runs.
+ */
+export function rounds(commands: string[], opts: { rounds: number; runs: number; warmup?: number; env?: NodeJS.ProcessEnv }): { medians: number[]; min: number; max: number; runs: number }[] {
+  const out = commands.map(() => ({ medians: [] as number[], min: Infinity, max: 0, runs: 0 }));
+  for (let r = 0; r < opts.rounds; r++) {
+    hyperfine(commands, { runs: opts.runs, warmup: opts.warmup, env: opts.env }).forEach((t, i) => {
+      out[i].medians.push(t.median);
+      out[i].min = Math.min(out[i].min, t.min);
+      out[i].max = Math.max(out[i].max, t.max);
+      out[i].runs += t.runs;
+    });
+  }
+  return out;
 }

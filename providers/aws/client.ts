@@ -49,6 +49,9 @@ export interface Ec2Settings {
   env: NodeJS.ProcessEnv;
 }
 
+/** Pages a Describe call reads at most (DescribeInstances pages hold up to 1000 instances). */
+const MAX_PAGES = 1000;
+
 type Sendable = { send(command: unknown, options?: { abortSignal?: AbortSignal }): Promise<unknown> };
 
 export class Ec2 {
@@ -107,6 +110,32 @@ export class Ec2 {
     return (client as unknown as Sendable).send(command, { abortSignal: signal }) as Promise<T>;
   }
 
+  /**
+   * Every page of a Describe call, following NextToken. It always ends: a token EC2 already sent (the same pages again)
+   * or more than MAX_PAGES pages is an error, never a loop and never a partial list passed off as whole.
+   */
+  private async pages<P extends { NextToken?: string }>(action: string, page: (token: string | undefined) => Promise<P>, each: (p: P) => void): Promise<void> {
+    const seen = new Set<string>();
+    let token: string | undefined;
+    for (let n = 1; ; n++) {
+      const out = await page(token);
+      each(out);
+      token = out.NextToken;
+      if (!token) return;
+      const broken = seen.has(token)
+        ? `EC2 answered page ${n} with a NextToken it had sent before: the pages would repeat for ever`
+        : n >= MAX_PAGES
+          ? `EC2's answer goes on past ${MAX_PAGES} pages`
+          : undefined;
+      if (broken) {
+        throw new ProviderError(`${action}: ${broken}`, {
+          hint: `the answers do not come from a working EC2 endpoint: check ${this.context.endpoint ? `the endpoint ${this.context.endpoint}` : "AWS_ENDPOINT_URL_EC2"} and any proxy in between, or https://health.aws.amazon.com`,
+        });
+      }
+      seen.add(token);
+    }
+  }
+
   async instanceType(name: string, signal?: AbortSignal): Promise<InstanceTypeInfo | undefined> {
     const out = await this.call(
       "DescribeInstanceTypes",
@@ -120,21 +149,21 @@ export class Ec2 {
   /** Availability zones of the region that offer `instanceType`. */
   async zonesOffering(instanceType: string, signal?: AbortSignal): Promise<string[]> {
     const zones: string[] = [];
-    let NextToken: string | undefined;
-    do {
-      const out = await this.call(
-        "DescribeInstanceTypeOfferings",
-        (s) =>
-          this.send<{ InstanceTypeOfferings?: { Location?: string }[]; NextToken?: string }>(
-            this.client,
-            new DescribeInstanceTypeOfferingsCommand({ LocationType: "availability-zone", Filters: [{ Name: "instance-type", Values: [instanceType] }], NextToken }),
-            s,
-          ),
-        signal,
-      );
-      zones.push(...(out.InstanceTypeOfferings ?? []).map((o) => o.Location ?? "").filter(Boolean));
-      NextToken = out.NextToken;
-    } while (NextToken);
+    await this.pages(
+      "DescribeInstanceTypeOfferings",
+      (NextToken) =>
+        this.call(
+          "DescribeInstanceTypeOfferings",
+          (s) =>
+            this.send<{ InstanceTypeOfferings?: { Location?: string }[]; NextToken?: string }>(
+              this.client,
+              new DescribeInstanceTypeOfferingsCommand({ LocationType: "availability-zone", Filters: [{ Name: "instance-type", Values: [instanceType] }], NextToken }),
+              s,
+            ),
+          signal,
+        ),
+      (out) => zones.push(...(out.InstanceTypeOfferings ?? []).map((o) => o.Location ?? "").filter(Boolean)),
+    );
     return [...new Set(zones)].sort();
   }
 
@@ -155,16 +184,16 @@ export class Ec2 {
 
   async securityGroups(filters: Filter[], signal?: AbortSignal): Promise<SecurityGroup[]> {
     const groups: SecurityGroup[] = [];
-    let NextToken: string | undefined;
-    do {
-      const out = await this.call(
-        "DescribeSecurityGroups",
-        (s) => this.send<{ SecurityGroups?: SecurityGroup[]; NextToken?: string }>(this.client, new DescribeSecurityGroupsCommand({ Filters: filters, NextToken }), s),
-        signal,
-      );
-      groups.push(...(out.SecurityGroups ?? []));
-      NextToken = out.NextToken;
-    } while (NextToken);
+    await this.pages(
+      "DescribeSecurityGroups",
+      (NextToken) =>
+        this.call(
+          "DescribeSecurityGroups",
+          (s) => this.send<{ SecurityGroups?: SecurityGroup[]; NextToken?: string }>(this.client, new DescribeSecurityGroupsCommand({ Filters: filters, NextToken }), s),
+          signal,
+        ),
+      (out) => groups.push(...(out.SecurityGroups ?? [])),
+    );
     return groups;
   }
 
@@ -211,21 +240,23 @@ export class Ec2 {
   /** All instances matching `filters`, every page. */
   async instances(input: { InstanceIds?: string[]; Filters?: Filter[] }, signal?: AbortSignal): Promise<Instance[]> {
     const out: Instance[] = [];
-    let NextToken: string | undefined;
-    do {
-      const page = await this.call(
-        "DescribeInstances",
-        (s) =>
-          this.send<{ Reservations?: { Instances?: Instance[] }[]; NextToken?: string }>(
-            this.client,
-            new DescribeInstancesCommand({ ...input, ...(input.InstanceIds ? {} : { MaxResults: 1000 }), NextToken }),
-            s,
-          ),
-        signal,
-      );
-      for (const r of page.Reservations ?? []) out.push(...(r.Instances ?? []));
-      NextToken = page.NextToken;
-    } while (NextToken);
+    await this.pages(
+      "DescribeInstances",
+      (NextToken) =>
+        this.call(
+          "DescribeInstances",
+          (s) =>
+            this.send<{ Reservations?: { Instances?: Instance[] }[]; NextToken?: string }>(
+              this.client,
+              new DescribeInstancesCommand({ ...input, ...(input.InstanceIds ? {} : { MaxResults: 1000 }), NextToken }),
+              s,
+            ),
+          signal,
+        ),
+      (page) => {
+        for (const r of page.Reservations ?? []) out.push(...(r.Instances ?? []));
+      },
+    );
     return out;
   }
 

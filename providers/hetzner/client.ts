@@ -7,9 +7,9 @@ import type { operations, paths } from "./api.gen.js";
 /**
  * The thin Hetzner Cloud API client: the only code in spuff that talks HTTP to Hetzner. Types come from the official
  * OpenAPI spec (api.gen.ts). It adds what every call needs: the token (never echoed), a per-request timeout, retries of
- * reads on 5xx/timeouts with backoff, waiting out 429 until `RateLimit-Reset`, retrying 423 `locked`, pagination, and
- * one mapping from API errors to spuff's errors with hints. Creates (POST) are never retried blindly: the caller
- * decides (it looks the resource up by its `spuff/request-id` label first).
+ * reads on 5xx/timeouts with backoff, waiting out 429 as the quota refills (one request per second), retrying 423
+ * `locked`, pagination that always ends, and one mapping from API errors to spuff's errors with hints. Creates (POST)
+ * are never retried blindly: the caller decides (it looks the resource up by its `spuff/request-id` label first).
  */
 
 type Json<Op, Status extends number> = Op extends { responses: { [K in Status]: { content: { "application/json": infer B } } } } ? B : never;
@@ -34,8 +34,8 @@ export interface ClientOptions {
   pollMs: number;
   /** How long a `locked` (423) resource is retried before giving up. */
   lockedMs?: number;
-  /** Longest `RateLimit-Reset` wait spuff sits out; a longer one is an error with a hint. */
-  maxRateLimitWaitMs?: number;
+  /** How long one call keeps retrying while rate limited (429) before it fails (SPUFF_HETZNER_RATE_LIMIT_TIMEOUT). */
+  rateLimitedMs?: number;
 }
 
 const apiErrors = new WeakMap<object, { status: number; code: string }>();
@@ -57,12 +57,15 @@ type Result<D> = { data?: D; error?: unknown; response: Response };
 /** What messages say for an HCLOUD_ENDPOINT that is not a URL. */
 export const INVALID_ENDPOINT = "(invalid HCLOUD_ENDPOINT)";
 
+/** Pages a list call reads at most (10 000 entries at 50 a page, far beyond any project spuff manages). */
+export const MAX_PAGES = 200;
+
 export class HetznerClient {
   private readonly http: Client<paths>;
   private readonly opts: Required<ClientOptions>;
 
   constructor(opts: ClientOptions) {
-    this.opts = { lockedMs: 120_000, maxRateLimitWaitMs: 60_000, ...opts };
+    this.opts = { lockedMs: 120_000, rateLimitedMs: 30_000, ...opts };
     let base: URL;
     try {
       base = new URL(opts.endpoint);
@@ -101,7 +104,7 @@ export class HetznerClient {
   ): Promise<D | undefined> {
     const { signal } = opts;
     let transient = 0;
-    let rateLimited = 0;
+    let rateLimitedSince: number | undefined;
     const lockedUntil = Date.now() + this.opts.lockedMs;
     let locked = 0;
     for (;;) {
@@ -128,13 +131,15 @@ export class HetznerClient {
       if (opts.accept?.includes(response.status)) return undefined;
       const body = (r.error ?? {}) as ApiErrorBody;
       if (response.status === 429) {
-        const waitMs = rateLimitWait(response.headers);
-        if (rateLimited < 5 && waitMs <= this.opts.maxRateLimitWaitMs) {
-          rateLimited++;
-          await sleep(Math.max(waitMs, this.opts.pollMs), signal);
+        // The quota refills gradually (one request per second at 3600/h): the next request is allowed in about a
+        // second, whatever `RateLimit-Reset` says (that is when the whole quota is back, usually an hour away).
+        rateLimitedSince ??= Date.now();
+        const left = this.opts.rateLimitedMs - (Date.now() - rateLimitedSince);
+        if (left > 0) {
+          await sleep(Math.min(rateLimitWait(response.headers), left), signal);
           continue;
         }
-        throw this.toError(what, response, body);
+        throw this.rateLimitError(what, response, body, Date.now() - rateLimitedSince);
       }
       if (response.status === 423 && Date.now() < lockedUntil) {
         await sleep(backoff(locked++, this.opts.pollMs, 5000), signal);
@@ -208,13 +213,6 @@ export class HetznerClient {
         hint: "wait a minute and run the command again",
       });
     }
-    if (status === 429) {
-      const reset = response.headers.get("RateLimit-Reset");
-      const at = reset && /^\d+$/.test(reset) ? ` until ${new Date(Number(reset) * 1000).toISOString()}` : "";
-      return new ProviderError(`${what}: rate limited by the Hetzner API${at} (${said})`, {
-        hint: "another tool may be using the same project heavily; wait and run the command again",
-      });
-    }
     if (status >= 500) {
       return new ProviderError(`${what}: the Hetzner API failed (${said})`, {
         hint: "Hetzner may be having trouble (https://status.hetzner.com); run the command again later",
@@ -225,23 +223,62 @@ export class HetznerClient {
     });
   }
 
+  /** 429 for longer than spuff waits: how long it tried, and how the quota comes back. */
+  private rateLimitError(what: string, response: Response, body: ApiErrorBody, waitedMs: number): ProviderError {
+    const code = body.error?.code ?? "";
+    const apiMessage = this.redact(body.error?.message ?? response.statusText ?? "");
+    const said = `429${code ? ` ${code}` : ""}${apiMessage ? `: ${apiMessage}` : ""}`;
+    const limit = Number(response.headers.get("RateLimit-Limit")) || 3600;
+    const reset = response.headers.get("RateLimit-Reset");
+    const full = reset && /^\d+$/.test(reset) ? ` (all of them by ${new Date(Number(reset) * 1000).toISOString().slice(11, 16)} UTC)` : "";
+    const every = limit === 3600 ? "one per second" : `one every ${Math.round(3_600_000 / limit) / 1000} s`;
+    const err = new ProviderError(`${what}: rate limited by the Hetzner API for ${Math.max(1, Math.round(waitedMs / 1000))} s (${said})`, {
+      hint: [
+        `the project's ${limit} requests per hour come back ${every}${full}; another tool (or a loop in CI) is using the same project heavily`,
+        "run the command again in a minute; SPUFF_HETZNER_RATE_LIMIT_TIMEOUT waits longer (default 30s)",
+      ],
+    });
+    apiErrors.set(err, { status: 429, code });
+    return err;
+  }
+
   // ---- operations -------------------------------------------------------------------------------------------------
 
-  /** All pages of a list call (`per_page` 50, the API's maximum). */
+  /**
+   * All pages of a list call (`per_page` 50, the API's maximum). It always ends: each page must name the following one
+   * as `next_page` (or none), never one past `last_page`, and at most MAX_PAGES are read; any other answer is an error
+   * (a partial list is never returned as if it were whole).
+   */
   private async all<T, K extends string>(
     what: string,
     key: K,
-    page: (p: number, signal: AbortSignal) => Promise<Result<{ [k in K]: T[] } & { meta?: { pagination?: { next_page?: number | null } } }>>,
+    page: (p: number, signal: AbortSignal) => Promise<Result<{ [k in K]: T[] } & { meta?: { pagination?: { next_page?: number | null; last_page?: number | null } } }>>,
     signal?: AbortSignal,
   ): Promise<T[]> {
     const out: T[] = [];
-    for (let p: number | null | undefined = 1; p; ) {
-      const current: number = p;
+    for (let p = 1; ; p++) {
+      const current = p;
       const data = await this.call(what, (s) => page(current, s), { idempotent: true, signal });
       out.push(...(data?.[key] ?? []));
-      p = data?.meta?.pagination?.next_page;
+      const next = data?.meta?.pagination?.next_page;
+      if (next === null || next === undefined) return out;
+      const last = data?.meta?.pagination?.last_page;
+      const broken =
+        next <= p
+          ? `the Hetzner API's page ${p} names next_page ${next}: the pages do not move forward`
+          : typeof last === "number" && next > last
+            ? `the Hetzner API's page ${p} names next_page ${next} past its last_page ${last}`
+            : next > p + 1
+              ? `the Hetzner API's page ${p} names next_page ${next}: pages ${p + 1} to ${next - 1} would be missed`
+              : p >= MAX_PAGES
+                ? `the Hetzner API's answer goes on past ${MAX_PAGES} pages (${MAX_PAGES * 50} entries)`
+                : undefined;
+      if (broken) {
+        throw new ProviderError(`${what}: ${broken}`, {
+          hint: "the answers do not come from a working Hetzner API: check HCLOUD_ENDPOINT and any proxy in between, or https://status.hetzner.com",
+        });
+      }
     }
-    return out;
   }
 
   listServers(labelSelector: string, signal?: AbortSignal): Promise<Server[]> {
@@ -378,11 +415,17 @@ export function pollDelay(i: number, pollMs: number): number {
   return Math.min(Math.max(2000, pollMs), Math.max(10, pollMs / 20) * 2 ** i);
 }
 
-/** Milliseconds until `RateLimit-Reset` (Unix seconds), or the poll fallback of 1 s when absent. */
-export function rateLimitWait(headers: Headers, now = Date.now()): number {
+/**
+ * How long to wait after a 429 before the next try: the time one request takes to come back (the quota refills
+ * `RateLimit-Limit` per hour, evenly: 1 s at the default 3600), or until `RateLimit-Reset` when the whole quota is back
+ * sooner than that; at least 50 ms, at most 10 s, plus up to 10 % so processes sharing a project do not retry in step.
+ */
+export function rateLimitWait(headers: Headers, now = Date.now(), jitter = Math.random()): number {
+  const limit = Number(headers.get("RateLimit-Limit"));
+  let ms = limit > 0 ? 3_600_000 / limit : 1000;
   const reset = headers.get("RateLimit-Reset");
-  if (reset && /^\d+$/.test(reset)) return Math.max(0, Number(reset) * 1000 - now);
-  return 1000;
+  if (reset && /^\d+$/.test(reset)) ms = Math.min(ms, Math.max(0, Number(reset) * 1000 - now));
+  return Math.round(Math.min(10_000, Math.max(50, ms)) * (1 + 0.1 * jitter));
 }
 
 function transportMessage(err: unknown): string {

@@ -72,7 +72,7 @@ class HetznerProvider implements Provider {
     return {
       name: PROVIDER,
       description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint, INVALID_ENDPOINT)}` : "Hetzner Cloud",
-      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA },
+      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64" },
     };
   }
 
@@ -87,12 +87,17 @@ class HetznerProvider implements Provider {
     if (!timeout) throw new UserError(`SPUFF_HETZNER_TIMEOUT="${env.SPUFF_HETZNER_TIMEOUT}" is not a duration`, { hint: 'e.g. "30s"' });
     const locked = env.SPUFF_HETZNER_LOCKED_TIMEOUT ? parseGoDuration(env.SPUFF_HETZNER_LOCKED_TIMEOUT) : 120_000;
     if (locked === undefined) throw new UserError(`SPUFF_HETZNER_LOCKED_TIMEOUT="${env.SPUFF_HETZNER_LOCKED_TIMEOUT}" is not a duration`, { hint: 'e.g. "2m"' });
+    const rateLimited = env.SPUFF_HETZNER_RATE_LIMIT_TIMEOUT ? parseGoDuration(env.SPUFF_HETZNER_RATE_LIMIT_TIMEOUT) : 30_000;
+    if (rateLimited === undefined) {
+      throw new UserError(`SPUFF_HETZNER_RATE_LIMIT_TIMEOUT="${env.SPUFF_HETZNER_RATE_LIMIT_TIMEOUT}" is not a duration`, { hint: 'e.g. "30s"' });
+    }
     this.client = new HetznerClient({
       endpoint: env.HCLOUD_ENDPOINT || DEFAULT_ENDPOINT,
       token,
       pollMs: Math.max(10, poll),
       timeoutMs: timeout,
       lockedMs: locked,
+      rateLimitedMs: rateLimited,
     });
     return this.client;
   }

@@ -1,7 +1,9 @@
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { chownSync, existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { UserError } from "../../src/core/errors.js";
+import { sudoInvoker } from "../../src/core/state.js";
 import { pulledImageDir } from "./pull.js";
 
 /** The image recipe (a shell script shipped next to this file, in source and build alike). */
@@ -20,6 +22,18 @@ export function recipeHash(): string {
 
 export function builtImageDir(cacheDir: string): string {
   return join(cacheDir, "images", `debian-12-${recipeHash()}`);
+}
+
+/**
+ * Under sudo, an image written into the invoking user's cache (see cacheDir) is handed to that user: the image and
+ * every directory above it, up to their home, that root created.
+ */
+export function giveToInvoker(dir: string, env: NodeJS.ProcessEnv): void {
+  const who = sudoInvoker(env);
+  const inside = (p: string) => who !== undefined && p !== who.home && !relative(who.home, p).startsWith("..");
+  if (!who || !inside(dir)) return;
+  spawnSync("chown", ["-R", `${who.uid}:${who.gid}`, dir]);
+  for (let p = dirname(dir); inside(p); p = dirname(p)) if (statSync(p).uid === 0) chownSync(p, who.uid, who.gid);
 }
 
 export interface BaseImage {
@@ -59,7 +73,7 @@ export function findImage(cacheDir: string, configured?: string): BaseImage {
   throw new UserError("no local VM image yet", {
     hint: [
       "download Debian's official cloud image, verified against its SHA512SUMS: `spuff image pull`",
-      "or, offline, build one (about 2 minutes, needs root and the Debian mirror): `sudo spuff image build`",
+      "or, offline, build one (2 to 3 minutes, needs root and the Debian mirror): `sudo spuff image build`",
     ],
   });
 }

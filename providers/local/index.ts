@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
-import { type BaseImage, builtImageDir, findImage, recipePath } from "./image.js";
-import { type Accel, accelCandidates, freePort, hasCommand, livePid, portFree, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
+import { type BaseImage, builtImageDir, findImage, giveToInvoker, recipePath } from "./image.js";
+import { platform } from "node:os";
+import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, portFree, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
 
 interface Meta {
   name: string;
@@ -37,6 +38,13 @@ function stopReason(consoleLog: string): StopReason {
   if (/reboot: Power down|spuff-idle: expired/.test(tail)) return "poweroff";
   return "host-restarted";
 }
+
+/**
+ * Tools that write the NoCloud seed ISO, first found wins: genisoimage (Debian), mkisofs (cdrtools), xorrisofs
+ * (xorriso, e.g. Homebrew). All take the same short options.
+ */
+const ISO_TOOLS = ["genisoimage", "mkisofs", "xorrisofs"];
+const isoTool = (): string | undefined => ISO_TOOLS.find((t) => hasCommand(t));
 
 /** How long a fresh guest must survive before its accelerator counts as working. */
 const ACCEL_PROBE_MS = 10_000;
@@ -76,8 +84,15 @@ class LocalProvider implements Provider {
     return {
       name: "local",
       description: "QEMU on this machine",
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, prices: true, free: true },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true },
     };
+  }
+
+  /** With local.accel auto on Linux and no usable /dev/kvm, every VM runs under software emulation: say so, and why. */
+  notices(): string[] {
+    if (this.ctx.config.local.accel !== "auto" || platform() !== "linux") return [];
+    const why = kvmUnavailable();
+    return why ? [`KVM cannot be used, so the VM runs under software emulation (TCG, several times slower): ${why}`] : [];
   }
 
   private dir(name: string): string {
@@ -96,11 +111,14 @@ class LocalProvider implements Provider {
     const bin = qemuBinary();
     if (!hasCommand(bin)) {
       throw new UserError(`${bin} is not installed`, {
-        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install qemu cdrtools`",
+        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install qemu xorriso`",
       });
     }
-    for (const tool of ["qemu-img", "genisoimage"]) {
-      if (!hasCommand(tool)) throw new UserError(`${tool} is not installed`, { hint: "run `bash scripts/install-deps.sh` as root" });
+    if (!hasCommand("qemu-img")) throw new UserError("qemu-img is not installed", { hint: "run `bash scripts/install-deps.sh` as root" });
+    if (!isoTool()) {
+      throw new UserError(`no tool to write the cloud-init seed ISO (one of ${ISO_TOOLS.join(", ")})`, {
+        hint: "Debian/Ubuntu: `sudo apt-get install genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install xorriso`",
+      });
     }
     findImage(this.ctx.cacheDir, this.ctx.config.local.image);
     const r = this.resources();
@@ -150,7 +168,7 @@ class LocalProvider implements Provider {
     mkdirSync(seedDir, { recursive: true });
     writeFileSync(join(seedDir, "user-data"), spec.userData, { mode: 0o600 });
     writeFileSync(join(seedDir, "meta-data"), `instance-id: spuff-${spec.name}-${spec.requestId}\nlocal-hostname: ${spec.name}\n`);
-    run("genisoimage", ["-quiet", "-output", join(dir, "seed.iso"), "-volid", "cidata", "-joliet", "-rock", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
+    run(isoTool() ?? "genisoimage", ["-quiet", "-o", join(dir, "seed.iso"), "-V", "cidata", "-J", "-R", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
     rmSync(seedDir, { recursive: true, force: true });
   }
 
@@ -320,7 +338,7 @@ class LocalProvider implements Provider {
     }
     if (opts.force) rmSync(out, { recursive: true, force: true });
     mkdirSync(join(out, ".."), { recursive: true });
-    progress.phase("debootstrap Debian 12 (about 2 minutes)");
+    progress.phase("debootstrap Debian 12 (2 to 3 minutes)");
     const code = await new Promise<number | null>((resolve) => {
       const child = spawn("bash", [recipePath(), out, ...(opts.mirror ? [opts.mirror] : [])], { stdio: ["ignore", "inherit", "pipe"] });
       child.stderr.on("data", (d: Buffer) => {
@@ -330,13 +348,16 @@ class LocalProvider implements Provider {
     });
     if (code === 3) throw new UserError("cannot build the image here", { hint: "run it as root with debootstrap, e2fsprogs and qemu-utils installed (`sudo bash scripts/install-deps.sh`)" });
     if (code !== 0) throw new ProviderError(`the image build failed (exit ${code})`, { hint: "check that the Debian mirror is reachable; pass --mirror URL to use another" });
+    giveToInvoker(out, this.ctx.env);
     return out;
   }
 
   /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
   async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
     const { pullImage } = await import("./pull.js");
-    return pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+    const dir = await pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+    giveToInvoker(dir, this.ctx.env);
+    return dir;
   }
 
   /** Rewrites the labels in the VM's metadata (`spuff extend`). */

@@ -10,16 +10,27 @@ export function qemuBinary(): string {
   return arch() === "arm64" ? "qemu-system-aarch64" : "qemu-system-x86_64";
 }
 
+/**
+ * Why KVM cannot be used on this Linux machine (undefined: it can). Without it every guest runs under TCG, software
+ * emulation, and `spuff up` says so with the fix.
+ */
+export function kvmUnavailable(device = "/dev/kvm"): string | undefined {
+  if (!existsSync(device)) {
+    return `${device} does not exist (virtualisation is off in the firmware, or this machine is a VM without nested virtualisation)`;
+  }
+  try {
+    accessSync(device, constants.R_OK | constants.W_OK);
+    return undefined;
+  } catch {
+    return `no read/write access to ${device}: add yourself to its group (\`sudo usermod -aG kvm $USER\`, then log in again)`;
+  }
+}
+
 /** Accelerators to try, best first, for config `local.accel`. */
 export function accelCandidates(setting: "auto" | Accel): Accel[] {
   if (setting !== "auto") return [setting];
   if (platform() === "darwin") return ["hvf", "tcg"];
-  try {
-    accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
-    return ["kvm", "tcg"];
-  } catch {
-    return ["tcg"];
-  }
+  return kvmUnavailable() === undefined ? ["kvm", "tcg"] : ["tcg"];
 }
 
 export function accelArgs(accel: Accel): string[] {

@@ -1,6 +1,6 @@
 import type { Config } from "../config/defaults.js";
 import type { LoadedConfig } from "../config/load.js";
-import { Interrupted } from "../core/errors.js";
+import { ConfigError, Interrupted } from "../core/errors.js";
 import type { Progress, Provider } from "../core/provider.js";
 import { type Owner, owner } from "../core/owner.js";
 import { getProvider } from "../core/registry.js";
@@ -32,9 +32,19 @@ export interface GlobalOptions {
 /** Per-invocation runtime: I/O, global flags, config, state and providers, each loaded once and only when asked. */
 export class App {
   globals: GlobalOptions = {};
+  /**
+   * What this command does with a project spuff.yaml the user has not trusted (set per command in main.ts; see
+   * docs/adr/0006-project-config-trust.md): "refuse" stops before anything of it is used (asking first in a
+   * terminal), "ignore" leaves it out with a warning, "unused" means the command reads no config.
+   */
+  untrustedProject: "refuse" | "ignore" | "unused" = "refuse";
+  private reviewed = false;
+  /** The subcommand being run (`ssh`, `up`, ...), once commander has found it. */
+  command?: string;
   private loaded?: LoadedConfig;
   private providers = new Map<string, Promise<Provider>>();
   private loader?: typeof import("../config/load.js");
+  private schema?: typeof import("../config/schema.js");
 
   constructor(readonly io: Io) {}
 
@@ -83,16 +93,35 @@ export class App {
    */
   async prepare(): Promise<void> {
     this.loader ??= await import("../config/load.js");
+    this.schema ??= await import("../config/schema.js");
+    if (this.untrustedProject === "refuse" && this.interactive && !this.globals.config && !this.reviewed) {
+      this.reviewed = true;
+      const { reviewProjectFile } = await import("./commands/trust.js");
+      await reviewProjectFile(this);
+    }
+  }
+
+  /** `--provider` and `SPUFF_PROVIDER` are checked before any file is read, with spuff's words instead of zod's. */
+  private checkProviderName(): void {
+    const known: readonly string[] = this.schema?.providerNames ?? [];
+    for (const [source, name] of [["--provider", this.globals.provider], ["SPUFF_PROVIDER", this.io.env.SPUFF_PROVIDER]] as const) {
+      if (name === undefined || (source === "SPUFF_PROVIDER" && (name === "" || this.globals.provider !== undefined))) continue;
+      if (!known.includes(name)) {
+        throw new ConfigError(`${source}: unknown provider "${name}"`, { hint: `valid providers: ${known.join(", ")}` });
+      }
+    }
   }
 
   loadedConfig(): LoadedConfig {
     if (!this.loader) throw new Error("App.prepare() must run before config is read");
     if (!this.loaded) {
+      this.checkProviderName();
       this.loaded = this.loader.loadConfig({
         env: this.io.env,
         cwd: this.io.cwd,
         configFile: this.globals.config,
         provider: this.globals.provider,
+        untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse",
       });
       for (const w of this.loaded.warnings) this.warn(w);
     }

@@ -10,6 +10,7 @@ Exit codes:
   1    user error (bad flag, bad config, unknown VM) — the message says how to fix it
   2    provider or API error (cloud API, QEMU, SSH to the VM)
   130  interrupted (Ctrl-C)
+  255  spuff ssh only: spuff itself failed (any other code is the remote command's, as with OpenSSH's ssh)
 
 Examples:
   $ spuff up                      create a VM with the configured provider (default: local QEMU)
@@ -19,8 +20,44 @@ Examples:
 
 Docs: README.md, docs/config.md, docs/json.md`;
 
+/**
+ * `spuff ssh` passes the remote command's exit code through, so its own failures cannot use 1 and 2 (a failing `make`
+ * exits 2): like OpenSSH's ssh, it exits 255 when spuff itself failed.
+ */
+export const SSH_OWN_FAILURE = 255;
+
 /** Commands that call `app.prepare()` themselves: `ssh` loads the config while its connection is being set up. */
 const LOADS_CONFIG_ITSELF = new Set(["ssh"]);
+
+/**
+ * What a command does with a project spuff.yaml the user has not trusted (docs/adr/0006-project-config-trust.md).
+ * Not listed: "refuse" (stop before anything is created; in a terminal, show the file and ask). "ignore": the command
+ * works on VMs that already exist, which a project file cannot configure, so it leaves the file out with a warning.
+ * "unused": the command reads no config.
+ */
+const UNTRUSTED_PROJECT: Record<string, "ignore" | "unused" | ((args: unknown[]) => "refuse" | "unused")> = {
+  ls: "ignore",
+  status: "ignore",
+  down: "ignore",
+  extend: "ignore",
+  reap: "ignore",
+  ssh: "ignore",
+  "ssh-config": "ignore",
+  doctor: "ignore",
+  "image pull": "ignore",
+  "image build": "ignore",
+  trust: "unused",
+  "config init": "unused",
+  "config path": "unused",
+  // `config validate FILE` checks that file as it is (a spuff.yaml by a project file's rules) and uses none of it.
+  "config validate": (args) => (args[0] === undefined ? "refuse" : "unused"),
+};
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(" ");
+}
 
 export function buildProgram(app: App): Command {
   const program = new Command("spuff")
@@ -38,8 +75,13 @@ export function buildProgram(app: App): Command {
       writeErr: (s) => app.io.stderr.write(s),
     })
     .exitOverride();
+  program.hook("preSubcommand", (_this, sub) => {
+    app.command = sub.name();
+  });
   program.hook("preAction", async (_this, action) => {
     app.globals = action.optsWithGlobals();
+    const policy = UNTRUSTED_PROJECT[commandPath(action)] ?? "refuse";
+    app.untrustedProject = typeof policy === "function" ? policy(action.processedArgs) : policy;
     if (!LOADS_CONFIG_ITSELF.has(action.name())) await app.prepare();
   });
   for (const register of commands) register(program, app);
@@ -80,7 +122,8 @@ export async function main(argv: string[], io: Partial<Io> = {}): Promise<number
     const code = typeof process.exitCode === "number" ? process.exitCode : 0;
     return code;
   } catch (err) {
-    return handleError(app, err);
+    const code = handleError(app, err);
+    return app.command === "ssh" && code !== 0 ? SSH_OWN_FAILURE : code;
   } finally {
     process.exitCode = before;
   }

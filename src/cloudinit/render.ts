@@ -300,15 +300,19 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
 }
 
 /**
- * Fits user-data into a provider's limit (Hetzner 32 KiB, EC2 16 KiB before base64): the text as is, else gzipped
- * (cloud-init detects gzip by its magic bytes), else a UserError that says what to shorten.
+ * Fits user-data into a provider's limit as the provider counts it (ProviderFeatures.userDataBinary): the text as is,
+ * else gzipped (cloud-init detects gzip by its magic bytes), else a UserError with the sizes that says what to shorten.
+ * `binary` "base64": the provider sends gzip as base64 text and its limit counts that text (Hetzner: 32 KiB of base64 is
+ * 24 KiB of gzip); "bytes": the limit counts the gzip bytes (EC2's 16 KiB is before its own base64).
  */
-export function encodeUserData(text: string, maxBytes: number): string | Buffer {
+export function encodeUserData(text: string, maxBytes: number, binary: "bytes" | "base64" = "bytes"): string | Buffer {
   const size = Buffer.byteLength(text);
   if (size <= maxBytes) return text;
   const gz = gzipSync(text, { level: 9 });
-  if (gz.length <= maxBytes) return gz;
-  throw new UserError(`the VM's user-data is ${size} bytes (${gz.length} gzipped), over this provider's limit of ${maxBytes} bytes`, {
+  const sent = binary === "base64" ? Math.ceil(gz.length / 3) * 4 : gz.length;
+  if (sent <= maxBytes) return gz;
+  const sizes = binary === "base64" ? `${gz.length} gzipped, ${sent} as base64, the way this provider sends it` : `${gz.length} gzipped`;
+  throw new UserError(`the VM's user-data is ${size} bytes (${sizes}), over this provider's limit of ${maxBytes} bytes`, {
     hint: ["shorten `setup`, `packages` or `git_hosts` in the config", "put long setup steps in a script in your dotfiles instead"],
   });
 }

@@ -5,6 +5,9 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import type { ZodIssue } from "zod";
 import { ConfigError } from "../core/errors.js";
 import { type Config, DEFAULTS } from "./defaults.js";
+import { stateDir } from "../core/state.js";
+import { canonicalPath, sha256, type TrustStatus, TrustStore } from "../core/trust.js";
+import { allowedProjectKeys, PROJECT_KEYS } from "./project.js";
 import { type ConfigFile, configSchema } from "./schema.js";
 
 export interface LoadOptions {
@@ -18,8 +21,12 @@ export interface LoadOptions {
 
 export interface LoadedConfig {
   config: Config;
-  /** Files read, lowest precedence first. */
+  /** Files used, lowest precedence first. */
   files: string[];
+  /** Files found (used or ignored), lowest precedence first, with their trust. */
+  sources: SourceFile[];
+  /** Where each value of `config` came from, by dotted path ("hetzner.location", "setup"). */
+  origins: Record<string, Origin>;
   warnings: string[];
 }
 
@@ -153,17 +160,69 @@ function expandEnv(doc: Document, lc: LineCounter, file: string, env: NodeJS.Pro
   visit(doc.contents, []);
 }
 
-/** Reads and validates one config file. Throws a ConfigError listing every problem with file:line:col. */
-export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[] = []): ConfigFile {
-  let text: string;
+/** What kind of file a config file is: the user's own (`~/.config/spuff/config.yaml`, `--config FILE`) or a project's. */
+export type FileKind = "user" | "config" | "project";
+
+export interface ParsedFile {
+  data: ConfigFile;
+  /** Where each key set by the file is, by dotted path ("hetzner.location", "setup"). */
+  positions: Map<string, { line: number; col: number }>;
+}
+
+function readBytes(file: string): Buffer {
   try {
-    text = readFileSync(file, "utf8");
+    return readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(`cannot read config file ${file}: ${code === "ENOENT" ? "no such file" : code}`, {
       hint: code === "ENOENT" ? "create one with `spuff config init`, or check the path" : undefined,
     });
   }
+}
+
+/** Positions of the keys a file sets, down to the leaves the merge replaces whole (scalars and lists). */
+function keyPositions(doc: Document, lc: LineCounter): Map<string, { line: number; col: number }> {
+  const out = new Map<string, { line: number; col: number }>();
+  const visit = (node: unknown, path: string[]): void => {
+    if (!isMap(node)) return;
+    for (const pair of node.items) {
+      if (!isScalar(pair.key)) continue;
+      const p = [...path, String(pair.key.value)];
+      if (isMap(pair.value)) visit(pair.value, p);
+      else if (pair.key.range) out.set(p.join("."), lc.linePos(pair.key.range[0]));
+    }
+  };
+  visit(doc.contents, []);
+  return out;
+}
+
+/** Keys a project file may not set (src/config/project.ts), one problem each, pointing at the key. */
+function refusedKeys(doc: Document, lc: LineCounter, file: string, userFile: string): string[] {
+  const problems: string[] = [];
+  const visit = (node: unknown, path: string[]): void => {
+    if (!isMap(node)) return;
+    for (const pair of node.items) {
+      if (!isScalar(pair.key)) continue;
+      const p = [...path, String(pair.key.value)];
+      const rule = PROJECT_KEYS[p.join(".")];
+      if (typeof rule === "string") {
+        problems.push(
+          `${file}${position(lc, pair.key.range?.[0])}: ${p.join(".")}: not allowed in a project file (${rule}); move it to your user config ${userFile}`,
+        );
+      } else if (rule === undefined && isMap(pair.value)) visit(pair.value, p);
+    }
+  };
+  visit(doc.contents, []);
+  return problems;
+}
+
+/**
+ * Parses and validates one config file's bytes. A user file (`kind` user or config) expands `${VAR}` from `env`; a
+ * project file never does (its text is used as written) and may set only the keys of src/config/project.ts. Throws a
+ * ConfigError listing every problem with file:line:col.
+ */
+export function parseConfigFile(file: string, bytes: Buffer, kind: FileKind, env: NodeJS.ProcessEnv, warnings: string[] = []): ParsedFile {
+  const text = bytes.toString("utf8");
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -173,14 +232,21 @@ export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[
     });
   }
   const problems: string[] = [];
-  expandEnv(doc, lc, file, env, problems);
+  if (kind === "project") problems.push(...refusedKeys(doc, lc, file, userConfigPath(env)));
+  else expandEnv(doc, lc, file, env, problems);
   const raw = doc.toJS() ?? {};
   const result = configSchema.safeParse(raw);
   if (!result.success) problems.push(...result.error.issues.flatMap((i) => issueLines(file, doc, lc, i)));
   if (problems.length > 0) {
     throw new ConfigError(`${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}`, {
       notes: problems,
-      hint: "see docs/config.md or `spuff config init` for the reference of every key",
+      hint:
+        kind === "project" && problems.some((p) => p.includes("not allowed in a project file"))
+          ? [
+              `a project file may set only: ${allowedProjectKeys().join(", ")} (docs/config.md, "Project files")`,
+              "see docs/config.md or `spuff config init` for the reference of every key",
+            ]
+          : "see docs/config.md or `spuff config init` for the reference of every key",
     });
   }
   const parsed = result.data as ConfigFile;
@@ -196,7 +262,12 @@ export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[
       /* unreadable stat is not worth an error */
     }
   }
-  return parsed;
+  return { data: parsed, positions: keyPositions(doc, lc) };
+}
+
+/** Reads and validates one config file (see parseConfigFile). */
+export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[] = [], kind: FileKind = "user"): ConfigFile {
+  return parseConfigFile(file, readBytes(file), kind, env, warnings).data;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -214,6 +285,20 @@ export function merge<T>(lower: T, higher: unknown): T {
   return out as T;
 }
 
+/** Dotted paths of the leaves of a layer (scalars and lists: what the merge replaces whole). */
+export function leafPaths(value: unknown, prefix = ""): string[] {
+  if (!isPlainObject(value)) return prefix ? [prefix] : [];
+  return Object.entries(value).flatMap(([k, v]) => (v === undefined ? [] : leafPaths(v, prefix ? `${prefix}.${k}` : k)));
+}
+
+const ENV_VARS: Record<string, (env: NodeJS.ProcessEnv) => string | undefined> = {
+  provider: (env) => (env.SPUFF_PROVIDER ? "SPUFF_PROVIDER" : undefined),
+  "hetzner.token": (env) => (env.HCLOUD_TOKEN ? "HCLOUD_TOKEN" : undefined),
+  "aws.region": (env) => (env.AWS_REGION ? "AWS_REGION" : env.AWS_DEFAULT_REGION ? "AWS_DEFAULT_REGION" : undefined),
+  "aws.profile": (env) => (env.AWS_PROFILE ? "AWS_PROFILE" : undefined),
+  "aws.endpoint": (env) => (env.AWS_ENDPOINT_URL_EC2 ? "AWS_ENDPOINT_URL_EC2" : undefined),
+};
+
 /** Environment layer: SPUFF_PROVIDER, HCLOUD_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_EC2. */
 function envLayer(env: NodeJS.ProcessEnv): ConfigFile {
   const layer: Record<string, Record<string, unknown> | string> = {};
@@ -227,26 +312,122 @@ function envLayer(env: NodeJS.ProcessEnv): ConfigFile {
   return layer as ConfigFile;
 }
 
+/** Where a value of the effective config came from. */
+export type Origin =
+  | { source: "default" }
+  | { source: FileKind; file: string; line: number; col: number; trusted: boolean }
+  | { source: "env"; name: string }
+  | { source: "flag"; name: string };
+
+/** A config file spuff found, whether it used it, and whether it is trusted (the user's own files always are). */
+export interface SourceFile {
+  kind: FileKind;
+  path: string;
+  trusted: boolean;
+  /** Left out: an untrusted project file under `untrusted: "ignore"`. */
+  ignored?: boolean;
+  sha256?: string;
+}
+
+export interface TrustOptions {
+  /**
+   * What to do with a project file whose exact content is not trusted: "refuse" (default) throws an
+   * UntrustedProjectError before any of it is used; "ignore" leaves it out with a warning (commands that only act on
+   * VMs that already exist).
+   */
+  untrusted?: "refuse" | "ignore";
+  /** Where trusted project files are recorded; default: the store in spuff's state dir. */
+  store?: TrustStore;
+}
+
+/** A project file whose exact content the user has not trusted (`spuff trust`). Exit code 1; nothing of it was used. */
+export class UntrustedProjectError extends ConfigError {
+  constructor(
+    readonly file: string,
+    readonly status: Exclude<TrustStatus, "trusted">,
+    readonly trustedAt?: string,
+  ) {
+    super(
+      status === "changed"
+        ? `${file} changed since you trusted it${trustedAt ? ` (${trustedAt})` : ""}; spuff stopped before using it`
+        : `${file} is a project config you have not trusted; spuff stopped before using it`,
+      {
+        notes: [
+          "a project's spuff.yaml comes with the repository: its setup commands run on the VM your agent is later forwarded to",
+        ],
+        hint: [`review the file, then trust this exact content: spuff trust ${file}`, "or run the command in a terminal: spuff shows the file and asks"],
+      },
+    );
+  }
+}
+
+/** The project file's bytes, its canonical path and digest. */
+export function readProjectFile(file: string): { path: string; bytes: Buffer; sha256: string } {
+  const path = canonicalPath(file);
+  const bytes = readBytes(path);
+  return { path, bytes, sha256: sha256(bytes) };
+}
+
 /**
  * Precedence, lowest first: built-in defaults < user config (`$XDG_CONFIG_HOME/spuff/config.yaml`) < project
  * `spuff.yaml` (cwd or nearest parent) < environment variables < command-line flags. `--config FILE` replaces both
- * files. Each file is validated on its own so every problem points at its file, line and column.
+ * files. Each file is validated on its own so every problem points at its file, line and column. A project file is
+ * used only when the user trusted its exact bytes, and never expands `${VAR}` (docs/adr/0006-project-config-trust.md).
  */
-export function loadConfig(opts: LoadOptions): LoadedConfig {
+export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
   const warnings: string[] = [];
-  const files: string[] = [];
+  const sources: SourceFile[] = [];
+  const layers: { source: SourceFile; parsed: ParsedFile }[] = [];
   if (opts.configFile) {
-    files.push(resolve(opts.cwd, opts.configFile));
+    const path = resolve(opts.cwd, opts.configFile);
+    const source: SourceFile = { kind: "config", path, trusted: true };
+    sources.push(source);
+    layers.push({ source, parsed: parseConfigFile(path, readBytes(path), "config", opts.env, warnings) });
   } else {
     const user = userConfigPath(opts.env);
-    if (existsSync(user)) files.push(user);
-    const project = findProjectConfig(opts.cwd);
-    if (project && project !== user) files.push(project);
+    if (existsSync(user)) {
+      const source: SourceFile = { kind: "user", path: user, trusted: true };
+      sources.push(source);
+      layers.push({ source, parsed: parseConfigFile(user, readBytes(user), "user", opts.env, warnings) });
+    }
+    const found = findProjectConfig(opts.cwd);
+    if (found && canonicalPath(found) !== canonicalPath(user)) {
+      const project = readProjectFile(found);
+      const store = opts.store ?? new TrustStore(stateDir(opts.env));
+      const entry = store.entry(project.path);
+      const status: TrustStatus = !entry ? "new" : entry.sha256 === project.sha256 ? "trusted" : "changed";
+      const source: SourceFile = { kind: "project", path: project.path, trusted: status === "trusted", sha256: project.sha256 };
+      sources.push(source);
+      if (status !== "trusted" && opts.untrusted === "ignore") {
+        source.ignored = true;
+        warnings.push(
+          `ignoring ${project.path}: it is ${status === "changed" ? "changed since you trusted it" : "not trusted"} (this command needs only your user config); to use it: spuff trust ${project.path}`,
+        );
+      } else {
+        // Validated before the trust check: a file with problems (or refused keys) is reported as such, trusted or not.
+        const parsed = parseConfigFile(project.path, project.bytes, "project", opts.env, warnings);
+        if (status !== "trusted") throw new UntrustedProjectError(project.path, status, entry?.trustedAt);
+        layers.push({ source, parsed });
+      }
+    }
   }
+  const origins: Record<string, Origin> = {};
+  for (const p of leafPaths(DEFAULTS)) origins[p] = { source: "default" };
   let merged: ConfigFile = {};
-  for (const f of files) merged = merge(merged, loadFile(f, opts.env, warnings));
-  merged = merge(merged, envLayer(opts.env));
-  if (opts.provider !== undefined) merged = merge(merged, { provider: opts.provider });
+  for (const { source, parsed } of layers) {
+    merged = merge(merged, parsed.data);
+    for (const p of leafPaths(parsed.data)) {
+      const at = parsed.positions.get(p) ?? parsed.positions.get(p.split(".")[0]) ?? { line: 1, col: 1 };
+      origins[p] = { source: source.kind, file: source.path, line: at.line, col: at.col, trusted: source.trusted };
+    }
+  }
+  const fromEnv = envLayer(opts.env);
+  merged = merge(merged, fromEnv);
+  for (const p of leafPaths(fromEnv)) origins[p] = { source: "env", name: ENV_VARS[p]?.(opts.env) ?? "environment" };
+  if (opts.provider !== undefined) {
+    merged = merge(merged, { provider: opts.provider });
+    origins.provider = { source: "flag", name: "--provider" };
+  }
   const check = configSchema.safeParse(merged);
   if (!check.success) {
     const issue = check.error.issues[0];
@@ -256,7 +437,10 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
     });
   }
   const config = merge(structuredClone(DEFAULTS) as unknown as Config, check.data);
-  return { config, files, warnings };
+  // A leaf of the defaults that a file replaced with an object (dotfiles) or the reverse keeps only current paths.
+  for (const p of Object.keys(origins)) if (!leafPaths(config).includes(p)) delete origins[p];
+  const files = sources.filter((s) => !s.ignored).map((s) => s.path);
+  return { config, files, sources, origins, warnings };
 }
 
 /** Parses "1h30m", "2d", "45s" into milliseconds. */

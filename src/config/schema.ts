@@ -32,6 +32,8 @@ export const gitHostSchema = z.strictObject({
   address: z.string().optional(),
   host_keys: z.array(hostKeyLine).optional(),
   fingerprints: z.array(fingerprint).optional(),
+  /** The user git logins there are for (default "git"); the guard signs no other (sign_policy: git-only). */
+  user: z.string().regex(/^[A-Za-z0-9._-]+$/, "expected a user name").optional(),
 });
 
 export const configSchema = z.strictObject({

@@ -9,8 +9,14 @@ export interface ProviderFeatures {
   selfTerminatesOnPoweroff: boolean;
   /** A stopped VM still costs money until it is deleted (Hetzner). The reaper deletes such VMs. */
   billsWhenStopped: boolean;
-  /** Largest user-data the provider accepts, in bytes, before any encoding it does itself. */
+  /** Largest user-data the provider accepts, in bytes, counted as `userDataBinary` says. */
   maxUserDataBytes: number;
+  /**
+   * How the provider sends gzip user-data, and so what its limit counts: "base64" (Hetzner's user_data is a JSON
+   * string: gzip goes base64, and the limit counts that text) or "bytes" (EC2 base64-encodes every user-data itself and
+   * limits the bytes before that; local writes a file). Text user-data counts as its UTF-8 bytes either way.
+   */
+  userDataBinary: "bytes" | "base64";
   /** `list()` reports hourly prices. */
   prices: boolean;
   /** VMs run on this machine and cost nothing, stopped or not: a stopped VM is kept (for `spuff start`) until its TTL. */
@@ -109,6 +115,8 @@ export interface Provider {
   info(): ProviderInfo;
   /** Cheap checks of config and credentials before anything is created (unknown size, missing token...). */
   validate?(placement: Placement, signal?: AbortSignal): Promise<void>;
+  /** Optional: one-line notes `up` prints on stderr before it creates anything (e.g. that VMs will be slow here, and why). */
+  notices?(): string[];
   /** Optional: sizes and locations with prices, for the wizard and for messages listing valid choices. */
   catalog?(signal?: AbortSignal): Promise<Catalog>;
   /** Creates the VM; reports each of its steps as a phase (`progress.phase("create server")`). */

@@ -13,7 +13,7 @@ import {
   writeSync,
 } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { homedir } from "node:os";
+import { homedir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { UserError } from "./errors.js";
 import type { SshEndpoint } from "./provider.js";
@@ -29,10 +29,29 @@ export function stateDir(env: NodeJS.ProcessEnv): string {
   return join(base, "spuff");
 }
 
+/**
+ * The cache holds the local provider's images, which `sudo spuff image build` writes (debootstrap needs root) and
+ * `spuff up` as the user reads. Under sudo, HOME is root's: then the cache is the invoking user's (SUDO_USER), and
+ * what spuff writes there is handed to that user (`sudoInvoker`).
+ */
 export function cacheDir(env: NodeJS.ProcessEnv): string {
   if (env.SPUFF_CACHE_DIR) return env.SPUFF_CACHE_DIR;
+  const invoker = env.XDG_CACHE_HOME ? undefined : sudoInvoker(env);
+  if (invoker && (!env.HOME || env.HOME === userInfo().homedir)) return join(invoker.home, ".cache", "spuff");
   const base = env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache");
   return join(base, "spuff");
+}
+
+/** The user who ran spuff through sudo (root now, SUDO_USER/SUDO_UID/SUDO_GID set by sudo), with their home. */
+export function sudoInvoker(env: NodeJS.ProcessEnv): { user: string; uid: number; gid: number; home: string } | undefined {
+  if (process.getuid?.() !== 0 || !env.SUDO_USER || env.SUDO_USER === "root") return undefined;
+  const uid = Number(env.SUDO_UID);
+  const gid = Number(env.SUDO_GID);
+  if (!Number.isInteger(uid) || uid <= 0 || !Number.isInteger(gid)) return undefined;
+  const entry = spawnSync("getent", ["passwd", env.SUDO_USER], { encoding: "utf8" }).stdout?.trim().split(":");
+  const home = entry?.[5];
+  if (!home || Number(entry[2]) !== uid) return undefined;
+  return { user: env.SUDO_USER, uid, gid, home };
 }
 
 export function configDir(env: NodeJS.ProcessEnv): string {

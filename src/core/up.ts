@@ -70,7 +70,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt });
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
   const userDataText = renderUserData(args);
-  const userData = encodeUserData(userDataText, info.features.maxUserDataBytes);
+  const userData = encodeUserData(userDataText, info.features.maxUserDataBytes, info.features.userDataBinary);
   const requestId = randomUUID().replaceAll("-", "");
   const labels = buildLabels({ name, owner: deps.owner, createdAt: now, expiresAt, requestId });
   const me = thisProcess();

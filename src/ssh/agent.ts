@@ -1,89 +1,55 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, lstatSync, mkdirSync } from "node:fs";
-import { createConnection } from "node:net";
 import { homedir } from "node:os";
 import { dirname } from "node:path";
 import { Duplex } from "node:stream";
 import type { ParsedKey } from "ssh2";
 import { UserError } from "../core/errors.js";
-import { fingerprintOf } from "./connect.js";
+import { MAX_SESSION_ID, parseSessionBind, parseUserAuth, Reader, verifySshSignature } from "./agent-bind.js";
+import { type GitHostPin, shippedGitHosts } from "./agent-hosts.js";
+import { AGENT_MAX_MESSAGE, frame, RealAgentConnection } from "./agent-upstream.js";
+import { fingerprintOf, fingerprintOfLine } from "./connect.js";
 import { BaseAgent, OpenSSHAgent } from "./ssh2.js";
 
-// SSH agent protocol message numbers (draft-miller-ssh-agent).
+// SSH agent protocol message numbers (draft-miller-ssh-agent, OpenSSH's PROTOCOL.agent).
 const AGENT_FAILURE = 5;
+const AGENT_SUCCESS = 6;
 const AGENTC_REQUEST_IDENTITIES = 11;
 const AGENT_IDENTITIES_ANSWER = 12;
 const AGENTC_SIGN_REQUEST = 13;
-
-function frame(payload: Buffer): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(payload.length);
-  return Buffer.concat([len, payload]);
-}
-
-function sshString(b: Buffer): Buffer {
-  return frame(b);
-}
-
-/** Reads SSH strings from a buffer. */
-class Reader {
-  constructor(
-    private readonly b: Buffer,
-    public off = 0,
-  ) {}
-  string(): Buffer | undefined {
-    if (this.off + 4 > this.b.length) return undefined;
-    const len = this.b.readUInt32BE(this.off);
-    if (this.off + 4 + len > this.b.length) return undefined;
-    const s = this.b.subarray(this.off + 4, this.off + 4 + len);
-    this.off += 4 + len;
-    return s;
-  }
-  uint32(): number | undefined {
-    if (this.off + 4 > this.b.length) return undefined;
-    const v = this.b.readUInt32BE(this.off);
-    this.off += 4;
-    return v;
-  }
-}
-
-/** Sends one framed request to the real agent and returns its one framed reply (without the length). */
-function askRealAgent(socket: string, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const c = createConnection(socket);
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      c.destroy();
-      reject(new Error("the local agent did not answer"));
-    }, 120_000); // a confirmation dialog (ssh-add -c, 1Password) may wait for the user
-    c.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    c.on("data", (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-        clearTimeout(timer);
-        c.end();
-        resolve(buf.subarray(4, 4 + buf.readUInt32BE(0)));
-      }
-    });
-    c.write(frame(payload));
-  });
-}
+const AGENT_SIGN_RESPONSE = 14;
+const AGENTC_EXTENSION = 27;
+/** Bindings one agent connection may record (ssh-agent.c's AGENT_MAX_SESSION_IDS). */
+const MAX_BINDS = 16;
 
 const FAILURE = Buffer.from([AGENT_FAILURE]);
+const SUCCESS = Buffer.from([AGENT_SUCCESS]);
+
+export { AGENT_MAX_MESSAGE } from "./agent-upstream.js";
+export type { GitHostPin } from "./agent-hosts.js";
 
 export interface AgentPolicy {
   /** Fingerprints ("SHA256:...") or key comments the VM may see; empty = all. */
   allowedKeys: string[];
-  /** git-only: sign only SSH user-auth requests for the user "git". */
+  /**
+   * git-only: sign only SSH logins that the client bound (session-bind@openssh.com) to a pinned git host's key, for the
+   * user that host expects. any: sign everything (a bound login must still be for the bound session).
+   */
   signPolicy: "git-only" | "any";
   /** Where each sign request is logged (JSON lines). */
   logFile: string;
   vm: string;
+  /** The git hosts git-only signs for, with their pinned keys and user; default: the shipped ones (`shippedGitHosts`). */
+  gitHosts?: GitHostPin[];
+  /**
+   * The VM's pinned host key ("TYPE BASE64"), for clients that bind the first hop (plain OpenSSH forwarding its agent to
+   * the VM): an agent connection bound for forwarding through any other host key is refused everything.
+   */
+  vmHostKey?: string;
   /** Called for every decision, e.g. to print a local line when something was denied. */
   onDecision?: (d: SignDecision) => void;
+  /** Called with a line for what is not a signature decision (an oversized message, a first hop that is not the VM). */
+  onNotice?: (line: string) => void;
   /** ssh.confirm: asked before each signature the policy allows; false declines it. */
   confirm?: (d: SignDecision) => Promise<boolean>;
 }
@@ -96,12 +62,28 @@ export function askpassConfirm(env: NodeJS.ProcessEnv): (d: SignDecision) => Pro
   return (d) =>
     new Promise((resolve) => {
       if (!env.SSH_ASKPASS) return resolve(false);
-      const prompt = `spuff: allow ${d.vm} to sign a login as "${d.user ?? "?"}" with ${d.comment || d.key}?`;
+      const at = d.destination ? ` at ${d.destination}` : "";
+      const prompt = `spuff: allow ${d.vm} to sign a login as "${d.user ?? "?"}"${at} with ${d.comment || d.key}?`;
       const child = spawn(env.SSH_ASKPASS, [prompt], { env: { ...env, SSH_ASKPASS_PROMPT: "confirm" }, stdio: "ignore" });
       child.once("error", () => resolve(false));
       child.once("exit", (code) => resolve(code === 0));
     });
 }
+
+/** Why a signature was refused, as a stable word (the `rule` of a log line). */
+export type RefusalRule =
+  | "key-not-allowed"
+  | "first-hop"
+  | "session-mismatch"
+  | "not-login"
+  | "no-bind"
+  | "bad-bind"
+  | "forwarded"
+  | "host-not-pinned"
+  | "wrong-user"
+  | "declined"
+  | "agent-failed"
+  | "agent-refused";
 
 export interface SignDecision {
   time: string;
@@ -110,8 +92,42 @@ export interface SignDecision {
   comment: string;
   user: string | null;
   service: string | null;
+  /** The pinned git host the login is bound to, by name; null when the bound host key is no pinned git host's. */
+  host: string | null;
+  /** Fingerprint of the host key the client bound the login to; null without a bind. */
+  hostKey: string | null;
+  /** Where the signature goes, for people: the git host's name, else the bound host key's fingerprint. */
+  destination: string | null;
   allowed: boolean;
+  /** Who refused: spuff's guard, or the user's own agent (ssh-add -h constraints, locked, confirmation declined). */
+  refusedBy: "spuff" | "agent" | null;
+  rule: RefusalRule | null;
   reason: string;
+}
+
+/** The local line for a refused signature (undefined for an allowed one): who refused, what, why. */
+export function refusalLine(d: SignDecision): string | undefined {
+  if (d.allowed) return undefined;
+  const what = `${d.user ? `"${d.user}"` : "a non-login"}${d.destination ? ` at ${d.destination}` : ""} with ${d.key}`;
+  if (d.refusedBy === "agent") return `spuff: your SSH agent refused a signature for ${d.vm} (${what}): ${d.reason}`;
+  return `spuff: refused a signature request from ${d.vm} (${what}): ${d.reason}`;
+}
+
+/** What to do about a refusal, for `spuff doctor`. */
+export function refusalHint(d: SignDecision): string {
+  switch (d.rule) {
+    case "no-bind":
+      return "the ssh client on the VM does not bind its agent requests to the server (session-bind@openssh.com, OpenSSH 8.9 and later), so spuff cannot tell where a signature would go and git-only refuses it: use OpenSSH 8.9 or newer on the VM (Debian 12 has 9.2), or accept signing for any server with ssh.sign_policy: any";
+    case "host-not-pinned":
+      return `the server's host key ${d.hostKey} is not a pinned git host key: pin it under git_hosts (host_keys or fingerprints; \`ssh-keyscan HOST | ssh-keygen -lf -\` shows them)`;
+    case "wrong-user":
+      return `${d.host} is pinned for another user: log in as the git_hosts user (default "git"), or set user: ${d.user} on its git_hosts entry`;
+    case "agent-refused":
+    case "agent-failed":
+      return `your own agent refused: ${d.reason}`;
+    default:
+      return `spuff refused the signature: ${d.reason}`;
+  }
 }
 
 /** Expands `~` and `$VAR`/`${VAR}` in a path. */
@@ -122,48 +138,61 @@ export function expandPath(p: string, env: NodeJS.ProcessEnv): string {
 }
 
 /**
- * Parses the data an agent is asked to sign as an SSH_MSG_USERAUTH_REQUEST (RFC 4252 §7):
- * string session id, byte 50, string user, string service, string "publickey" (or the host-bound variant), bool,
- * string alg, string key.
+ * Parses the data an agent is asked to sign as an SSH_MSG_USERAUTH_REQUEST (RFC 4252 §7), as `parseUserAuth` does.
  * Returns undefined for anything else (e.g. git commit signatures, which are SSHSIG blobs).
  */
 export function parseUserAuthRequest(data: Buffer): { user: string; service: string } | undefined {
-  let off = 0;
-  const str = (): Buffer | undefined => {
-    if (off + 4 > data.length) return undefined;
-    const len = data.readUInt32BE(off);
-    off += 4;
-    if (off + len > data.length) return undefined;
-    const s = data.subarray(off, off + len);
-    off += len;
-    return s;
-  };
-  if (!str()) return undefined;
-  if (data[off] !== 50) return undefined;
-  off += 1;
-  const user = str();
-  const service = str();
-  const method = str();
-  // OpenSSH 8.9+ signs with the "publickey-hostbound-v00@openssh.com" method (it adds the server's host key).
-  const m = method?.toString();
-  if (!user || !service || (m !== "publickey" && m !== "publickey-hostbound-v00@openssh.com")) return undefined;
-  return { user: user.toString(), service: service.toString() };
-}
-
-function blobFingerprint(blob: Buffer): string {
-  return fingerprintOf(blob);
+  const a = parseUserAuth(data);
+  return a && { user: a.user, service: a.service };
 }
 
 function allowed(blob: Buffer, comment: string, allowedKeys: string[]): boolean {
   if (allowedKeys.length === 0) return true;
-  const fp = blobFingerprint(blob);
+  const fp = fingerprintOf(blob);
   return allowedKeys.some((a) => a === fp || (comment !== "" && a === comment));
+}
+
+interface Bound {
+  hostKey: Buffer;
+  fingerprint: string;
+  sessionId: Buffer;
+  forwarding: boolean;
+}
+
+/**
+ * One agent connection from the VM (one agent channel: one `ssh` process there). Like ssh-agent's socket entry it
+ * records the session binds its client sent, and it has its own connection to the real agent, which gets the same
+ * binds.
+ */
+class GuardConnection {
+  readonly binds: Bound[] = [];
+  /** The first bind that was refused (a bad signature, a second bind after a login bind, ...). */
+  bindError?: string;
+  /** Set when the connection is refused everything (its first hop is not the VM). */
+  refused?: string;
+  private real?: RealAgentConnection;
+
+  constructor(private readonly socket: () => string | undefined) {}
+
+  ask(payload: Buffer): Promise<Buffer> {
+    if (!this.real) {
+      const path = this.socket();
+      if (!path) return Promise.reject(new Error("no local agent"));
+      this.real = new RealAgentConnection(path);
+    }
+    return this.real.request(payload);
+  }
+
+  close(): void {
+    this.real?.close();
+  }
 }
 
 /**
  * The guarded agent forwarded to the VM: a filtering proxy in front of the user's real agent. It speaks the agent
  * protocol itself: the VM sees only allowed keys, may only sign what the policy permits, and can do nothing else
  * (no adding, removing or locking keys: every other request is refused). Each sign request is logged locally.
+ * Messages over 256 KiB (OpenSSH's own bound) close the agent channel they came on; the session goes on.
  */
 export class GuardedAgent extends BaseAgent {
   /** Comments of the real agent's keys, by fingerprint, from the last identities answer (for the log). */
@@ -176,23 +205,45 @@ export class GuardedAgent extends BaseAgent {
     this.armed = { socket, policy };
   }
 
-  private log(policy: AgentPolicy, d: SignDecision): void {
+  private write(policy: AgentPolicy, line: object): void {
     try {
       mkdirSync(dirname(policy.logFile), { recursive: true, mode: 0o700 });
-      appendFileSync(policy.logFile, `${JSON.stringify(d)}\n`, { mode: 0o600 });
+      appendFileSync(policy.logFile, `${JSON.stringify(line)}\n`, { mode: 0o600 });
     } catch {
       /* logging must never break the session */
     }
+  }
+
+  private log(policy: AgentPolicy, d: SignDecision): void {
+    this.write(policy, d);
     policy.onDecision?.(d);
   }
 
-  /** Answers one request from the VM. */
-  async handle(msg: Buffer): Promise<Buffer> {
+  /** Logs what is not a signature decision (`event` says what) and tells the user. */
+  private notice(policy: AgentPolicy, event: string, line: string, extra: object = {}): void {
+    this.write(policy, { time: new Date().toISOString(), vm: policy.vm, event, ...extra, reason: line });
+    policy.onNotice?.(`spuff: ${line}`);
+  }
+
+  /**
+   * Answers one request from the VM. `conn` is the agent connection it came on (its binds and its connection to the real
+   * agent); without one the request is answered on a connection of its own.
+   */
+  async handle(msg: Buffer, conn?: GuardConnection): Promise<Buffer> {
     if (!this.armed) return FAILURE;
-    const { socket, policy } = this.armed;
+    if (!conn) {
+      const own = new GuardConnection(() => this.armed?.socket);
+      try {
+        return await this.handle(msg, own);
+      } finally {
+        own.close();
+      }
+    }
+    const { policy } = this.armed;
     const type = msg[0];
     if (type === AGENTC_REQUEST_IDENTITIES) {
-      const reply = await askRealAgent(socket, msg).catch(() => FAILURE);
+      if (conn.refused) return FAILURE;
+      const reply = await conn.ask(msg).catch(() => FAILURE);
       if (reply[0] !== AGENT_IDENTITIES_ANSWER) return FAILURE;
       const r = new Reader(reply, 1);
       const n = r.uint32() ?? 0;
@@ -202,9 +253,9 @@ export class GuardedAgent extends BaseAgent {
         const blob = r.string();
         const comment = r.string();
         if (!blob || !comment) return FAILURE;
-        this.comments.set(blobFingerprint(blob), comment.toString());
+        this.comments.set(fingerprintOf(blob), comment.toString());
         if (allowed(blob, comment.toString(), policy.allowedKeys)) {
-          keep.push(sshString(blob), sshString(comment));
+          keep.push(frame(blob), frame(comment));
           count++;
         }
       }
@@ -213,74 +264,206 @@ export class GuardedAgent extends BaseAgent {
       head.writeUInt32BE(count, 1);
       return Buffer.concat([head, ...keep]);
     }
-    if (type === AGENTC_SIGN_REQUEST) {
+    if (type === AGENTC_SIGN_REQUEST) return this.sign(policy, conn, msg);
+    if (type === AGENTC_EXTENSION) {
       const r = new Reader(msg, 1);
-      const blob = r.string();
-      const data = r.string();
-      if (!blob || !data) return FAILURE;
-      const auth = parseUserAuthRequest(data);
-      const key = blobFingerprint(blob);
-      const decision: SignDecision = {
-        time: new Date().toISOString(),
-        vm: policy.vm,
-        key,
-        comment: this.comments.get(key) ?? "",
-        user: auth?.user ?? null,
-        service: auth?.service ?? null,
-        allowed: false,
-        reason: "",
-      };
-      if (!allowed(blob, decision.comment, policy.allowedKeys)) decision.reason = "key not in ssh.allowed_keys";
-      else if (policy.signPolicy === "git-only" && auth?.user !== "git")
-        decision.reason = auth ? `user "${auth.user}" is not "git" (sign_policy: git-only)` : "not an SSH login (sign_policy: git-only)";
-      if (decision.reason) {
-        this.log(policy, decision);
-        return FAILURE;
-      }
-      if (policy.confirm && !(await policy.confirm(decision).catch(() => false))) {
-        this.log(policy, { ...decision, reason: "declined at the confirmation prompt (ssh.confirm; needs SSH_ASKPASS)" });
-        return FAILURE;
-      }
-      let reply: Buffer;
-      try {
-        reply = await askRealAgent(socket, msg);
-      } catch (err) {
-        this.log(policy, { ...decision, reason: `the local agent failed: ${(err as Error).message}` });
-        return FAILURE;
-      }
-      if (reply[0] === AGENT_FAILURE) {
-        this.log(policy, { ...decision, reason: "the local agent refused (locked, or confirmation declined)" });
-        return FAILURE;
-      }
-      this.log(policy, { ...decision, allowed: true, reason: "ok" });
-      return reply;
+      if (r.string()?.toString() === "session-bind@openssh.com") return this.bind(policy, conn, r, msg);
     }
     return FAILURE;
   }
 
+  /** session-bind@openssh.com: checks it as ssh-agent does (process_ext_session_bind), records it, passes it on. */
+  private async bind(policy: AgentPolicy, conn: GuardConnection, r: Reader, msg: Buffer): Promise<Buffer> {
+    const b = parseSessionBind(r);
+    let problem: string | undefined;
+    let fp: string | undefined;
+    if (!b) problem = "a malformed session-bind";
+    else {
+      fp = fingerprintOf(b.hostKey);
+      const v = b.sessionId.length === 0 || b.sessionId.length > MAX_SESSION_ID ? undefined : verifySshSignature(b.hostKey, b.signature, b.sessionId);
+      if (!v) problem = `a session id of ${b.sessionId.length} bytes`;
+      else if (!v.ok) problem = `a session-bind for ${fp} whose signature is wrong: ${v.reason}`;
+      else if (conn.binds.some((x) => !x.forwarding)) problem = "a second session-bind after one for a login";
+      else if (conn.binds.some((x) => x.sessionId.equals(b.sessionId) && !x.hostKey.equals(b.hostKey))) problem = "a session id bound before to another host key";
+      else if (conn.binds.length >= MAX_BINDS) problem = `more than ${MAX_BINDS} session-binds`;
+    }
+    // The real agent keeps its own record (ssh-add -h destination constraints are checked against it) and verifies
+    // for itself: it gets every bind, also one the guard refuses. An agent without the extension refuses them all.
+    await conn.ask(msg).catch(() => FAILURE);
+    if (problem || !b || !fp) {
+      conn.bindError ??= problem;
+      return FAILURE;
+    }
+    if (!conn.binds.some((x) => x.sessionId.equals(b.sessionId))) {
+      conn.binds.push({ hostKey: b.hostKey, fingerprint: fp, sessionId: b.sessionId, forwarding: b.forwarding });
+    }
+    const vmFp = policy.vmHostKey ? fingerprintOfLine(policy.vmHostKey) : undefined;
+    if (b.forwarding && vmFp && fp !== vmFp && !conn.refused) {
+      conn.refused = `the agent connection was forwarded through host key ${fp}, not ${policy.vm}'s pinned ${vmFp}`;
+      this.notice(policy, "first-hop-mismatch", `${conn.refused}: refusing every request on it`, { hostKey: fp, expected: vmFp });
+    }
+    return SUCCESS;
+  }
+
+  private async sign(policy: AgentPolicy, conn: GuardConnection, msg: Buffer): Promise<Buffer> {
+    const r = new Reader(msg, 1);
+    const blob = r.string();
+    const data = r.string();
+    if (!blob || !data) return FAILURE;
+    const parsed = parseUserAuth(data);
+    // A login request for another key than the one asked to sign is no login of this key.
+    const auth = parsed?.key.equals(blob) ? parsed : undefined;
+    const key = fingerprintOf(blob);
+    const last = conn.binds.at(-1);
+    const dest = last && !last.forwarding ? last : undefined;
+    const known = policy.gitHosts ?? (defaultPins ??= shippedGitHosts());
+    const pins = known.filter((p) => dest && p.fingerprints.includes(dest.fingerprint));
+    const host = (pins.find((p) => p.user === auth?.user) ?? pins[0])?.name ?? null;
+    const decision: SignDecision = {
+      time: new Date().toISOString(),
+      vm: policy.vm,
+      key,
+      comment: this.comments.get(key) ?? "",
+      user: auth?.user ?? null,
+      service: auth?.service ?? null,
+      host,
+      hostKey: dest?.fingerprint ?? null,
+      destination: host ?? dest?.fingerprint ?? null,
+      allowed: false,
+      refusedBy: "spuff",
+      rule: null,
+      reason: "",
+    };
+    const refuse = (rule: RefusalRule, reason: string) => {
+      decision.rule ??= rule;
+      decision.reason ||= reason;
+    };
+    const vmFp = policy.vmHostKey ? fingerprintOfLine(policy.vmHostKey) : undefined;
+    if (!allowed(blob, decision.comment, policy.allowedKeys)) refuse("key-not-allowed", "key not in ssh.allowed_keys");
+    if (conn.refused) refuse("first-hop", conn.refused);
+    if (auth && dest && !auth.sessionId.equals(dest.sessionId)) refuse("session-mismatch", "the login is for another session than the one its client bound (session-bind)");
+    if (auth?.hostKey && dest && !auth.hostKey.equals(dest.hostKey)) refuse("session-mismatch", "the login names another host key than the one its client bound (session-bind)");
+    if (policy.signPolicy === "git-only") {
+      const hop = conn.binds.find((x) => x.forwarding && x.fingerprint !== vmFp);
+      if (!auth) refuse("not-login", "not an SSH login (sign_policy: git-only)");
+      if (conn.bindError) refuse("bad-bind", `its client sent ${conn.bindError} (sign_policy: git-only)`);
+      if (!dest) {
+        refuse("no-bind", "its client bound no session (no session-bind@openssh.com: OpenSSH older than 8.9?), so where the signature goes is unknown (sign_policy: git-only)");
+      }
+      if (hop) refuse("forwarded", `the agent was forwarded on from ${policy.vm} through host key ${hop.fingerprint} (sign_policy: git-only)`);
+      if (dest && pins.length === 0) {
+        const unpinned = known.filter((p) => p.fingerprints.length === 0).map((p) => p.name);
+        const note = unpinned.length ? `; git_hosts ${unpinned.join(", ")} pin no key (host_keys or fingerprints)` : "";
+        refuse("host-not-pinned", `host key ${dest.fingerprint} is no pinned git host's (sign_policy: git-only${note})`);
+      }
+      if (auth && pins.length && !pins.some((p) => p.user === auth.user)) {
+        refuse("wrong-user", `user "${auth.user}" is not "${pins[0].user}", the user ${pins[0].name} expects (sign_policy: git-only)`);
+      }
+    }
+    if (decision.rule) {
+      this.log(policy, decision);
+      return FAILURE;
+    }
+    if (policy.confirm && !(await policy.confirm(decision).catch(() => false))) {
+      this.log(policy, { ...decision, rule: "declined", reason: "declined at the confirmation prompt (ssh.confirm; needs SSH_ASKPASS)" });
+      return FAILURE;
+    }
+    let reply: Buffer;
+    try {
+      reply = await conn.ask(msg);
+    } catch (err) {
+      this.log(policy, { ...decision, refusedBy: "agent", rule: "agent-failed", reason: `the local agent failed: ${(err as Error).message}` });
+      return FAILURE;
+    }
+    if (reply[0] !== AGENT_SIGN_RESPONSE) {
+      this.log(policy, {
+        ...decision,
+        refusedBy: "agent",
+        rule: "agent-refused",
+        reason: "the local agent refused (spuff allowed it): a destination constraint of ssh-add -h, a locked agent, or a declined confirmation",
+      });
+      return FAILURE;
+    }
+    this.log(policy, { ...decision, allowed: true, refusedBy: null, reason: "ok" });
+    return reply;
+  }
+
   /** ssh2 calls this for each agent channel the VM opens; the returned stream speaks the agent protocol. */
   getStream(cb: (err: Error | undefined, stream?: Duplex) => void): void {
-    let buf = Buffer.alloc(0);
-    let chain = Promise.resolve();
+    const conn = new GuardConnection(() => this.armed?.socket);
+    let chunks: Buffer[] = [];
+    let have = 0;
+    let over = false;
+    let source: { destroy?: () => void } | undefined;
+    let wantRead: (() => void) | undefined;
     const stream: Duplex = new Duplex({
-      read() {},
+      read() {
+        wantRead?.();
+        wantRead = undefined;
+      },
+      // One chunk at a time, answered strictly in order before the next is taken: the VM cannot queue up work or replies.
       write: (chunk: Buffer, _enc, done) => {
-        buf = Buffer.concat([buf, chunk]);
-        while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-          const msg = buf.subarray(4, 4 + buf.readUInt32BE(0));
-          buf = buf.subarray(4 + msg.length);
-          // Answer strictly in order, as the protocol requires.
-          chain = chain.then(async () => {
-            const reply = msg.length ? await this.handle(msg) : FAILURE;
-            stream.push(frame(reply));
-          });
-        }
-        done();
+        if (over) return done();
+        chunks.push(chunk);
+        have += chunk.length;
+        void (async () => {
+          while (have >= 4 && !over) {
+            if (chunks[0].length < 4) chunks = [Buffer.concat(chunks)];
+            const len = chunks[0].readUInt32BE(0);
+            if (len > AGENT_MAX_MESSAGE) {
+              over = true;
+              chunks = [];
+              have = 0;
+              const policy = this.armed?.policy;
+              if (policy) {
+                this.notice(policy, "message-too-large", `${policy.vm} sent an agent message of ${len} bytes (limit ${AGENT_MAX_MESSAGE}): closed that agent channel`, {
+                  length: len,
+                  limit: AGENT_MAX_MESSAGE,
+                });
+              }
+              conn.close();
+              source?.destroy?.();
+              stream.destroy();
+              break;
+            }
+            if (have < 4 + len) break;
+            const all = Buffer.concat(chunks);
+            const msg = all.subarray(4, 4 + len);
+            const rest = all.subarray(4 + len);
+            chunks = rest.length ? [rest] : [];
+            have = rest.length;
+            const reply = msg.length ? await this.handle(msg, conn) : FAILURE;
+            if (stream.destroyed) return;
+            if (!stream.push(frame(reply))) await new Promise<void>((r) => (wantRead = r));
+          }
+          done();
+        })().catch(() => {
+          // Nothing the VM sends may end the session: a request the guard cannot answer closes its channel only.
+          over = true;
+          conn.close();
+          source?.destroy?.();
+          stream.destroy();
+          done();
+        });
+      },
+      final: (callback) => {
+        conn.close();
+        stream.push(null);
+        callback();
+      },
+      destroy: (err, callback) => {
+        conn.close();
+        callback(err);
       },
     });
+    // ssh2 pipes the agent channel into the stream: that is what an oversized message closes.
+    stream.on("pipe", (src: { destroy?: () => void }) => (source = src));
+    stream.on("error", () => {});
     cb(undefined, stream);
   }
 }
+
+let defaultPins: GitHostPin[] | undefined;
 
 /** Which agent socket to forward: config ssh.agent_socket, else IdentityAgent from ~/.ssh/config, else SSH_AUTH_SOCK. */
 export function agentSocket(configured: string | undefined, identityAgent: string | undefined, env: NodeJS.ProcessEnv): { path: string; source: string } | undefined {

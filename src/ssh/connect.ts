@@ -95,6 +95,8 @@ export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, si
     // ssh2 may emit more than one error (e.g. a timeout, then the lost connection): listen for all of them.
     client.on("error", (err) => settle(mismatch ? hostKeyMismatchError(target, mismatch) : unreachable(target, err)));
     client.connect({ ...pinnedConnectConfig(target, (seen) => (mismatch = seen)), ...extra });
+    // TCP_NODELAY like OpenSSH (see dial.ts); ssh2 never sets it. On the socket ssh2 opened or the one it was handed.
+    client.setNoDelay(true);
   });
 }
 

@@ -4,6 +4,8 @@ import { UserError } from "../core/errors.js";
 /**
  * A TCP connection to a VM's sshd, opened before ssh2 is loaded: sshd accepts and starts its per-connection process
  * while spuff loads the SSH library, and its first messages wait in the socket. `connect()` takes it over.
+ * TCP_NODELAY, as OpenSSH sets it: SSH's handshake and requests are small writes that each wait for an answer, and with
+ * Nagle's algorithm a write can sit in the kernel until the peer's delayed ACK (docs/performance.md: ~40 ms per login).
  */
 export interface Dialed {
   sock: Socket;
@@ -12,7 +14,7 @@ export interface Dialed {
 }
 
 export function dial(host: string, port: number): Dialed {
-  const sock = netConnect({ host, port });
+  const sock = netConnect({ host, port, noDelay: true });
   let failure: Error | undefined;
   sock.on("error", (err) => {
     failure ??= err;

@@ -1,6 +1,6 @@
 import { PassThrough } from "node:stream";
 import type { UserError } from "../core/errors.js";
-import type { AgentPolicy } from "./agent.js";
+import { type AgentPolicy, refusalHint, type SignDecision } from "./agent.js";
 import { connect, fingerprintOfLine, HostKeyMismatch, type VmTarget } from "./connect.js";
 import { runSession } from "./session.js";
 
@@ -128,8 +128,17 @@ export async function doctor(input: DoctorInput): Promise<Check[]> {
   }
 
   for (const host of input.gitHosts) {
-    const r = await onVm(target, agent, `ssh -T -o BatchMode=yes -o ConnectTimeout=10 git@${host} 2>&1`);
-    checks.push(classifyGitLogin(host, r.code, r.stdout + r.stderr, keys));
+    // When the guard refused a signature during the login, its reason is the explanation (e.g. a client without
+    // session-bind under git-only), not whatever the VM's ssh made of the refusal.
+    const refused: SignDecision[] = [];
+    const onDecision = (d: SignDecision) => {
+      if (!d.allowed) refused.push(d);
+      agent?.policy.onDecision?.(d);
+    };
+    const watched = agent && { ...agent, policy: { ...agent.policy, onDecision } };
+    const r = await onVm(target, watched, `ssh -T -o BatchMode=yes -o ConnectTimeout=10 git@${host} 2>&1`);
+    const c = classifyGitLogin(host, r.code, r.stdout + r.stderr, keys);
+    checks.push(!c.ok && refused[0] ? { ...c, hint: refusalHint(refused[0]) } : c);
   }
   return checks;
 }

@@ -4,6 +4,7 @@ import { ProviderError, UserError } from "../core/errors.js";
 import { type AgentPolicy, GuardedAgent } from "./agent.js";
 import { connect, unreachable, type VmTarget } from "./connect.js";
 import type { Dialed, Forward } from "./dial.js";
+import { forwardAgentWithoutWaiting } from "./ssh2.js";
 
 export { type Forward, parseForward } from "./dial.js";
 
@@ -130,7 +131,8 @@ export function connectEarly(
     ? Promise.reject(unreachable(target, failed))
     : connect(target, {
         ...(dialed ? { sock: dialed.sock } : {}),
-        ...(agent ? { agent: agent as never, agentForward: true } : {}),
+        // The agent answers forwarded requests; the forwarding itself is asked for with the session (runSession).
+        ...(agent ? { agent: agent as never } : {}),
         // Log in with the per-VM key only; the user's agent is for the VM's onward git logins, never for this one.
         authHandler: ["publickey"] as never,
         keepaliveInterval: 30_000,
@@ -210,9 +212,9 @@ export async function runSession(o: SessionOptions, early?: EarlyConnection): Pr
       });
       // Keepalive timeouts and resets surface as errors; the "close" that follows reports them.
       client.on("error", () => {});
-      const opts = { ...(ptyOpts ? { pty: ptyOpts } : {}), ...(agent ? { agentForward: true } : {}) };
-      if (o.command !== undefined) client.exec(o.command, opts as never, onChannel);
-      else client.shell(ptyOpts ?? false, (agent ? { agentForward: true } : {}) as never, onChannel);
+      if (agent) forwardAgentWithoutWaiting(client);
+      if (o.command !== undefined) client.exec(o.command, (ptyOpts ? { pty: ptyOpts } : {}) as never, onChannel);
+      else client.shell(ptyOpts ?? false, onChannel);
     });
   } finally {
     restore();

@@ -65,7 +65,7 @@ function maximal(): TemplateArgs {
       "repositories: ['git@github.com:me/project.git', 'git@gitlab.com:team/api.git']",
     ].join("\n"),
   );
-  const { config } = loadConfig({ env: { HOME: dir }, cwd });
+  const { config } = loadConfig({ env: { HOME: dir }, cwd, configFile: "spuff.yaml" });
   return templateArgsFromConfig(config, { hostname: "box", hostKey: host, clientPublicKey: client.public, expiresAt: new Date(2_000_000_000_000) });
 }
 
@@ -231,6 +231,7 @@ describe("rendered user-data", () => {
     const { config } = loadConfig({
       env: { HOME: dir, HCLOUD_TOKEN: token, AWS_ACCESS_KEY_ID: "AKIAIOSFODNN7EXAMPLE", AWS_SECRET_ACCESS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" },
       cwd,
+      configFile: "spuff.yaml",
     });
     const args = templateArgsFromConfig(config, { hostname: "box", hostKey: host, clientPublicKey: client.public, expiresAt: new Date() });
     const tokenPatterns = [

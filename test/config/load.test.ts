@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -6,6 +6,7 @@ import { referenceConfig } from "../../src/cli/commands/config.js";
 import { DEFAULTS } from "../../src/config/defaults.js";
 import { loadConfig, loadFile, parseDuration } from "../../src/config/load.js";
 import { ConfigError } from "../../src/core/errors.js";
+import { sha256, TrustStore } from "../../src/core/trust.js";
 import { runCli, tempHome } from "../helpers/cli.js";
 
 let t: ReturnType<typeof tempHome>;
@@ -18,6 +19,10 @@ function write(name: string, text: string): string {
   const file = join(t.home, name);
   writeFileSync(file, text);
   return file;
+}
+
+async function trust(file: string): Promise<void> {
+  await new TrustStore(join(t.env.XDG_STATE_HOME as string, "spuff")).trust(file, sha256(readFileSync(file)));
 }
 
 function problems(fn: () => unknown): string[] {
@@ -93,13 +98,14 @@ describe("config files", () => {
 });
 
 describe("precedence", () => {
-  it("defaults < user file < project file < environment < flags", () => {
+  it("defaults < user file < project file (trusted) < environment < flags", async () => {
     mkdirSync(join(t.home, ".config", "spuff"), { recursive: true });
     writeFileSync(join(t.home, ".config", "spuff", "config.yaml"), "provider: aws\nlocal:\n  cpus: 4\n  memory: 4G\n");
     const project = join(t.home, "proj", "sub");
     mkdirSync(project, { recursive: true });
     writeFileSync(join(t.home, "proj", "spuff.yaml"), "local:\n  cpus: 8\nhetzner:\n  location: hel1\n");
     const env = { ...t.env, HCLOUD_TOKEN: "from-env" };
+    await trust(join(t.home, "proj", "spuff.yaml"));
     const a = loadConfig({ env, cwd: project });
     expect(a.config.provider).toBe("aws");
     expect(a.config.local).toEqual({ cpus: 8, memory: "4G", disk: "10G", accel: "auto" });
@@ -146,7 +152,7 @@ describe("spuff config validate (through main)", () => {
   it("accepts a good file", async () => {
     const f = write("good.yaml", stringify({ provider: "hetzner", hetzner: { location: "nbg1" } }));
     const r = await runCli(["config", "validate", f], { env: t.env });
-    expect(r).toEqual({ code: 0, stdout: `${f}: valid\n`, stderr: "" });
+    expect(r).toEqual({ code: 0, stdout: `${f}: valid (as your own config)\n`, stderr: "" });
   });
 
   it("rejects a bad file with exit 1, every problem and a hint, no stack trace", async () => {
@@ -189,14 +195,15 @@ describe("spuff config validate (through main)", () => {
     expect(b.code).toBe(1);
     expect(b.stderr).toContain("hint: pass --force to overwrite it");
     const c = await runCli(["config", "validate"], { env: t.env });
-    expect(c).toEqual({ code: 0, stdout: `${path}: valid\n`, stderr: "" });
+    expect(c).toEqual({ code: 0, stdout: `user config ${path}: valid\n`, stderr: "" });
   });
 
   it("config show redacts the token", async () => {
     const r = await runCli(["--json", "config", "show"], { env: { ...t.env, HCLOUD_TOKEN: "supersecret" } });
     expect(r.code).toBe(0);
     expect(r.stdout).not.toContain("supersecret");
-    expect(JSON.parse(r.stdout).hetzner.token).toBe("<redacted>");
+    expect(JSON.parse(r.stdout).config.hetzner.token).toBe("<redacted>");
+    expect(JSON.parse(r.stdout).origins["hetzner.token"]).toEqual({ source: "env", name: "HCLOUD_TOKEN" });
   });
 });
 

@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
-import { runCli, tempHome } from "../helpers/cli.js";
+import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 
 // Ctrl-C, SIGTERM and crashes during a real `spuff up` of a real QEMU VM (the built binary, as a user runs it): after
 // the rollback, or after `spuff reap` when spuff had no chance to roll back, nothing is left running or on disk.
@@ -19,7 +19,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the l
   const children: ChildProcess[] = [];
 
   beforeAll(() => {
-    writeFileSync(join(t.home, "spuff.yaml"), stringify({ provider: "local", local: { cpus: 1, memory: "768M", disk: "4G" } }));
+    writeUserConfig(t.env, stringify({ provider: "local", local: { cpus: 1, memory: "768M", disk: "4G" } }));
   });
   afterAll(() => {
     for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");

@@ -1,10 +1,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
-import { BIN, type CliResult, runCli, spawnCli, tempHome } from "../helpers/cli.js";
+import { BIN, type CliResult, runCli, spawnCli, tempHome, writeUserConfig } from "../helpers/cli.js";
+import { one } from "../helpers/json-shapes.js";
 import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
 
 // The end-to-end proof on a real VM: QEMU (TCG here), the rendered cloud-init, pinned host keys both ways, a private
@@ -29,7 +30,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
       ssh: { allowed_keys: [agent.keys[0].fingerprint] },
       git_hosts: [{ host: "githost.test", address: "10.0.2.100", port: 22, host_keys: [git.hostKey] }],
     };
-    writeFileSync(join(t.home, "spuff.yaml"), stringify(config));
+    writeUserConfig(t.env, stringify(config));
     env = { ...t.env, SPUFF_CACHE_DIR: cacheDir, SSH_AUTH_SOCK: agent.socket };
   });
 
@@ -126,7 +127,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     const r = await spuff("--json", "extend", "e2e", "2h");
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const { expiresAt } = JSON.parse(r.stdout);
+    const { expiresAt } = one("extend", r.stdout) as { expiresAt: string }; // the shape docs/json.md gives
     expect(new Date(expiresAt).getTime() - new Date(before).getTime()).toBe(2 * 3600_000);
     const conf = await spuff("ssh", "e2e", "--", "grep", "^EXPIRES_AT=", "/etc/spuff/idle.conf");
     expect(conf.stdout.trim()).toBe(`EXPIRES_AT=${new Date(expiresAt).getTime() / 1000}`);

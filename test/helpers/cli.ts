@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
@@ -25,6 +25,22 @@ export function tempHome(): { home: string; env: NodeJS.ProcessEnv; cleanup(): v
     NO_COLOR: "1",
   };
   return { home, env, cleanup: () => rmSync(home, { recursive: true, force: true }) };
+}
+
+/** The user's own config file of a `tempHome` env ($XDG_CONFIG_HOME/spuff/config.yaml). */
+export function userConfigFile(env: NodeJS.ProcessEnv): string {
+  return join(env.XDG_CONFIG_HOME ?? join(env.HOME ?? tmpdir(), ".config"), "spuff", "config.yaml");
+}
+
+/**
+ * Writes the user's own config. Tests put their settings there, not in a `spuff.yaml`: a project file is used only
+ * once trusted and may not set ssh.*, git_hosts and the other keys of src/config/project.ts.
+ */
+export function writeUserConfig(env: NodeJS.ProcessEnv, text: string): string {
+  const file = userConfigFile(env);
+  mkdirSync(join(file, ".."), { recursive: true });
+  writeFileSync(file, text, { mode: 0o600 });
+  return file;
 }
 
 /** Runs the real `main(argv)` in-process with captured stdout/stderr. */

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
 import { StateStore } from "../../src/core/state.js";
-import { tempHome } from "../helpers/cli.js";
+import { tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Sshd, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
@@ -66,7 +66,7 @@ describe("spuff ssh reconnects after the connection drops", () => {
       { name: "box", provider: "local", user: "spuff-test", createdAt: new Date().toISOString(), hostKey: vm.hostKey, endpoint: { host: "127.0.0.1", port: relay.port } },
       { private: clientKey.private, public: clientKey.public.trim() },
     );
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n");
+    writeUserConfig(t.env, "ssh:\n  user: spuff-test\n");
   });
 
   afterAll(async () => {
@@ -139,18 +139,19 @@ describe("spuff ssh reconnects after the connection drops", () => {
     await relay.stop(); // the relay is gone: every reconnect attempt fails
     await until(() => err.includes("reconnect attempt 1 failed"), "a failed attempt");
     child.kill("SIGINT");
-    expect(await exit).toBe(2);
+    // spuff's own failure (the connection is gone), not a remote exit code: 255, as OpenSSH.
+    expect(await exit).toBe(255);
     expect(err).toContain("the connection to box was lost");
     await relay.start(relay.port);
 
-    // A command (not a tmux shell) is never re-run after a drop: it fails at once with exit 2.
+    // A command (not a tmux shell) is never re-run after a drop: it fails at once with exit 255 (spuff's own failure).
     const cmd = spawn(process.execPath, [BIN, "ssh", "box", "--no-agent", "--", "sleep", "30"], { env: t.env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
     let cmdErr = "";
     cmd.stderr.on("data", (d: Buffer) => (cmdErr += d.toString()));
     const cmdExit = new Promise<number | null>((r) => cmd.once("exit", r));
     await new Promise((r) => setTimeout(r, 1500));
     relay.cut();
-    expect(await cmdExit).toBe(2);
+    expect(await cmdExit).toBe(255);
     expect(cmdErr).toContain("the connection to box was lost");
     expect(cmdErr).not.toContain("reconnecting");
   });

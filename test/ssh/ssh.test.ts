@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StateStore } from "../../src/core/state.js";
 import { GuardedAgent, parseUserAuthRequest } from "../../src/ssh/agent.js";
 import { identityAgentFor } from "../../src/ssh/openssh-config.js";
-import { BIN, runCli, tempHome } from "../helpers/cli.js";
+import { BIN, runCli, tempHome, userConfigFile, writeUserConfig } from "../helpers/cli.js";
 import { type Agent, type Sshd, startAgent, startGitServer, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
@@ -24,6 +24,9 @@ describe("spuff ssh", () => {
   let env: NodeJS.ProcessEnv;
   const spuff = (argv: string[], stdin?: string, extraEnv: NodeJS.ProcessEnv = {}) =>
     runCli(argv, { env: { ...env, ...extraEnv }, cwd: t.home, stdin });
+  // The git server is a pinned git host: the guard signs git logins bound to its host key (git-only).
+  const config = (sshExtra = "") =>
+    `ssh:\n  user: spuff-test\n  tmux: false\n${sshExtra}git_hosts:\n  - host: githost.test\n    address: 127.0.0.1\n    host_keys: ["${git.hostKey}"]\n`;
 
   beforeAll(async () => {
     agent = startAgent(["work-key", "other-key"]);
@@ -36,7 +39,7 @@ describe("spuff ssh", () => {
     // A second record whose pinned key is wrong: as if the VM was replaced behind the same address.
     const other = ed25519KeyPair().public.trim().split(" ").slice(0, 2).join(" ");
     await store.save({ ...record, name: "mitm", hostKey: other }, { private: clientKey.private, public: clientKey.public.trim() });
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, config());
     env = { ...t.env, SSH_AUTH_SOCK: agent.socket };
     // On the "VM" (this machine, user spuff-test), git reaches the git server by name with its key pinned.
     const home = "/home/spuff-test";
@@ -81,7 +84,7 @@ describe("spuff ssh", () => {
 
   it("refuses a VM whose host key differs from the pinned one, and explains", async () => {
     const r = await spuff(["ssh", "mitm", "--", "true"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("does not match the key pinned when it was created");
     expect(r.stderr).toContain(`got      SHA256:`);
     expect(r.stderr).toContain("someone is intercepting the connection");
@@ -89,7 +92,7 @@ describe("spuff ssh", () => {
 
   it("refuses an unknown VM with the list of known ones", async () => {
     const r = await spuff(["ssh", "nope", "--", "true"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain('no VM named "nope"');
     expect(r.stderr).toContain("hint: VMs: box, mitm");
   });
@@ -98,11 +101,11 @@ describe("spuff ssh", () => {
     const all = await spuff(["ssh", "box", "--", "ssh-add", "-l"]);
     expect(all.stdout).toContain(agent.keys[0].fingerprint);
     expect(all.stdout).toContain(agent.keys[1].fingerprint);
-    writeFileSync(join(t.home, "spuff.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
+    writeUserConfig(t.env, config(`  allowed_keys: ["other-key"]\n`));
     const one = await spuff(["ssh", "box", "--", "ssh-add", "-l"]);
     expect(one.stdout).not.toContain(agent.keys[0].fingerprint);
     expect(one.stdout).toContain(agent.keys[1].fingerprint);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, config());
   });
 
   it("git clone from a loopback git server works through the guarded agent, and is logged", async () => {
@@ -118,11 +121,12 @@ describe("spuff ssh", () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('refused a signature request from box');
     const log = readFileSync(join(stateDir, "agent.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(log.at(-1)).toMatchObject({ vm: "box", user: "spuff-test", allowed: false, reason: 'user "spuff-test" is not "git" (sign_policy: git-only)' });
+    // The "VM"'s own sshd is no pinned git host: refused before its user is even looked at.
+    expect(log.at(-1)).toMatchObject({ vm: "box", user: "spuff-test", allowed: false, rule: "host-not-pinned", host: null });
   });
 
   it("with ssh.confirm each signature is asked through SSH_ASKPASS; a no declines it", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n  confirm: true\n");
+    writeUserConfig(t.env, config("  confirm: true\n"));
     const askpass = join(t.home, "askpass");
     const asked = join(t.home, "asked");
     writeFileSync(askpass, `#!/bin/sh\necho "$SSH_ASKPASS_PROMPT|$1" >> ${asked}\nexit "$(cat ${t.home}/answer)"\n`, { mode: 0o755 });
@@ -134,8 +138,8 @@ describe("spuff ssh", () => {
     writeFileSync(join(t.home, "answer"), "0");
     const yes = await clone("c2");
     expect(yes.stdout).toBe("private\n");
-    expect(readFileSync(asked, "utf8")).toContain(`confirm|spuff: allow box to sign a login as "git" with work-key?`);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    expect(readFileSync(asked, "utf8")).toContain(`confirm|spuff: allow box to sign a login as "git" at githost.test with work-key?`);
+    writeUserConfig(t.env, config());
   });
 
   it("with --no-agent the clone fails and spuff says why", async () => {
@@ -151,7 +155,7 @@ describe("spuff ssh", () => {
     writeFileSync(bad, "ssh:\n  user: spuff-test\n  tmux: sometimes\n");
     const marker = "/home/spuff-test/ran-despite-bad-config";
     const r = await spuff(["--config", bad, "ssh", "box", "--", `touch ${marker}`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toMatch(/bad\.yaml:3:\d+/);
     expect(r.stderr).toContain("ssh.tmux");
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
@@ -208,9 +212,9 @@ describe("spuff ssh", () => {
   });
 
   it("doctor passes every check when the agent, the VM and the git host are right", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\ngit_hosts:\n  - host: githost.test\n    address: 127.0.0.1\n");
+    writeUserConfig(t.env, config());
     const r = await spuff(["--json", "doctor", "box"]);
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, config());
     const checks = JSON.parse(r.stdout);
     expect(checks.map((c: { check: string; ok: boolean }) => [c.check, c.ok])).toEqual([
       ["local agent", true],
@@ -230,13 +234,13 @@ describe("spuff ssh", () => {
     expect(mitm.stdout).toMatch(/git login to githost.test\s+FAIL\s+skipped: no verified connection/);
 
     // Only the second agent key is allowed: the git server knows only the first.
-    writeFileSync(join(t.home, "spuff.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n  allowed_keys: ["other-key"]\n`);
+    writeUserConfig(t.env, config(`  allowed_keys: ["other-key"]\n`));
     const denied = await spuff(["doctor", "box", "--git-host", "githost.test"]);
     expect(denied.code).toBe(2);
     expect(denied.stdout).toMatch(/git login to githost.test\s+FAIL\s+.*Permission denied \(publickey\)/);
     expect(denied.stdout).toContain(`hint (git login to githost.test): githost.test accepted none of the offered keys (${agent.keys[1].fingerprint})`);
 
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+    writeUserConfig(t.env, config());
     const known = "/home/spuff-test/.ssh/known_hosts";
     const saved = readFileSync(known, "utf8");
     writeFileSync(known, "");
@@ -265,9 +269,9 @@ describe("agent preflight", () => {
   afterAll(() => t.cleanup());
   const run = (extra: NodeJS.ProcessEnv) => runCli(["ssh", "box", "--", "true"], { env: { ...t.env, ...extra }, cwd: t.home });
 
-  it("a VM that refuses the connection: where, why and what to check; exit 2", async () => {
+  it("a VM that refuses the connection: where, why and what to check; exit 255 (spuff itself failed)", async () => {
     const r = await runCli(["ssh", "box", "--no-agent", "--", "true"], { env: t.env, cwd: t.home });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("error: cannot reach box at 127.0.0.1:1: ECONNREFUSED");
     expect(r.stderr).toContain("hint: is the VM running and its SSH port open? `spuff status box`");
     expect(r.stderr).not.toContain("bug");
@@ -288,13 +292,13 @@ describe("agent preflight", () => {
     const r = spawnSync(process.execPath, [BIN, "--config", bad, "ssh", "mute", "--", "true"], { env: t.env, cwd: t.home, encoding: "utf8", timeout: 10_000 });
     silent.close();
     expect(r.signal).toBeNull(); // not killed by the 10 s limit: the handshake's own timeout is 20 s
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(255);
     expect(r.stderr).toContain("ssh.forward_agent");
   });
 
   it("no agent at all", async () => {
     const r = await run({});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(255);
     expect(r.stderr).toContain("no SSH agent to forward (SSH_AUTH_SOCK is not set)");
     expect(r.stderr).toContain('hint: start one and add your key: `eval "$(ssh-agent)" && ssh-add`');
   });
@@ -346,9 +350,9 @@ describe("agent preflight", () => {
   });
 
   it("ssh.agent_socket in config wins, with ~ expanded", async () => {
-    writeFileSync(join(t.home, "spuff.yaml"), "ssh:\n  agent_socket: ~/configured.sock\n");
+    writeUserConfig(t.env, "ssh:\n  agent_socket: ~/configured.sock\n");
     const r = await run({ SSH_AUTH_SOCK: "/nonexistent" });
-    rmSync(join(t.home, "spuff.yaml"));
+    rmSync(userConfigFile(t.env));
     expect(r.stderr).toContain(`${t.home}/configured.sock (from ssh.agent_socket) does not exist`);
   });
 });

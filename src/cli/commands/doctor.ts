@@ -8,7 +8,7 @@ export function register(program: Command, app: App): void {
     .command("doctor [name]")
     .description("check the agent, the VM's host key, agent forwarding and git logins from the VM, with a fix per failure")
     .option("--no-agent", "check without forwarding the agent")
-    .option("--git-host <host>", "git host to test a login to (repeatable; default: git_hosts from the config, else github.com)", (v: string, acc: string[]) => [...acc, v], [])
+    .option("--git-host <host>", "git host to test a login to (repeatable; default: git_hosts from the config, else github.com)", (v: string, acc?: string[]) => [...(acc ?? []), v])
     .addHelpText(
       "after",
       `
@@ -21,10 +21,10 @@ Examples:
   $ spuff doctor api --git-host gitlab.com
   $ spuff doctor api --json`,
     )
-    .action(async (name: string | undefined, opts: { agent: boolean; gitHost: string[] }) => {
+    .action(async (name: string | undefined, opts: { agent: boolean; gitHost?: string[] }) => {
       const record = resolveRecord(app, name);
       const config = app.config();
-      const gitHosts = opts.gitHost.length ? opts.gitHost : config.git_hosts.length ? config.git_hosts.map((h) => h.host) : ["github.com"];
+      const gitHosts = opts.gitHost?.length ? opts.gitHost : config.git_hosts.length ? config.git_hosts.map((h) => h.host) : ["github.com"];
       const { doctor } = await import("../../ssh/doctor.js");
       const forward = opts.agent && config.ssh.forward_agent;
       const checks = await app.interruptible((signal) =>

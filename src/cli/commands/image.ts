@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { UserError } from "../../core/errors.js";
 import type { App } from "../app.js";
-import { PlainProgress } from "../progress.js";
+import { stderrProgress } from "../progress.js";
 
 export function register(program: Command, app: App): void {
   const image = program
@@ -16,8 +16,10 @@ export function register(program: Command, app: App): void {
     .addHelpText(
       "after",
       `
-The image and its checksum file come from the same directory; an image without a matching SHA512 line is refused and
-deleted. It is cached under ~/.cache/spuff/images/ and used by \`spuff up\` (provider local) when no built image exists.
+The image and its checksum file come from the same directory. An image that SHA512SUMS has no line for is refused
+before it is downloaded; a downloaded image whose SHA512 differs is deleted and refused (a cached, verified image is
+never touched). It is cached under ~/.cache/spuff/images/ and used by \`spuff up\` (provider local) when no built
+image exists. Under sudo, the cache is the invoking user's (SUDO_USER), so \`spuff up\` finds it.
 
 Examples:
   $ spuff image pull
@@ -26,7 +28,7 @@ Examples:
     .action(async (opts: { url?: string; force?: boolean }) => {
       const provider = await app.provider("local");
       if (!provider.pullImage) throw new UserError("the local provider cannot download images on this platform");
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const dir = await app.interruptible(() => provider.pullImage!({ url: opts.url, force: Boolean(opts.force) }, progress));
       progress.finish();
       if (app.json) app.printJson({ image: dir });
@@ -34,13 +36,15 @@ Examples:
     });
   image
     .command("build")
-    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; about 2 minutes)")
+    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; 2 to 3 minutes)")
     .option("--force", "rebuild even if an image for the current recipe exists")
     .option("--mirror <url>", "Debian mirror (default: the one in this machine's apt sources)")
     .addHelpText(
       "after",
       `
 The image is cached under ~/.cache/spuff/images/, keyed by the recipe's hash, and used by \`spuff up\` (provider local).
+debootstrap needs root: under sudo the image goes to the invoking user's cache (SUDO_USER's ~/.cache/spuff, owned by
+that user), where \`spuff up\` run as that user looks. SPUFF_CACHE_DIR overrides the cache directory.
 
 Examples:
   $ sudo spuff image build
@@ -49,7 +53,7 @@ Examples:
     .action(async (opts: { force?: boolean; mirror?: string }) => {
       const provider = await app.provider("local");
       if (!provider.buildImage) throw new UserError("the local provider cannot build images on this platform");
-      const progress = new PlainProgress(app);
+      const progress = stderrProgress(app);
       const dir = await provider.buildImage({ force: Boolean(opts.force), mirror: opts.mirror }, progress);
       progress.finish();
       if (app.json) app.printJson({ image: dir });

@@ -11,6 +11,7 @@ import * as ssh from "./ssh.js";
 import * as sshConfig from "./ssh-config.js";
 import * as start from "./start.js";
 import * as status from "./status.js";
+import * as trust from "./trust.js";
 import * as up from "./up.js";
 
 /** Every command, in `--help` order. Each file registers one command (or one group). */
@@ -24,6 +25,7 @@ export const commands: ((program: Command, app: App) => void)[] = [
   extend.register,
   reap.register,
   config.register,
+  trust.register,
   sshConfig.register,
   doctor.register,
   image.register,

@@ -19,6 +19,7 @@ export function register(program: Command, app: App): void {
       "after",
       `
 What is reaped (docs/idle.md):
+  interrupted   its \`spuff up\` died (Ctrl-C twice, a crash) before the VM was ready; never while that up still runs
   expired       the VM is past its hard TTL (label spuff/expires-at)
   idle-stopped  the VM powered itself off; the provider bills it until it is deleted
   stopped       the VM powered off and its disk is still billed; a free provider's (local) stopped
@@ -72,13 +73,22 @@ Examples:
       );
       progress.finish();
       if (!result.dryRun && result.plan.some((i) => i.done)) await regenerateSshConfig(app);
-      if (app.json) app.printJson(result);
-      else app.out(describe(result));
-      if (result.errors.length) {
-        throw new ProviderError(`reap could not finish: ${result.errors.length} problem(s)`, {
-          notes: result.errors.map((e) => `${e.provider}: ${e.message}`),
-          hint: "fix the cause and run `spuff reap` again; everything it acts on is labelled, nothing is lost by retrying",
-        });
+      const failure = result.errors.length
+        ? new ProviderError(`reap could not finish: ${result.errors.length} problem(s)`, {
+            notes: result.errors.map((e) => `${e.provider}: ${e.message}`),
+            hint: "fix the cause and run `spuff reap` again; everything it acts on is labelled, nothing is lost by retrying",
+          })
+        : undefined;
+      if (!app.json) {
+        app.out(describe(result));
+        if (failure) throw failure;
+        return;
+      }
+      // One document on stdout whatever happened: the result holds the errors; the message goes to stderr only.
+      app.printJson(result);
+      if (failure) {
+        app.err([`error: ${failure.message}`, ...failure.notes.map((n) => `  ${n}`), ...failure.hints.map((h) => `hint: ${h}`)].join("\n"));
+        process.exitCode = failure.exitCode;
       }
     });
 }

@@ -11,7 +11,7 @@ interface SshOpts {
   agent: boolean;
   tmux: boolean;
   t?: boolean;
-  L: string[];
+  L?: string[];
 }
 
 /**
@@ -68,7 +68,8 @@ export function vmTarget(app: App, record: VmRecord): VmTarget {
 /** The agent to forward (after its preflight) and the guard's policy from the config. */
 export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ socket: string; policy: AgentPolicy }> {
   const config = app.config();
-  const { agentSocket, askpassConfirm, preflightAgent } = await import("../../ssh/agent.js");
+  const { agentSocket, askpassConfirm, preflightAgent, refusalLine } = await import("../../ssh/agent.js");
+  const { gitHostPins } = await import("../../ssh/agent-hosts.js");
   const { identityAgentFor } = await import("../../ssh/openssh-config.js");
   const sock = agentSocket(config.ssh.agent_socket, identityAgentFor(hostAlias(record.name), app.io.env), app.io.env);
   await preflightAgent(sock);
@@ -79,9 +80,12 @@ export async function guardedAgentFor(app: App, record: VmRecord): Promise<{ soc
       signPolicy: config.ssh.sign_policy,
       logFile: join(app.state().dir, "agent.log"),
       vm: record.name,
+      gitHosts: gitHostPins(config.git_hosts),
       onDecision: (d) => {
-        if (!d.allowed) app.err(`spuff: refused a signature request from ${d.vm} with ${d.key}: ${d.reason}`);
+        const line = refusalLine(d);
+        if (line) app.err(line);
       },
+      onNotice: (line) => app.err(line),
       confirm: config.ssh.confirm ? askpassConfirm(app.io.env) : undefined,
     },
   };
@@ -94,14 +98,16 @@ export function register(program: Command, app: App): void {
     .option("--no-agent", "do not forward the SSH agent")
     .option("--no-tmux", "plain login shell instead of `tmux new -A -s spuff`")
     .option("-t", "force a PTY for a command")
-    .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
+    .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc?: string[]) => [...(acc ?? []), v])
     .addHelpText(
       "after",
       `
 The VM's host key is checked against the key pinned when it was created; a mismatch refuses to connect.
 The forwarded agent shows only ssh.allowed_keys and, with ssh.sign_policy git-only (default), signs only SSH logins
-as user "git" (git hosts). Every signature request is logged to ~/.local/state/spuff/agent.log.
-The remote exit code becomes spuff's exit code.
+bound (OpenSSH 8.9+ session-bind) to a pinned git host's key, as the user that host expects ("git"). Every signature
+request is logged with its destination to ~/.local/state/spuff/agent.log.
+The remote command's exit code becomes spuff's exit code; when spuff itself fails (unknown VM, unreachable, host key
+mismatch, bad config) it exits 255, as OpenSSH's ssh does, and its messages on stderr start with "error:" or "spuff:".
 
 Examples:
   $ spuff ssh                             shell on your only VM, attached to tmux session "spuff"
@@ -111,7 +117,7 @@ Examples:
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
       const { dial, parseForward } = await import("../../ssh/dial.js");
-      const forwards = opts.L.map(parseForward);
+      const forwards = (opts.L ?? []).map(parseForward);
       const record = resolveRecord(app, name);
       const target = vmTarget(app, record);
       // Connect first, and settle the rest while sshd works: it starts its side of the connection while ssh2 loads,
@@ -149,9 +155,10 @@ Examples:
         reconnect: remote?.startsWith("tmux new -A") === true,
       }, early);
       if (code !== 0 && !agent && !interactive) {
-        app.err(
-          `spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${opts.agent ? "ssh.forward_agent is false" : "--no-agent"}): git over SSH on the VM has no key to log in with; run it without --no-agent`,
-        );
+        const [why, fix] = opts.agent
+          ? ["ssh.forward_agent is false", "set ssh.forward_agent: true in your config (`spuff config show` prints the effective value)"]
+          : ["--no-agent", "run it without --no-agent"];
+        app.err(`spuff: the command failed (exit ${code}) and no SSH agent was forwarded (${why}): git over SSH on the VM has no key to log in with; ${fix}`);
       }
       process.exitCode = code;
     });

@@ -19,6 +19,9 @@ export function register(program: Command, app: App): void {
       `
 The name defaults to the directory holding spuff.yaml, else a random spuff-<adjective>-<noun>.
 Ctrl-C rolls back everything created so far; a second Ctrl-C exits at once (\`spuff reap\` cleans up).
+When it fails: --keep-on-failure keeps the VM to look at (\`spuff ssh NAME\`); a local VM's serial console is in
+~/.local/state/spuff/local/NAME/console.log; SPUFF_BOOT_TIMEOUT=30m waits longer for SSH and for cloud-init (default
+15m). More in docs/troubleshooting.md.
 
 Examples:
   $ spuff up                          local QEMU VM (no account needed)
@@ -32,6 +35,8 @@ Examples:
       const project = findProjectConfig(app.io.cwd);
       const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
       const provider = await app.provider();
+      // Notes go to stderr in every mode: they are for the person, and --json's stdout stays the event stream.
+      for (const note of provider.notices?.() ?? []) app.err(`note: ${note}`);
       // A terminal gets the Ink progress view (loaded only then); scripts, CI and --json get plain lines or JSON events.
       const progress =
         app.interactive && app.io.stderr.isTTY

@@ -48,6 +48,18 @@ export interface FakeOptions {
   onServerCreated?: (s: FakeServerInfo) => void | Promise<void>;
   /** Called when a server is deleted (tests stop its stand-in sshd). */
   onServerDeleted?: (s: FakeServerInfo) => void | Promise<void>;
+  /** The project's rate limit in requests per hour (`RateLimit-Limit`; default 3600, the API's default). */
+  rateLimit?: number;
+}
+
+/** A page's `meta.pagination`, as the spec has it. */
+export interface Pagination {
+  page: number;
+  per_page: number;
+  previous_page: number | null;
+  next_page: number | null;
+  last_page: number | null;
+  total_entries: number | null;
 }
 
 export interface Fault {
@@ -68,8 +80,8 @@ export interface Fault {
   code?: string;
   message?: string;
   details?: unknown;
-  /** For 429: `RateLimit-Reset` is now + this (default 1000 ms). */
-  resetInMs?: number;
+  /** Rewrites `meta.pagination` of a list answer (a broken API or proxy: pages that never advance, a wrong last page). */
+  pagination?: Partial<Pagination> | ((actual: Pagination) => Partial<Pagination>);
   /** How many matching requests it hits (default 1; Infinity for all). */
   times?: number;
 }
@@ -152,6 +164,57 @@ const stamp = (d = new Date()) => d.toISOString().replace(/\.\d{3}Z$/, "+00:00")
 
 let sharedSpec: SpecValidator | undefined;
 
+/**
+ * The project's rate limit as the spec's "Rate Limiting" section has it: `limit` requests, refilled gradually (limit
+ * per hour: one per second at the default 3600), one taken by every request, authenticated or not. Empty: 429
+ * `rate_limit_exceeded`. `RateLimit-Reset` is when the bucket is full again, not when the next request is allowed.
+ */
+export class RateLimitBucket {
+  private tokens: number;
+  private at = Date.now();
+
+  constructor(readonly limit = 3600) {
+    this.tokens = limit;
+  }
+
+  private refill(now: number): void {
+    this.tokens = Math.min(this.limit, this.tokens + ((now - this.at) * this.limit) / 3_600_000);
+    this.at = now;
+  }
+
+  /** Takes one request; false when the bucket is empty. */
+  take(now = Date.now()): boolean {
+    this.refill(now);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** Requests left now (whole ones, as `RateLimit-Remaining` reports them). */
+  remaining(now = Date.now()): number {
+    this.refill(now);
+    return Math.floor(this.tokens);
+  }
+
+  /** Sets what is left, e.g. 0: the next request gets 429 (another tool used the project's quota). */
+  setRemaining(n: number, now = Date.now()): void {
+    this.refill(now);
+    this.tokens = Math.max(0, Math.min(this.limit, n));
+  }
+
+  /** The three headers every answer carries; `empty` for an injected 429 (the bucket as if just drained). */
+  headers(now = Date.now(), empty = false): Record<string, string> {
+    this.refill(now);
+    const tokens = empty ? 0 : this.tokens;
+    const fullInMs = ((this.limit - tokens) * 3_600_000) / this.limit;
+    return {
+      "RateLimit-Limit": String(this.limit),
+      "RateLimit-Remaining": String(Math.floor(tokens)),
+      "RateLimit-Reset": String(Math.ceil((now + fullInMs) / 1000)),
+    };
+  }
+}
+
 export class HetznerFake {
   readonly token: string;
   endpoint = "";
@@ -174,6 +237,8 @@ export class HetznerFake {
   readonly sshKeys = new Map<number, SshKeyRec>();
   readonly actions = new Map<number, ActionRec>();
   faults: Fault[] = [];
+  /** The project's rate limit; `rateLimit.setRemaining(0)` makes the next request a 429 (then one per second passes). */
+  readonly rateLimit: RateLimitBucket;
   legacyDatacenter: boolean;
   readonly opts: FakeOptions;
   private readonly spec: SpecValidator;
@@ -188,6 +253,7 @@ export class HetznerFake {
     this.opts = opts;
     this.token = opts.token ?? `fake-${randomBytes(12).toString("hex")}`;
     this.legacyDatacenter = Boolean(opts.legacyDatacenter);
+    this.rateLimit = new RateLimitBucket(opts.rateLimit);
     sharedSpec ??= new SpecValidator();
     this.spec = sharedSpec;
   }
@@ -323,6 +389,10 @@ export class HetznerFake {
       }
       route = checked.route;
       operationId = route.op.operationId;
+      if (!this.rateLimit.take()) {
+        const limit = this.rateLimit.limit;
+        throw new HttpError(429, "rate_limit_exceeded", `limit of ${limit} requests per hour reached`, null, this.rateLimit.headers());
+      }
       const auth = req.headers.authorization ?? "";
       const readOnly = this.opts.readOnlyToken !== undefined && auth === `Bearer ${this.opts.readOnlyToken}`;
       if (auth !== `Bearer ${this.token}` && !readOnly) throw new HttpError(401, "unauthorized", "unable to authenticate");
@@ -331,6 +401,7 @@ export class HetznerFake {
       if (fault?.status && fault.when !== "after") throw this.faultError(fault);
       if (readOnly && method !== "GET") throw new HttpError(403, "token_readonly", "the token is read-only");
       [status, body] = this.dispatch(method, route.template, checked.path, checked.query, checked.body);
+      if (fault?.pagination) body = withPagination(body, fault.pagination);
       if (fault?.delayMs && fault.when === "after") await sleep(fault.delayMs);
       if (fault?.status && fault.when === "after") throw this.faultError(fault);
     } catch (err) {
@@ -355,9 +426,7 @@ export class HetznerFake {
     this.events.emit("request", log);
     res.writeHead(status, {
       ...(body === undefined ? {} : { "content-type": "application/json" }),
-      "RateLimit-Limit": "3600",
-      "RateLimit-Remaining": "3599",
-      "RateLimit-Reset": String(Math.floor(Date.now() / 1000) + 1),
+      ...this.rateLimit.headers(),
       ...headers,
     });
     res.end(body === undefined ? undefined : JSON.stringify(body));
@@ -387,15 +456,13 @@ export class HetznerFake {
       412: ["resource_unavailable", "server type is unavailable in this location"],
       422: ["invalid_input", "invalid input"],
       423: ["locked", "the resource is locked by a running action"],
-      429: ["rate_limit_exceeded", "limit of 3600 requests per hour reached"],
+      429: ["rate_limit_exceeded", `limit of ${this.rateLimit.limit} requests per hour reached`],
       500: ["server_error", "internal server error (injected)"],
       503: ["unavailable", "service unavailable (injected)"],
     };
     const [code, message] = defaults[status] ?? ["server_error", `error ${status} (injected)`];
-    const headers: Record<string, string> =
-      status === 429
-        ? { "RateLimit-Limit": "3600", "RateLimit-Remaining": "0", "RateLimit-Reset": String(Math.ceil((Date.now() + (f.resetInMs ?? 1000)) / 1000)) }
-        : {};
+    // A 429 says what the API says when the quota is used up: nothing remaining, full again in an hour.
+    const headers = status === 429 ? this.rateLimit.headers(Date.now(), true) : {};
     return new HttpError(status, f.code ?? code, f.message ?? message, f.details ?? null, headers);
   }
 
@@ -770,6 +837,14 @@ export class HetznerFake {
       },
     ];
   }
+}
+
+/** A list answer with its `meta.pagination` fields replaced (fault injection). */
+function withPagination(body: unknown, over: NonNullable<Fault["pagination"]>): unknown {
+  const b = body as { meta?: { pagination?: Pagination } } | undefined;
+  const actual = b?.meta?.pagination;
+  if (!actual) return body;
+  return { ...b, meta: { ...b.meta, pagination: { ...actual, ...(typeof over === "function" ? over(actual) : over) } } };
 }
 
 function sortBy<T extends { id: number; name: string; created?: string }>(list: T[], sort: string[] | undefined): T[] {

@@ -1,10 +1,10 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
 import { stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { Moto, MOTO_SKIP_REASON, type MotoOptions, motoPython } from "../../fakes/moto.js";
-import { BIN, type CliResult, type Running, spawnCli, tempHome } from "../../helpers/cli.js";
+import { BIN, type CliResult, type Running, spawnCli, tempHome, writeUserConfig } from "../../helpers/cli.js";
 
 /**
  * moto (the real EC2 emulator) behind the test proxy (test/fakes/moto.ts), plus a throw-away HOME, for driving the
@@ -72,7 +72,7 @@ export async function harness(opts: MotoOptions & { config?: Record<string, unkn
     env: {},
     ec2,
     writeConfig(cfg) {
-      writeFileSync(join(h.home.home, "spuff.yaml"), stringify({ ssh: { user: "spuff-test", tmux: false }, ...cfg }));
+      writeUserConfig(h.home.env, stringify({ ssh: { user: "spuff-test", tmux: false }, ...cfg }));
     },
     spawn(args, extraEnv = {}) {
       const r = spawnCli(["--provider", "aws", ...args], { ...h.env, ...extraEnv }, h.home.home);

@@ -128,19 +128,13 @@ describe("hetzner: API errors through the CLI", () => {
     expect((await h.spuff(["down", "lk2", "--yes"])).code).toBe(0);
   });
 
-  it("429: waits until RateLimit-Reset, then succeeds", async () => {
-    h.fake.inject({ method: "GET", path: "/servers", status: 429, resetInMs: 1000 });
+  it("429 (the API's headers: RateLimit-Reset an hour away): waits about a second, then succeeds", async () => {
+    h.fake.inject({ method: "GET", path: "/servers", status: 429 });
+    const t = Date.now();
     const r = await h.spuff(["ls", "--json"]);
     expect(r.code).toBe(0);
+    expect(Date.now() - t).toBeLessThan(4000);
     expect(h.fake.requests.filter((x) => x.path === "/servers").map((x) => x.status)).toEqual([429, 200]);
-  });
-
-  it("429 with a reset too far away: exit 2, says until when", async () => {
-    h.fake.inject({ method: "GET", path: "/servers", status: 429, resetInMs: 3600_000 });
-    const r = await h.spuff(["ls"]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/error: list servers: rate limited by the Hetzner API until \d{4}-\d\d-\d\dT[\d:.]+Z \(429 rate_limit_exceeded/);
-    expect(r.stderr).toContain("hint: another tool may be using the same project heavily");
   });
 
   it("5xx on reads: retried with backoff; when it persists, exit 2", async () => {

@@ -114,12 +114,15 @@ describe("the Hetzner fake", () => {
   });
 
   it("injects 429 with RateLimit headers, and errors after the request took effect", async () => {
-    fake.inject({ method: "GET", path: "/servers", status: 429, resetInMs: 5000 });
+    fake.inject({ method: "GET", path: "/servers", status: 429 });
     const r = await call("GET", "/servers");
     expect(r.status).toBe(429);
-    expect(r.body.error.code).toBe("rate_limit_exceeded");
+    expect(r.body.error).toEqual({ code: "rate_limit_exceeded", message: "limit of 3600 requests per hour reached", details: null });
     expect(r.headers.get("RateLimit-Remaining")).toBe("0");
-    expect(Number(r.headers.get("RateLimit-Reset"))).toBeGreaterThan(Date.now() / 1000);
+    expect(Number(r.headers.get("RateLimit-Reset"))).toBeGreaterThan(Date.now() / 1000 + 3590);
+    const ok = await call("GET", "/servers");
+    expect(Number(ok.headers.get("RateLimit-Remaining"))).toBeLessThan(3600);
+    expect(Number(ok.headers.get("RateLimit-Reset"))).toBeLessThan(Date.now() / 1000 + 10);
     fake.inject({ method: "POST", path: "/ssh_keys", status: 500, when: "after" });
     expect((await call("POST", "/ssh_keys", { name: "k", public_key: key })).status).toBe(500);
     expect(fake.sshKeys.size).toBe(1);

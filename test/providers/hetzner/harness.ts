@@ -1,8 +1,6 @@
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { stringify } from "yaml";
 import { HetznerFake, type FakeOptions } from "../../fakes/hetzner/fake.js";
-import { type CliResult, runCli, tempHome } from "../../helpers/cli.js";
+import { type CliResult, runCli, tempHome, writeUserConfig } from "../../helpers/cli.js";
 import { type StandinVm, standinHooks } from "../../helpers/standin-vm.js";
 
 /**
@@ -28,7 +26,7 @@ export async function harness(opts: FakeOptions & { standin?: boolean; config?: 
       : {}),
   });
   const home = tempHome();
-  writeFileSync(join(home.home, "spuff.yaml"), stringify({ ssh: { user: "spuff-test", tmux: false }, ...config }));
+  writeUserConfig(home.env, stringify({ ssh: { user: "spuff-test", tmux: false }, ...config }));
   const env: NodeJS.ProcessEnv = {
     ...home.env,
     HCLOUD_ENDPOINT: fake.endpoint,

@@ -154,11 +154,17 @@ describe("hetzner response reading", () => {
     expect(size.prices[0]).toEqual({ location: "fsn1", hourly: 0.0071, monthly: 4.51, currency: "EUR" });
   });
 
-  it("RateLimit-Reset (Unix seconds) becomes the wait; Go-style durations parse like hcloud's", () => {
+  it("a 429 waits for one request to come back (RateLimit-Reset is when all are); Go-style durations parse like hcloud's", () => {
     const now = 1_800_000_000_000;
-    expect(rateLimitWait(new Headers({ "RateLimit-Reset": String(now / 1000 + 3) }), now)).toBe(3000);
-    expect(rateLimitWait(new Headers({ "RateLimit-Reset": String(now / 1000 - 3) }), now)).toBe(0);
-    expect(rateLimitWait(new Headers(), now)).toBe(1000);
+    const h = (limit: number, resetIn: number) => new Headers({ "RateLimit-Limit": String(limit), "RateLimit-Remaining": "0", "RateLimit-Reset": String(now / 1000 + resetIn) });
+    expect(rateLimitWait(h(3600, 3600), now, 0)).toBe(1000);
+    expect(rateLimitWait(h(3600, 3600), now, 1)).toBe(1100);
+    expect(rateLimitWait(h(7200, 3600), now, 0)).toBe(500);
+    expect(rateLimitWait(h(60, 3600), now, 0)).toBe(10_000);
+    // The whole quota back sooner than one request's refill: wait until then (at least 50 ms).
+    expect(rateLimitWait(h(3600, 1), now + 700, 0)).toBe(300);
+    expect(rateLimitWait(h(3600, -3), now, 0)).toBe(50);
+    expect(rateLimitWait(new Headers(), now, 0)).toBe(1000);
     expect(parseGoDuration("500ms")).toBe(500);
     expect(parseGoDuration("1m30s")).toBe(90_000);
     expect(parseGoDuration("250")).toBe(250);
