@@ -323,6 +323,16 @@ export class HetznerClient {
     return data?.action;
   }
 
+  /** POST /servers/{id}/actions/poweron: boots a stopped server (its disk as it was). Sent again only if refused. */
+  async powerOnServer(id: number, signal?: AbortSignal): Promise<Action> {
+    const data = await this.call(`power on server ${id}`, (s) => this.http.POST("/servers/{id}/actions/poweron", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+    });
+    if (!data) throw new ProviderError(`power on server ${id}: the Hetzner API answered without an action`);
+    return data.action;
+  }
+
   listSshKeys(labelSelector: string, signal?: AbortSignal): Promise<SshKey[]> {
     return this.all<SshKey, "ssh_keys">(
       "list SSH keys",

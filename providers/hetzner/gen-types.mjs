@@ -16,6 +16,7 @@ export const USED = {
   "/servers/{id}": ["get", "put", "delete"],
   "/ssh_keys": ["get", "post"],
   "/ssh_keys/{id}": ["delete"],
+  "/servers/{id}/actions/poweron": ["post"],
   "/actions/{id}": ["get"],
   "/server_types": ["get"],
   "/locations": ["get"],

@@ -270,6 +270,19 @@ class HetznerProvider implements Provider {
     if (keys.length) progress.info(`deleted SSH key ${keys.map((k) => k.name).join(", ")}`);
   }
 
+  /** Powers a stopped server on (POST .../actions/poweron) and waits for the action; its disk is as it was. */
+  async start(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm> {
+    const api = this.api();
+    const id = Number(vm.id);
+    const server = await api.getServer(id, signal);
+    if (!server) throw new ProviderError(`server ${vm.name} (id ${vm.id}) no longer exists`, { hint: "`spuff reap` forgets it; `spuff up` creates a new VM" });
+    if (server.status === "running") return toVm(server);
+    progress.phase("power on");
+    const action = await api.powerOnServer(id, signal);
+    await api.waitAction(action, `power on server ${vm.name}`, signal);
+    return toVm((await api.getServer(id, signal)) ?? server);
+  }
+
   /** Polls the server until Hetzner reports it running with a public address. */
   async waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm> {
     const api = this.api();

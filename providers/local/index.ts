@@ -3,11 +3,11 @@ import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, sta
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
-import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, Vm } from "../../src/core/provider.js";
+import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, findImage, giveToInvoker, recipePath } from "./image.js";
 import { platform } from "node:os";
-import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
+import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, portFree, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
 
 interface Meta {
   name: string;
@@ -17,6 +17,26 @@ interface Meta {
   accel?: Accel;
   cpus: number;
   memoryMiB: number;
+  /** The base image the overlay was made on (its kernel and initrd boot it again on `start`). */
+  image?: BaseImage;
+}
+
+/**
+ * Why a local VM whose QEMU is gone stopped, from the end of its serial console: the idle watcher writes its decision
+ * to the kernel log, and a guest that shuts down ends with the kernel's "reboot: Power down". Without either, QEMU
+ * ended under a running guest (host reboot or crash, QEMU killed): its disk is intact and `spuff start` boots it.
+ */
+function stopReason(consoleLog: string): StopReason {
+  let tail = "";
+  try {
+    const buf = readFileSync(consoleLog);
+    tail = buf.subarray(Math.max(0, buf.length - 16_384)).toString("utf8");
+  } catch {
+    return "host-restarted";
+  }
+  if (/spuff-idle: idle for [^\n]*poweroff/.test(tail)) return "idle";
+  if (/reboot: Power down|spuff-idle: expired/.test(tail)) return "poweroff";
+  return "host-restarted";
 }
 
 /**
@@ -119,7 +139,15 @@ class LocalProvider implements Provider {
     if (existsSync(join(dir, "meta.json"))) throw new UserError(`a local VM named ${spec.name} already exists`, { hint: `spuff down ${spec.name}` });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const r = this.resources();
-    const meta: Meta = { name: spec.name, labels: spec.labels, createdAt: new Date().toISOString(), sshPort: await freePort(), cpus: r.cpus, memoryMiB: r.memoryMiB };
+    const meta: Meta = {
+      name: spec.name,
+      labels: spec.labels,
+      createdAt: new Date().toISOString(),
+      sshPort: await freePort(),
+      cpus: r.cpus,
+      memoryMiB: r.memoryMiB,
+      image,
+    };
     writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
 
     progress.phase("seed");
@@ -205,13 +233,16 @@ class LocalProvider implements Provider {
   }
 
   private toVm(meta: Meta): Vm {
-    const alive = livePid(join(this.dir(meta.name), "qemu.pid")) !== undefined;
+    const dir = this.dir(meta.name);
+    const alive = livePid(join(dir, "qemu.pid")) !== undefined;
     return {
       id: meta.name,
       name: meta.name,
       provider: "local",
-      // QEMU exits when the guest powers off (idle or TTL): the VM is stopped, its overlay disk is left to reap.
+      // QEMU exits when the guest powers off (idle or TTL), and when the host restarts: the VM is stopped, its overlay
+      // disk is kept (`spuff start` boots it again) until its TTL.
       status: alive ? "running" : "stopped",
+      ...(alive ? {} : { stopReason: stopReason(join(dir, "console.log")) }),
       endpoint: { host: "127.0.0.1", port: meta.sshPort },
       location: "localhost",
       size: `${meta.cpus}cpu-${Math.round(meta.memoryMiB / 1024)}g${meta.accel ? `-${meta.accel}` : ""}`,
@@ -221,17 +252,51 @@ class LocalProvider implements Provider {
     };
   }
 
+  /**
+   * Every VM directory with metadata. A directory whose meta.json exists but cannot be read is listed as status
+   * "unknown" (spuff cannot tell what it is, so nothing treats it as gone or deletes it).
+   */
   async list(): Promise<Vm[]> {
     if (!existsSync(this.root)) return [];
-    return readdirSync(this.root)
-      .map((n) => this.readMeta(n))
-      .filter((m): m is Meta => m !== undefined)
-      .map((m) => this.toVm(m));
+    const vms: Vm[] = [];
+    for (const n of readdirSync(this.root)) {
+      const meta = this.readMeta(n);
+      if (meta) vms.push(this.toVm(meta));
+      else if (existsSync(join(this.dir(n), "meta.json"))) vms.push({ id: n, name: n, provider: "local", status: "unknown", labels: {} });
+    }
+    return vms;
   }
 
   async get(name: string): Promise<Vm | undefined> {
     const m = this.readMeta(name);
     return m ? this.toVm(m) : undefined;
+  }
+
+  /** Boots a stopped VM again: the same overlay disk (so the same pinned host key and files), seed and SSH port. */
+  async start(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm> {
+    const meta = this.readMeta(vm.name);
+    const dir = this.dir(vm.name);
+    if (!meta) throw new ProviderError(`the local VM ${vm.name} has no readable metadata`, { hint: `look at ${join(dir, "meta.json")}` });
+    if (livePid(join(dir, "qemu.pid")) !== undefined) return this.toVm(meta);
+    const bin = qemuBinary();
+    if (!hasCommand(bin)) {
+      throw new UserError(`${bin} is not installed: ${vm.name} cannot be started (its disk is kept)`, {
+        hint: "Debian/Ubuntu: `sudo apt-get install qemu-system-x86 qemu-utils genisoimage`; macOS: `brew install qemu cdrtools`",
+      });
+    }
+    const image = meta.image ?? findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+    for (const f of [image.disk, image.kernel, image.initrd, join(dir, "disk.qcow2"), join(dir, "seed.iso")]) {
+      if (f && !existsSync(f)) throw new ProviderError(`${vm.name} cannot boot: ${f} is missing`, { hint: `its disk is ${join(dir, "disk.qcow2")}; \`spuff down ${vm.name}\` removes it` });
+    }
+    if (!(await portFree(meta.sshPort))) {
+      const old = meta.sshPort;
+      meta.sshPort = await freePort();
+      progress.info(`port ${old} is in use now; SSH is forwarded from port ${meta.sshPort}`);
+    }
+    progress.phase("boot");
+    meta.accel = await this.boot(meta, image, progress, signal);
+    writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+    return this.toVm(meta);
   }
 
   async waitReady(vm: Vm): Promise<Vm> {
@@ -308,10 +373,11 @@ class LocalProvider implements Provider {
     const removed: string[] = [];
     for (const name of readdirSync(this.root)) {
       const dir = this.dir(name);
-      if (this.readMeta(name) || livePid(join(dir, "qemu.pid")) !== undefined) continue;
+      // A meta.json that cannot be read is not "no metadata": spuff cannot tell what the VM is, so it stays.
+      if (existsSync(join(dir, "meta.json")) || livePid(join(dir, "qemu.pid")) !== undefined) continue;
       // A directory younger than a minute may belong to an `up` that is writing it right now.
       if (Date.now() - statSync(dir).mtimeMs < 60_000) continue;
-      removed.push(`local VM directory without metadata ${dir}`);
+      removed.push(`VM directory without metadata ${dir}`);
       if (!dryRun) rmSync(dir, { recursive: true, force: true });
     }
     return removed;

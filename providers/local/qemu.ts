@@ -112,6 +112,15 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether TCP `port` on 127.0.0.1 can be listened on now. */
+export function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
 /** Sends QMP commands (after the capabilities handshake); resolves when the socket closes or after a timeout. */
 export function qmp(socket: string, commands: string[], timeoutMs = 3000): Promise<void> {
   return new Promise((resolve) => {

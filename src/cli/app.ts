@@ -2,6 +2,7 @@ import type { Config } from "../config/defaults.js";
 import type { LoadedConfig } from "../config/load.js";
 import { ConfigError, Interrupted } from "../core/errors.js";
 import type { Progress, Provider } from "../core/provider.js";
+import { type Owner, owner } from "../core/owner.js";
 import { getProvider } from "../core/registry.js";
 import { cacheDir, StateStore, stateDir } from "../core/state.js";
 import { PlainProgress } from "./progress.js";
@@ -133,6 +134,11 @@ export class App {
 
   state(): StateStore {
     return new StateStore(stateDir(this.io.env));
+  }
+
+  /** This machine's owner id (created once in the state directory) and the older ids it still answers to. */
+  owner(): Owner {
+    return owner(this.io.env);
   }
 
   async provider(name: string = this.config().provider): Promise<Provider> {

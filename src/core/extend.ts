@@ -22,7 +22,12 @@ export async function extendVm(
   if (ms <= 0) throw new UserError(`"${by}" is not a duration longer than 0`, { hint: "e.g. spuff extend NAME 4h" });
   if (vm.status !== "running") {
     throw new UserError(`${vm.name} is ${vm.status}, not running: its TTL cannot be extended`, {
-      hint: vm.status === "stopped" ? "a powered-off VM is removed by `spuff reap`; create a new one with `spuff up`" : "wait until it runs",
+      hint:
+        vm.status === "stopped"
+          ? deps.provider.start
+            ? `boot it again first: \`spuff start ${vm.name}\``
+            : "a powered-off VM is removed by `spuff reap`; create a new one with `spuff up`"
+          : "wait until it runs",
     });
   }
   const record = deps.state.read(vm.name);

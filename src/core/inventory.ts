@@ -1,6 +1,8 @@
 import { UserError } from "./errors.js";
+import { LABEL } from "./labels.js";
+import { isMine, type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider, Vm } from "./provider.js";
-import { pidAlive, type StateStore } from "./state.js";
+import { processAlive, type StateStore, type VmRecord } from "./state.js";
 import { toView, type VmView } from "./view.js";
 
 export interface InventoryDeps {
@@ -9,6 +11,8 @@ export interface InventoryDeps {
   provider(name: string): Promise<Provider>;
   /** Providers to ask: the configured one plus any that local state mentions, unless one was named explicitly. */
   providerNames: string[];
+  /** This machine's owner id and aliases: sets `VmView.mine`. */
+  owner: Owner;
   now?: Date;
 }
 
@@ -18,7 +22,20 @@ export interface Inventory {
   errors: { provider: string; message: string }[];
 }
 
-/** Lists spuff VMs from the providers (the source of truth), adding local records whose VM no longer exists. */
+/** Whether provider VM `v` may be the VM of local record `r`: same identity, or a VM that carries none to compare. */
+function mayBe(v: VmView, r: VmRecord): boolean {
+  if (v.provider !== r.provider || v.name !== r.name) return false;
+  const rid = v.labels[LABEL.requestId];
+  if (rid === undefined) return true; // an older VM, or one whose labels cannot be read: spuff cannot tell, so yes
+  if (r.requestId !== undefined) return rid === r.requestId;
+  return r.id === undefined || r.id === v.id;
+}
+
+/**
+ * Lists spuff VMs from the providers (the source of truth), adding local records whose VM no longer exists. A record
+ * counts as "gone" only when its provider answered and listed nothing that may be its VM: a provider that could not be
+ * asked, or a VM it cannot identify, never makes a record "gone".
+ */
 export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Promise<Inventory> {
   const now = deps.now ?? new Date();
   const errors: Inventory["errors"] = [];
@@ -27,7 +44,8 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
       try {
         const p = await deps.provider(name);
         const vms = await p.list(signal);
-        return vms.map((vm) => toView(vm, now, p.info().features.billsWhenStopped));
+        const features = p.info().features;
+        return vms.map((vm) => toView(vm, now, features, isMine(deps.state, vm, deps.owner)));
       } catch (err) {
         if (deps.providerNames.length === 1) throw err;
         errors.push({ provider: name, message: (err as Error).message });
@@ -36,42 +54,61 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
     }),
   );
   const vms = results.flat();
-  const records = new Map(deps.state.list().map((r) => [`${r.provider}/${r.name}`, r]));
+  const records = deps.state.list();
   for (const v of vms) {
-    const pid = records.get(`${v.provider}/${v.name}`)?.upPid;
-    if (pid === undefined) continue;
-    // A live `up` is still creating it: never reap it from under that process. If that `up` died (crash, or a second
-    // Ctrl-C), nobody will finish or roll it back.
-    v.reap = pidAlive(pid) ? null : "interrupted";
+    const r = recordOf(deps.state, v);
+    if (r?.upPid === undefined) continue;
+    // A live `up` is still creating it: never reap it from under that process. If that `up` died (crash, second
+    // Ctrl-C, or a reboot that handed its pid to another process), nobody will finish or roll it back.
+    v.reap = processAlive({ pid: r.upPid, start: r.upStart }) ? null : "interrupted";
   }
-  const seen = new Set(vms.map((v) => `${v.provider}/${v.name}`));
   const asked = new Set(deps.providerNames.filter((n) => !errors.some((e) => e.provider === n)));
-  for (const r of deps.state.list()) {
-    if (!asked.has(r.provider) || seen.has(`${r.provider}/${r.name}`)) continue;
+  for (const r of records) {
+    if (!asked.has(r.provider) || vms.some((v) => mayBe(v, r))) continue;
     // Not at the provider (yet): a running `up` is still creating it; otherwise only local state is left.
-    const creating = r.upPid !== undefined && pidAlive(r.upPid);
-    const vm: Vm = { id: r.id ?? "", name: r.name, provider: r.provider, status: creating ? "creating" : "gone", labels: {}, createdAt: r.createdAt };
-    vms.push(toView(vm, now, false));
+    const creating = r.upPid !== undefined && processAlive({ pid: r.upPid, start: r.upStart });
+    const labels: Record<string, string> = r.requestId ? { [LABEL.requestId]: r.requestId } : {};
+    const vm: Vm = { id: r.id ?? "", name: r.name, provider: r.provider, status: creating ? "creating" : "gone", labels, createdAt: r.createdAt };
+    vms.push(toView(vm, now, { billsWhenStopped: false, free: false }, true));
   }
-  vms.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider));
+  vms.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider) || Number(b.mine) - Number(a.mine));
   return { vms, errors };
 }
 
-/** Finds one VM by name; with no name, the only VM there is. */
+const describeVm = (v: VmView) => `${v.name} (${v.provider} id ${v.id || "-"}, owner ${v.owner ?? "unknown"}${v.mine ? ", this machine's" : ""})`;
+
+/**
+ * Finds one VM by name; with no name, the only VM there is. When several VMs share the name (EC2 names are not unique;
+ * another owner in the same project), this machine's one is meant; if that does not decide it, the user must.
+ */
 export function pick(vms: VmView[], name: string | undefined): VmView {
   const live = vms.filter((v) => v.status !== "gone");
   if (name) {
-    const found = vms.find((v) => v.name === name);
-    if (!found) {
+    const found = vms.filter((v) => v.name === name);
+    if (found.length === 0) {
       throw new UserError(`no VM named "${name}"`, {
-        hint: live.length ? `VMs: ${live.map((v) => v.name).join(", ")}` : "create one with `spuff up`",
+        hint: live.length ? `VMs: ${[...new Set(live.map((v) => v.name))].join(", ")}` : "create one with `spuff up`",
       });
     }
-    return found;
+    if (found.length === 1) return found[0];
+    const mine = found.filter((v) => v.mine);
+    if (mine.length === 1) return mine[0];
+    throw new UserError(`${found.length} VMs are named "${name}"`, {
+      notes: found.map(describeVm),
+      hint: "pass --provider to pick one; VMs of other owners are theirs to remove",
+    });
   }
   if (live.length === 1) return live[0];
   if (live.length === 0) throw new UserError("there are no VMs", { hint: "create one with `spuff up`" });
   throw new UserError(`there are ${live.length} VMs; name one`, { hint: `VMs: ${live.map((v) => v.name).join(", ")}` });
+}
+
+/** The VM a view stands for, as the provider listed it (its id and labels), for acting on exactly that VM. */
+export function vmOf(view: VmView): Vm {
+  const status = view.status === "idle-stopped" ? "stopped" : (view.status as Vm["status"]);
+  const m = view.address ? /^\[?([^\]]+?)\]?:(\d+)$/.exec(view.address) : null;
+  const endpoint = m ? { host: m[1], port: Number(m[2]) } : undefined;
+  return { id: view.id, name: view.name, provider: view.provider, status, labels: view.labels, ...(endpoint ? { endpoint } : {}) };
 }
 
 export interface DownResult {
@@ -81,23 +118,28 @@ export interface DownResult {
   cost: VmView["accruedCost"];
 }
 
-/** Destroys a VM and forgets its local state. Already gone is success. */
+/**
+ * Destroys exactly the VM `view` stands for (by the provider id it was listed with, never a new lookup by name), and
+ * forgets its local record, if this machine holds it. Already gone is success.
+ */
 export async function down(
   deps: { state: StateStore; provider(name: string): Promise<Provider> },
   view: VmView,
   progress: Progress,
   signal?: AbortSignal,
 ): Promise<DownResult> {
-  const p = await deps.provider(view.provider);
   let destroyed = false;
+  const local = deps.state.read(view.name);
+  // The record of exactly this VM; a record too old to carry any identity (no request id, no provider id) goes by name.
+  const legacy = local && local.provider === view.provider && local.requestId === undefined && local.id === undefined ? local : undefined;
+  const record = view.status === "gone" ? local : (recordOf(deps.state, view) ?? legacy);
   if (view.status !== "gone") {
-    const vm = (await p.get(view.name, signal)) ?? undefined;
-    if (vm) {
-      progress.phase(`destroy ${view.name}`);
-      await p.destroy(vm, progress, signal);
-      destroyed = true;
-    }
+    const p = await deps.provider(view.provider);
+    progress.phase(`destroy ${view.name}`);
+    await p.destroy(vmOf(view), progress, signal);
+    destroyed = true;
   }
-  await deps.state.remove(view.name);
+  if (record?.requestId) await deps.state.removeOwn(view.name, record.requestId);
+  else if (record) await deps.state.remove(view.name);
   return { name: view.name, provider: view.provider, destroyed, cost: view.accruedCost };
 }

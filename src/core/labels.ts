@@ -1,6 +1,3 @@
-import { createHash } from "node:crypto";
-import { hostname, userInfo } from "node:os";
-
 /**
  * The label scheme (docs/adr/0001-architecture.md). Every resource spuff creates carries these labels (Hetzner
  * labels, EC2 tags, local VM metadata), so the provider itself is the source of truth for `ls` and `reap`.
@@ -16,20 +13,6 @@ export const LABEL = {
 } as const;
 
 export const MANAGED_BY_VALUE = "spuff";
-
-/** A stable, non-identifying owner id: the first 12 hex digits of sha256("user@host"). */
-export function ownerId(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.SPUFF_OWNER) return env.SPUFF_OWNER;
-  let user = env.USER || env.LOGNAME || "";
-  if (!user) {
-    try {
-      user = userInfo().username;
-    } catch {
-      user = "unknown";
-    }
-  }
-  return createHash("sha256").update(`${user}@${hostname()}`).digest("hex").slice(0, 12);
-}
 
 export interface LabelInput {
   name: string;

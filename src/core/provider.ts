@@ -19,7 +19,7 @@ export interface ProviderFeatures {
   userDataBinary: "bytes" | "base64";
   /** `list()` reports hourly prices. */
   prices: boolean;
-  /** VMs run on this machine and cost nothing. */
+  /** VMs run on this machine and cost nothing, stopped or not: a stopped VM is kept (for `spuff start`) until its TTL. */
   free: boolean;
 }
 
@@ -51,7 +51,15 @@ export interface Vm {
   createdAt?: string;
   /** Price per hour in EUR/USD as the provider reports it; `null` = unknown, never invented. */
   pricePerHour?: { amount: number; currency: string } | null;
+  /**
+   * For a stopped VM, when the provider can tell why: "idle" (the idle watcher powered it off), "poweroff" (the guest
+   * shut down for another reason), "host-restarted" (its host or hypervisor process ended under it: a reboot, a crash,
+   * a killed QEMU; the disk is intact and `start` brings it back).
+   */
+  stopReason?: StopReason;
 }
+
+export type StopReason = "idle" | "poweroff" | "host-restarted";
 
 export interface CreateSpec {
   name: string;
@@ -117,6 +125,11 @@ export interface Provider {
   get(name: string, signal?: AbortSignal): Promise<Vm | undefined>;
   /** Deletes the VM and everything spuff created for it. Already gone = success. */
   destroy(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<void>;
+  /**
+   * Optional: boots a stopped VM again with its disk as it was (same disk, same host key). Core offers `spuff start`
+   * only where this exists; a provider whose powered-off VMs are gone (terminated) leaves it out.
+   */
+  start?(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
   /** Waits until the provider says the VM runs and has an address. */
   waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
   sshEndpoint(vm: Vm): SshEndpoint;

@@ -1,20 +1,21 @@
 import { down, inventory } from "./inventory.js";
-import { LABEL } from "./labels.js";
+import { type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider } from "./provider.js";
-import type { StateStore } from "./state.js";
+import { processAlive, type StateStore } from "./state.js";
 import type { VmView } from "./view.js";
 
 /**
- * The reaper (docs/idle.md): deletes spuff VMs past their TTL or powered off (idle-stopped VMs still bill on some
- * providers), forgets local state of VMs that are gone, and asks each provider to delete orphaned resources (SSH keys,
- * security groups, overlay directories) that no VM uses.
+ * The reaper (docs/idle.md): deletes spuff VMs past their TTL, or powered off where a stopped VM still costs money
+ * (a `free` provider's stopped VM is kept until its TTL: `spuff start` boots it again), forgets local state of VMs
+ * that are gone, and asks each provider to delete orphaned resources (SSH keys, security groups, overlay directories)
+ * that no VM uses. Provider labels are the truth: it works from a machine with no local state (`--all-owners`).
  */
 export interface ReapDeps {
   state: StateStore;
   provider(name: string): Promise<Provider>;
   providerNames: string[];
-  /** This machine's owner id: only its VMs are reaped unless `allOwners`. */
-  owner: string;
+  /** This machine's owner id and aliases: only its VMs are reaped unless `allOwners`. */
+  owner: Owner;
   allOwners?: boolean;
   progress: Progress;
   now?: Date;
@@ -39,28 +40,27 @@ export interface ReapResult {
   errors: { provider: string; message: string }[];
 }
 
-/** The VMs among `vms` the reaper would act on. */
-export function reapable(vms: VmView[], owner: string, allOwners = false): VmView[] {
-  return vms.filter((v) => v.reap && (allOwners || v.status === "gone" || v.labels[LABEL.owner] === owner));
+/** The VMs among `vms` the reaper would act on: this machine's (see VmView.mine), or everyone's with `allOwners`. */
+export function reapable(vms: VmView[], allOwners = false): VmView[] {
+  return vms.filter((v) => v.reap && (allOwners || v.mine));
 }
 
 export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult> {
   const { progress } = deps;
-  const inv = await inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, now: deps.now }, deps.signal);
+  const inv = await inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, owner: deps.owner, now: deps.now }, deps.signal);
   const errors = [...inv.errors];
-  const plan: ReapItem[] = reapable(inv.vms, deps.owner, deps.allOwners).map((v) => ({
+  const plan: ReapItem[] = reapable(inv.vms, deps.allOwners).map((v) => ({
     provider: v.provider,
     name: v.name,
     reason: v.reap ?? "",
     action: v.status === "gone" ? "forget" : "destroy",
     done: false,
   }));
-  const views = new Map(inv.vms.map((v) => [`${v.provider}/${v.name}`, v]));
+  const targets = reapable(inv.vms, deps.allOwners);
   if (!dryRun) {
-    for (const item of plan) {
+    for (const [i, item] of plan.entries()) {
       deps.signal?.throwIfAborted();
-      const view = views.get(`${item.provider}/${item.name}`);
-      if (!view) continue;
+      const view = targets[i];
       try {
         await down({ state: deps.state, provider: deps.provider }, view, progress);
         item.done = true;
@@ -72,7 +72,14 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
   }
   const orphans: ReapResult["orphans"] = [];
   const asked = deps.providerNames.filter((n) => !inv.errors.some((e) => e.provider === n));
-  const busy = new Set(inv.vms.filter((v) => v.status === "creating" || (v.reap === null && deps.state.read(v.name)?.upPid !== undefined)).map((v) => v.name));
+  const busy = new Set(
+    inv.vms
+      .filter((v) => {
+        const r = v.status === "creating" ? undefined : recordOf(deps.state, v);
+        return v.status === "creating" || (r?.upPid !== undefined && processAlive({ pid: r.upPid, start: r.upStart }));
+      })
+      .map((v) => v.name),
+  );
   for (const name of asked) {
     try {
       const p = await deps.provider(name);
@@ -93,10 +100,10 @@ export async function pendingReap(deps: Omit<ReapDeps, "progress">, timeoutMs: n
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
     const inv = await Promise.race([
-      inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, now: deps.now }, ac.signal),
+      inventory({ state: deps.state, provider: deps.provider, providerNames: deps.providerNames, owner: deps.owner, now: deps.now }, ac.signal),
       new Promise<never>((_, reject) => ac.signal.addEventListener("abort", () => reject(new Error("timeout")))),
     ]);
-    return reapable(inv.vms, deps.owner, deps.allOwners);
+    return reapable(inv.vms, deps.allOwners);
   } catch {
     return [];
   } finally {

@@ -83,6 +83,55 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+let bootTime: string | undefined;
+
+/**
+ * When process `pid` started, as an opaque text that is equal for the same process and differs for a later process
+ * given the same pid (after a reboot, or once the pid wrapped around): on Linux the boot time (`btime` in /proc/stat)
+ * and field 22 of /proc/PID/stat (start time in clock ticks since boot); elsewhere `ps -o lstart=`. Undefined when the
+ * process does not exist or its start time cannot be read.
+ */
+export function processStart(pid: number): string | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  if (process.platform === "linux") {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      // The command name (field 2) is in parentheses and may hold spaces or ")": fields after it follow the last ")".
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      bootTime ??= /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1] ?? "?";
+      return `${bootTime}:${fields[19]}`;
+    } catch {
+      return undefined;
+    }
+  }
+  const r = spawnSync("ps", ["-o", "lstart=", "-p", String(pid)], { encoding: "utf8" });
+  const text = r.status === 0 ? r.stdout.trim() : "";
+  return text || undefined;
+}
+
+/** A running process, told apart from a later one that reuses its pid. */
+export interface ProcessRef {
+  pid: number;
+  /** `processStart(pid)` when it was recorded; missing in records written before spuff kept it. */
+  start?: string;
+}
+
+export function thisProcess(): ProcessRef {
+  return { pid: process.pid, start: processStart(process.pid) };
+}
+
+/**
+ * Whether the process is still the one recorded: its pid exists and started at the recorded time. A record without
+ * a start time (older spuff) counts as alive while the pid exists, as before.
+ */
+export function processAlive(ref: ProcessRef): boolean {
+  if (!pidAlive(ref.pid)) return false;
+  if (ref.start === undefined) return true;
+  const now = processStart(ref.pid);
+  // EPERM-only processes whose start cannot be read are taken at their word (the pid exists).
+  return now === undefined || now === ref.start;
+}
+
 /**
  * Runs `fn` while holding an exclusive lock file in `dir`. A lock whose owner process is dead is broken.
  * Waits up to `timeoutMs`, then fails with a hint naming the lock file.
@@ -94,18 +143,23 @@ export async function withLock<T>(dir: string, fn: () => Promise<T> | T, timeout
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     try {
       const fd = openSync(lock, "wx", 0o600);
-      writeSync(fd, String(process.pid));
+      const me = thisProcess();
+      writeSync(fd, `${me.pid} ${me.start ?? ""}`.trim());
       closeSync(fd);
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       let owner = Number.NaN;
+      let start: string | undefined;
       try {
-        owner = Number(readFileSync(lock, "utf8"));
+        const [pid, ...rest] = readFileSync(lock, "utf8").trim().split(" ");
+        owner = Number(pid);
+        start = rest.join(" ") || undefined;
       } catch {
         continue; // released between our open and read
       }
-      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+      // A lock whose process died, or whose pid now belongs to a later process (after a reboot), is stale.
+      if (Number.isInteger(owner) && owner > 0 && !processAlive({ pid: owner, start })) {
         rmSync(lock, { force: true });
         continue;
       }
@@ -139,8 +193,14 @@ export interface VmRecord {
    */
   nextHostKey?: string;
   endpoint?: SshEndpoint;
-  /** Set while `spuff up` creates the VM: its process id. A record whose `up` died (crash, second Ctrl-C) is reaped. */
+  /** The `spuff/request-id` label of the VM this record belongs to: how spuff finds exactly that VM, never by name. */
+  requestId?: string;
+  /**
+   * Set while `spuff up` creates the VM: its process id (and `upStart`, when that process started). A record whose
+   * `up` died (crash, second Ctrl-C) is reaped. Cleared when `up` ends, whatever the outcome.
+   */
   upPid?: number;
+  upStart?: string;
   /** Extra provider data spuff must remember (e.g. the local provider's VM directory). */
   extra?: Record<string, unknown>;
 }
@@ -178,6 +238,47 @@ export class StateStore {
       .map((n) => this.read(n))
       .filter((r): r is VmRecord => r !== undefined)
       .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Reserves `record.name` on this machine: creates the record and the key pair under the state lock, or fails when
+   * any state for that name exists (a VM, an `up` creating one, or a record that cannot be read). Two `spuff up` of
+   * the same name never both get past this.
+   */
+  async reserve(record: VmRecord, clientKey: { private: string; public: string }): Promise<void> {
+    await withLock(this.dir, () => {
+      const dir = this.vmDir(record.name);
+      if (existsSync(dir)) {
+        const current = this.read(record.name);
+        const hint = [`connect with \`spuff ssh ${record.name}\`, or remove it with \`spuff down ${record.name}\``, "or pick another name: `spuff up OTHER-NAME`"];
+        if (!current) {
+          throw new UserError(`the name "${record.name}" is taken: ${dir} exists but holds no readable VM record`, {
+            hint: [`look at ${dir}; if no VM of that name exists, remove the directory`, "or pick another name: `spuff up OTHER-NAME`"],
+          });
+        }
+        if (current.upPid !== undefined && processAlive({ pid: current.upPid, start: current.upStart })) {
+          throw new UserError(`a VM named "${record.name}" is being created right now (by spuff process ${current.upPid})`, {
+            hint: [`wait for it, then \`spuff ssh ${record.name}\``, "or pick another name: `spuff up OTHER-NAME`"],
+          });
+        }
+        throw new UserError(`a VM named "${record.name}" already exists`, { hint });
+      }
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileAtomic(join(dir, "id_ed25519"), clientKey.private, 0o600);
+      writeFileAtomic(join(dir, "id_ed25519.pub"), `${clientKey.public}\n`, 0o644);
+      writeFileAtomic(join(dir, "vm.json"), `${JSON.stringify(record, null, 2)}\n`);
+      this.writeKnownHosts();
+    });
+  }
+
+  /** Removes the record of `name` only if it is the one of request `requestId` (never another run's record). */
+  async removeOwn(name: string, requestId: string): Promise<boolean> {
+    return withLock(this.dir, () => {
+      if (this.read(name)?.requestId !== requestId) return false;
+      rmSync(this.vmDir(name), { recursive: true, force: true });
+      this.writeKnownHosts();
+      return true;
+    });
   }
 
   /** Saves the record and the per-VM key pair; refreshes known_hosts. */

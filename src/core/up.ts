@@ -5,11 +5,11 @@ import { parseDuration } from "../config/load.js";
 import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
-import { buildLabels } from "./labels.js";
+import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm } from "./provider.js";
 import { rotateHostKey } from "./rotate.js";
-import { pidAlive, type StateStore, type VmRecord } from "./state.js";
+import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
 
 export interface UpDeps {
   provider: Provider;
@@ -64,18 +64,6 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   progress.phase("validate config");
   const ttlMs = parseDuration(req.ttl ?? config.idle.ttl);
   if (ttlMs <= 0) throw new UserError("the TTL must be longer than 0", { hint: "e.g. --ttl 4h" });
-  if (state.read(name)) {
-    throw new UserError(`a VM named "${name}" already exists`, {
-      hint: [`connect with \`spuff ssh ${name}\`, or remove it with \`spuff down ${name}\``, "or pick another name: `spuff up OTHER-NAME`"],
-    });
-  }
-  await provider.validate?.({ size: req.size, location: req.location }, signal);
-  if (await provider.get(name, signal)) {
-    throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}" that this machine has no keys for`, {
-      hint: `remove it with \`spuff down ${name} --provider ${info.name}\` or pick another name`,
-    });
-  }
-
   const now = new Date();
   const expiresAt = new Date(now.getTime() + ttlMs);
   const clientKey = ed25519KeyPair(`spuff-${name}`);
@@ -86,21 +74,34 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const userData = encodeUserData(userDataText, info.features.maxUserDataBytes, info.features.userDataBinary);
   const requestId = randomUUID().replaceAll("-", "");
   const labels = buildLabels({ name, owner: deps.owner, createdAt: now, expiresAt, requestId });
-
+  const me = thisProcess();
   const record: VmRecord = {
     name,
     provider: info.name,
     user: config.ssh.user,
     createdAt: now.toISOString(),
     hostKey: hostKey.public,
-    upPid: process.pid,
+    requestId,
+    upPid: me.pid,
+    ...(me.start ? { upStart: me.start } : {}),
   };
-  // State first: if spuff dies mid-create, the record (and the provider's labels) let `reap` find the leftovers.
-  await state.save(record, clientKey);
+  // The name is reserved here, under the state lock, before any provider call: a second `up` of the same name fails
+  // now, having created nothing. If spuff dies later, the record (and the provider's labels) let `reap` find leftovers.
+  await state.reserve(record, clientKey);
 
   let vm: Vm | undefined;
+  let created = false;
   try {
+    await provider.validate?.({ size: req.size, location: req.location }, signal);
+    const existing = await provider.get(name, signal);
+    if (existing) {
+      const who = existing.labels[LABEL.owner];
+      throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}"${who ? ` (owner ${who})` : ""} that this machine has no keys for`, {
+        hint: `pick another name, or remove it with \`spuff down ${name} --provider ${info.name} --all-owners\` if it is no longer used`,
+      });
+    }
     signal.throwIfAborted();
+    created = true;
     // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
       { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, signal },
@@ -135,35 +136,55 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     target.hostKey = await rotateHostKey({ state, progress }, target, signal);
 
     progress.phase("ready");
-    const done = await state.update(name, ({ upPid: _, ...r }) => r);
+    const done = await endUp(state, name, requestId);
     return { vm, record: done ?? saved ?? record, target };
   } catch (err) {
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;
     if (!interrupted && req.keepOnFailure && vm) {
       progress.warn(`${failed ?? "a phase"} failed; keeping ${name} as asked (--keep-on-failure): \`spuff down ${name}\` removes it`);
+      await endUp(state, name, requestId).catch(() => undefined);
       throw err;
     }
-    await rollback(deps, name, vm);
+    if (created) await rollback(deps, name, requestId, vm);
+    else await state.removeOwn(name, requestId).catch(() => undefined);
     throw interrupted ? new Interrupted(`interrupted during ${failed ?? "up"}; rolled back, nothing is left`) : err;
   }
 }
 
-/** Destroys whatever `up` created so far. Uses a fresh signal: the user's Ctrl-C must not stop the cleanup. */
-async function rollback(deps: UpDeps, name: string, vm: Vm | undefined): Promise<void> {
+/** `up` is over for this record (ready, or kept on failure): its pid no longer stands for "being created". */
+async function endUp(state: StateStore, name: string, requestId: string): Promise<VmRecord | undefined> {
+  return state.update(name, (r) => {
+    if (r.requestId !== requestId) return r;
+    const { upPid: _pid, upStart: _start, ...rest } = r;
+    return rest;
+  });
+}
+
+/**
+ * Destroys what this `up` created, and only that: the VM `create` returned, else the provider's VMs labelled with this
+ * run's `spuff/request-id` (never a lookup by name, which may find another run's VM). Uses no signal: the user's
+ * Ctrl-C must not stop the cleanup.
+ */
+async function rollback(deps: UpDeps, name: string, requestId: string, vm: Vm | undefined): Promise<void> {
   const { provider, state, progress } = deps;
   progress.info(`rolling back: removing ${name} and its resources`);
   try {
-    const found = vm ?? (await provider.get(name));
-    if (found) await provider.destroy(found, progress);
+    const found = vm ? [vm] : (await provider.list()).filter((v) => v.labels[LABEL.requestId] === requestId);
+    for (const v of found) await provider.destroy(v, progress);
     // Leftovers of this up (a registered key...), not those of other ups still running on this machine.
-    const busy = new Set(state.list().filter((r) => r.name !== name && r.upPid !== undefined && pidAlive(r.upPid)).map((r) => r.name));
+    const busy = new Set(
+      state
+        .list()
+        .filter((r) => r.name !== name && r.upPid !== undefined && processAlive({ pid: r.upPid, start: r.upStart }))
+        .map((r) => r.name),
+    );
     await provider.reapOrphans?.(false, progress, busy);
-    await state.remove(name);
+    await state.removeOwn(name, requestId);
     progress.info(`rolled back ${name}`);
   } catch (err) {
     progress.warn(
-      `rollback of ${name} failed: ${(err as Error).message}; its resources carry the label spuff/name=${name} — run \`spuff reap\``,
+      `rollback of ${name} failed: ${(err as Error).message}; its resources carry the label spuff/request-id=${requestId} — run \`spuff reap\``,
     );
   }
 }

@@ -1,5 +1,5 @@
 import { LABEL, labelTime } from "./labels.js";
-import type { Vm } from "./provider.js";
+import type { ProviderFeatures, StopReason, Vm } from "./provider.js";
 
 /** The stable JSON shape of a VM in `ls --json`, `status --json` and `up --json` (docs/json.md). */
 export interface VmView {
@@ -16,15 +16,27 @@ export interface VmView {
   ttlSeconds: number | null;
   pricePerHour: { amount: number; currency: string } | null;
   accruedCost: { amount: number; currency: string } | null;
+  /** For a stopped VM, why, when the provider can tell: "idle", "poweroff" or "host-restarted" (see Vm.stopReason). */
+  stopReason: StopReason | null;
   /**
-   * Set when something needs `spuff reap`: "interrupted" (its `spuff up` died before it was ready), "expired" (past its TTL), "idle-stopped" (powered off, still billed until
-   * deleted), "stopped" (powered off, no longer billed but still holding a disk), "gone" (only local state is left).
+   * Set when something needs `spuff reap`: "interrupted" (its `spuff up` died before it was ready), "expired" (past its
+   * TTL), "idle-stopped" (powered off, still billed until deleted), "stopped" (powered off, no longer billed for compute
+   * but still holding a paid disk), "gone" (only local state is left). A stopped VM of a `free` provider is kept until
+   * its TTL (`spuff start` boots it again).
    */
   reap: string | null;
+  /** The owner id in its labels (`spuff/owner`), if any. */
+  owner: string | null;
+  /** This machine's VM: it carries one of this machine's owner ids, or this machine holds its record (keys). */
+  mine: boolean;
   labels: Record<string, string>;
 }
 
-export function toView(vm: Vm, now: Date, billsWhenStopped: boolean): VmView {
+/** What `toView` needs of the provider's feature flags. */
+export type ViewFeatures = Pick<ProviderFeatures, "billsWhenStopped" | "free">;
+
+export function toView(vm: Vm, now: Date, features: ViewFeatures, mine = false): VmView {
+  const { billsWhenStopped, free } = features;
   const created = labelTime(vm.labels, LABEL.createdAt) ?? (vm.createdAt ? new Date(vm.createdAt) : undefined);
   const expires = labelTime(vm.labels, LABEL.expiresAt);
   const ageSeconds = created ? Math.max(0, Math.floor((now.getTime() - created.getTime()) / 1000)) : null;
@@ -36,7 +48,7 @@ export function toView(vm: Vm, now: Date, billsWhenStopped: boolean): VmView {
   let reap: string | null = null;
   if (vm.status === "gone") reap = "gone";
   else if (expires && expires.getTime() < now.getTime()) reap = "expired";
-  else if (vm.status === "stopped") reap = billsWhenStopped ? "idle-stopped" : "stopped";
+  else if (vm.status === "stopped" && !free) reap = billsWhenStopped ? "idle-stopped" : "stopped";
   return {
     name: vm.name,
     provider: vm.provider,
@@ -51,9 +63,28 @@ export function toView(vm: Vm, now: Date, billsWhenStopped: boolean): VmView {
     ttlSeconds: expires ? Math.floor((expires.getTime() - now.getTime()) / 1000) : null,
     pricePerHour: price,
     accruedCost: accrued,
+    stopReason: vm.status === "stopped" ? (vm.stopReason ?? null) : null,
     reap,
+    owner: vm.labels[LABEL.owner] ?? null,
+    mine,
     labels: vm.labels,
   };
+}
+
+/** What each reap reason means, in words (status, reap --help, docs/idle.md). */
+export const REAP_REASON: Record<string, string> = {
+  interrupted: "its `spuff up` died before the VM was ready",
+  expired: "past its hard TTL (label spuff/expires-at)",
+  "idle-stopped": "powered off; the provider bills it until it is deleted",
+  stopped: "powered off; its disk is still billed",
+  gone: "the VM no longer exists; only its local state (keys, known_hosts line) is left",
+};
+
+const STOP_TEXT: Record<StopReason, string> = { idle: "idle", poweroff: "powered off", "host-restarted": "host restarted" };
+
+/** The status as people read it: "stopped (host restarted)", "idle-stopped", "running". */
+export function statusText(v: Pick<VmView, "status" | "stopReason">): string {
+  return v.stopReason ? `${v.status} (${STOP_TEXT[v.stopReason]})` : v.status;
 }
 
 export function formatDuration(seconds: number | null): string {

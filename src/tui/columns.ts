@@ -1,4 +1,4 @@
-import { formatDuration, formatMoney, type VmView } from "../core/view.js";
+import { formatDuration, formatMoney, statusText, type VmView } from "../core/view.js";
 
 /** One column of the picker's table. */
 export interface Column {
@@ -11,7 +11,7 @@ export interface Column {
 /** Every column, in display order. */
 export const COLUMNS: Column[] = [
   { header: "NAME", cell: (v) => v.name },
-  { header: "STATUS", cell: (v) => v.status },
+  { header: "STATUS", cell: (v) => statusText(v) },
   { header: "PROVIDER", cell: (v) => v.provider },
   { header: "LOCATION", cell: (v) => v.location ?? "-" },
   { header: "SIZE", cell: (v) => v.size ?? "-" },

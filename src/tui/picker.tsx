@@ -2,7 +2,7 @@ import { Box, Text } from "ink";
 import { type ReactNode, useCallback, useEffect, useRef, useState } from "react";
 import type { Inventory } from "../core/inventory.js";
 import type { Progress } from "../core/provider.js";
-import { formatDuration, formatMoney, type VmView } from "../core/view.js";
+import { formatDuration, formatMoney, statusText, type VmView } from "../core/view.js";
 import { layout, row } from "./columns.js";
 import { type ErrorInfo, errorInfo } from "./model.js";
 import type { TuiServices } from "./services.js";
@@ -42,7 +42,7 @@ const keyOf = (v: VmView) => `${v.provider}/${v.name}`;
 function matching(vms: VmView[], needle: string): VmView[] {
   if (!needle) return vms;
   const n = needle.toLowerCase();
-  return vms.filter((v) => [v.name, v.provider, v.status, v.location ?? "", v.size ?? ""].some((s) => s.toLowerCase().includes(n)));
+  return vms.filter((v) => [v.name, v.provider, statusText(v), v.location ?? "", v.size ?? ""].some((s) => s.toLowerCase().includes(n)));
 }
 
 const STATUS_COLOR: Record<string, string> = {
@@ -59,6 +59,7 @@ const HELP: [string, string][] = [
   ["↑/↓ j/k", "move the selection"],
   ["enter", "open a shell on the VM (spuff ssh NAME); the list comes back when it exits"],
   ["n", "new VM: provider, location, size, name, summary, create"],
+  ["s", "start a stopped VM again with its disk (spuff start NAME)"],
   ["d", "destroy the VM (asks y/N first)"],
   ["e", "extend its TTL by a duration such as 4h"],
   ["r", "refresh now (it also refreshes every few seconds)"],
@@ -147,6 +148,13 @@ export function Picker(props: PickerProps) {
       return `${r.destroyed ? "destroyed" : "forgot (already gone)"} ${r.name}${r.cost ? ` (cost ${formatMoney(r.cost)})` : ""}`;
     });
 
+  const start = (vm: VmView) =>
+    run(`starting ${vm.name}… (booting, then waiting for SSH)`, async () => {
+      const progress: Progress = { phase: () => {}, info: () => {}, warn: () => {} };
+      const r = await services.start(vm, progress);
+      return r.alreadyRunning ? `${vm.name} is already running` : `${vm.name} is running again (${r.view.address ?? "no address"}): enter opens a shell`;
+    });
+
   const extend = (vm: VmView, by: string) =>
     run(`extending ${vm.name} by ${by}…`, async () => {
       const at = await services.extend(vm, by);
@@ -192,12 +200,16 @@ export function Picker(props: PickerProps) {
     if (!current) return;
     if (key.return) {
       if (current.status !== "running") {
-        setFlash({ level: "error", text: `${current.name} is ${current.status}: there is no shell to open`, error: { message: `${current.name} is ${current.status}: there is no shell to open`, notes: [], hints: [current.reap ? "`spuff reap` removes it; press n for a new VM" : "wait until it runs (r refreshes)"] } });
+        const message = `${current.name} is ${statusText(current)}: there is no shell to open`;
+        const stopped = current.status === "stopped" || current.status === "idle-stopped";
+        const hint = stopped && !current.reap ? "press s to start it again with its disk" : current.reap ? "`spuff reap` removes it; press n for a new VM" : "wait until it runs (r refreshes)";
+        setFlash({ level: "error", text: message, error: { message, notes: [], hints: [hint] } });
         return;
       }
       onAction({ kind: "shell", vm: current });
       return;
     }
+    if (input === "s") return void start(current);
     if (input === "d") return setMode({ kind: "confirm", vm: current });
     if (input === "e") return setMode({ kind: "extend", vm: current, text: "" });
   });
@@ -287,7 +299,8 @@ export function Picker(props: PickerProps) {
     );
   }
 
-  const reap = all.filter((v) => v.reap);
+  const reap = all.filter((v) => v.reap && v.mine);
+  const theirs = all.filter((v) => v.reap && !v.mine);
   const errors = data.status === "ok" ? data.inv.errors : [];
   return (
     <Box flexDirection="column" width={width}>
@@ -301,6 +314,11 @@ export function Picker(props: PickerProps) {
       {reap.length ? (
         <Text dimColor wrap="truncate">
           {reap.length} need{reap.length === 1 ? "s" : ""} reaping ({reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}): `spuff reap`
+        </Text>
+      ) : null}
+      {theirs.length ? (
+        <Text dimColor wrap="truncate">
+          {theirs.length} of other owners need{theirs.length === 1 ? "s" : ""} reaping ({theirs.map((v) => `${v.name}: ${v.reap}`).join(", ")}): `spuff reap --all-owners`
         </Text>
       ) : null}
       <Footer mode={mode} setMode={setMode} filter={filter} setFilter={setFilter} flash={flash} width={width} extend={extend} />
@@ -331,8 +349,13 @@ function Footer(props: {
     return (
       <Box borderStyle="round" borderColor="red" paddingX={1} flexDirection="column">
         <Text>
-          Destroy <Text bold>{v.name}</Text> ({where})? This deletes the VM and its disk.
+          Destroy <Text bold>{v.name}</Text> ({where}{v.id && v.id !== v.name ? `, id ${v.id}` : ""})? This deletes the VM and its disk.
         </Text>
+        {v.mine ? null : (
+          <Text color="red">
+            It is not this machine's: it belongs to owner <Text bold>{v.owner ?? "unknown"}</Text>.
+          </Text>
+        )}
         <Text>
           <Text bold>y</Text> destroy · any other key keeps it <Text dimColor>[y/N]</Text>
         </Text>
@@ -393,6 +416,7 @@ function Footer(props: {
           ["↑↓", "move"],
           ["enter", "shell"],
           ["n", "new"],
+          ["s", "start"],
           ["d", "destroy"],
           ["e", "extend"],
           ["r", "refresh"],

@@ -1,8 +1,7 @@
 import type { App } from "../cli/app.js";
 import { parseDuration } from "../config/load.js";
 import { UserError } from "../core/errors.js";
-import { type DownResult, down, type Inventory, inventory } from "../core/inventory.js";
-import { ownerId } from "../core/labels.js";
+import { type DownResult, down, type Inventory, inventory, vmOf } from "../core/inventory.js";
 import type { Catalog, Progress } from "../core/provider.js";
 import { providerNames } from "../core/registry.js";
 import { toView, type VmView } from "../core/view.js";
@@ -46,7 +45,7 @@ export class TuiServices {
 
   list(signal?: AbortSignal): Promise<Inventory> {
     const app = this.app;
-    return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: this.scope() }, signal);
+    return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: this.scope(), owner: app.owner() }, signal);
   }
 
   async destroy(view: VmView, progress: Progress): Promise<DownResult> {
@@ -59,11 +58,19 @@ export class TuiServices {
   /** `spuff extend NAME BY`; returns the new expiry. */
   async extend(view: VmView, by: string, signal?: AbortSignal): Promise<Date> {
     parseDuration(by);
+    if (view.status === "gone") throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; press n to create a new VM" });
     const provider = await this.app.provider(view.provider);
-    const vm = await provider.get(view.name, signal);
-    if (!vm) throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; press n to create a new VM" });
     const { extendVm } = await import("../core/extend.js");
-    return extendVm({ provider, state: this.app.state(), signal }, vm, by);
+    return extendVm({ provider, state: this.app.state(), signal }, vmOf(view), by);
+  }
+
+  /** `spuff start NAME`: boots a stopped VM again with its disk; returns it as it runs now. */
+  async start(view: VmView, progress: Progress, signal?: AbortSignal): Promise<{ view: VmView; alreadyRunning: boolean }> {
+    const provider = await this.app.provider(view.provider);
+    const { startVm } = await import("../core/start.js");
+    const r = await startVm({ provider, state: this.app.state(), progress, env: this.app.io.env, signal }, view);
+    if (!r.alreadyRunning) await this.sshConfigChanged();
+    return { view: toView(r.vm, new Date(), provider.info().features, view.mine), alreadyRunning: r.alreadyRunning };
   }
 
   /** Every registered provider, the configured one first. */
@@ -102,13 +109,13 @@ export class TuiServices {
     const provider = await app.provider(req.provider);
     const { up } = await import("../core/up.js");
     const result = await up(
-      { provider, config: app.config(), state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env },
+      { provider, config: app.config(), state: app.state(), owner: app.owner().id, progress, env: app.io.env },
       { name: req.name, size: req.size, location: req.location, signal },
     );
     progress.finish();
     const info = provider.info();
     return {
-      view: toView(result.vm, new Date(), info.features.billsWhenStopped),
+      view: toView(result.vm, new Date(), info.features, true),
       description: info.description,
       warning: await this.sshConfigChanged(),
     };

@@ -55,6 +55,24 @@ describe("state store", () => {
     expect(await withLock(dir, () => "got it")).toBe("got it");
   });
 
+  it("the owner id is made once: four first runs at once agree on one id, and later runs read it back", async () => {
+    const env = JSON.stringify({ XDG_STATE_HOME: dir, HOME: dir, USER: "dev" });
+    const code = `import("${resolve("src/core/owner.ts")}").then((m) => console.log(m.ownerId(${env})))`;
+    const run = () =>
+      new Promise<string>((res, rej) => {
+        let out = "";
+        const child = spawn(process.execPath, ["--import", "tsx", "-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+        child.stdout.on("data", (d: Buffer) => (out += d));
+        child.on("error", rej);
+        child.on("exit", () => res(out.trim()));
+      });
+    const ids = await Promise.all([run(), run(), run(), run()]);
+    expect(ids[0]).toMatch(/^[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(1);
+    expect(await run()).toBe(ids[0]);
+    expect(readdirSync(join(dir, "spuff"))).toEqual(["owner.json"]);
+  });
+
   it("two spuff processes writing at once lose nothing", async () => {
     // Eight real processes, each saving 10 VMs into the same state dir at the same time.
     const script = resolve("test/fixtures/state-writer.ts");

@@ -68,6 +68,9 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
     expect(ls.map((v) => [v.name, v.reap])).toEqual([["box", null], ["ghost", "gone"]]);
     expect((one("status", (await spuff(["status", "box", "--json"])).stdout) as { name: string }).name).toBe("box");
     one("Error", (await spuff(["extend", "box", "2h", "--json"])).stdout);
+    // The server powers itself off; start powers it on again.
+    h.fake.powerOff("box");
+    expect((one("start", (await spuff(["start", "box", "--json"])).stdout) as { started: boolean }).started).toBe(true);
   });
 
   it("doctor (checks fail here: no agent, no network for git hosts) and ssh-config, with and without --install", async () => {

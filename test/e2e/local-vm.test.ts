@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { recipeHash } from "../../providers/local/image.js";
-import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
+import { BIN, type CliResult, runCli, spawnCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { one } from "../helpers/json-shapes.js";
 import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
 
@@ -13,7 +13,7 @@ import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
 const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
 const imageReady = existsSync(join(cacheDir, "images", `debian-12-${recipeHash()}`, "disk.qcow2"));
 
-describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, () => {
+describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeout: 15 * 60_000 }, () => {
   const t = tempHome();
   let agent: Agent;
   let git: Awaited<ReturnType<typeof startGitServer>>;
@@ -43,8 +43,16 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     t.cleanup();
   });
 
-  it("spuff up boots the VM and waits for cloud-init (streaming its output with --verbose)", async () => {
-    const r = await spuff("--verbose", "up", "e2e");
+  it("two `spuff up e2e` at once: one boots the VM and waits for cloud-init (streaming it with --verbose), the other fails before booting anything", async () => {
+    // Both through the built CLI, started together: exactly one gets the name.
+    const runs = [spawnCli(["--verbose", "up", "e2e"], env, t.home), spawnCli(["--verbose", "up", "e2e"], env, t.home)];
+    const done: CliResult[] = await Promise.all(runs.map(async (run) => ({ code: (await run.exit) ?? -1, stdout: run.stdout(), stderr: run.stderr() })));
+    const [r, lost] = done[0].code === 0 ? done : [done[1], done[0]];
+    expect(lost.code, lost.stderr).toBe(1);
+    expect(lost.stderr).toMatch(/error: a VM named "e2e" is being created right now \(by spuff process \d+\)/);
+    expect(lost.stderr).toContain("hint: wait for it, then `spuff ssh e2e`");
+    expect(lost.stderr).not.toContain("• boot");
+    expect(lost.stderr).not.toContain("rolling back");
     expect(r.stderr).toContain("✓ wait SSH");
     expect(r.stderr).toMatch(/^ {2}cloud-init: Cloud-init v\. \S+ running '(init|modules:config|modules:final)'/m);
     expect(r.stderr).toContain("✓ cloud-init");
@@ -179,6 +187,29 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     expect(JSON.parse((await spuff("--json", "status", "e2e")).stdout).expiresAt).toBe(expiresAt);
   });
 
+  it("a VM whose QEMU is killed (host crash) survives spuff reap; spuff start boots it with its disk and pinned host key", { timeout: 8 * 60_000 }, async () => {
+    const write = await spuff("ssh", "e2e", "--", "echo", "written-before-the-crash", ">", "crash-marker", "&&", "sync");
+    expect(write.code, write.stderr).toBe(0);
+    const pid = Number(execFileSync("cat", [join(stateDir, "local", "e2e", "qemu.pid")], { encoding: "utf8" }).trim());
+    process.kill(pid, "SIGKILL");
+    while (spawnSync("kill", ["-0", String(pid)]).status === 0) await new Promise((r) => setTimeout(r, 100));
+    const [vm] = JSON.parse((await spuff("--json", "ls")).stdout);
+    expect(vm).toMatchObject({ name: "e2e", status: "stopped", stopReason: "host-restarted", reap: null, mine: true });
+    const ls = await spuff("ls");
+    expect(ls.stdout).toMatch(/^e2e\s+stopped \(host restarted\)\s+local/m);
+    expect(ls.stderr).toContain("e2e is stopped, its disk kept: `spuff start e2e` boots it again");
+    const reap = await spuff("reap");
+    expect(reap).toMatchObject({ code: 0, stdout: "nothing to reap\n" });
+    expect(existsSync(join(stateDir, "local", "e2e", "disk.qcow2"))).toBe(true);
+    const start = await spuff("start", "e2e");
+    expect(start.code, start.stderr).toBe(0);
+    expect(start.stderr).toContain("✓ wait SSH");
+    expect(start.stdout).toContain("e2e is running again (127.0.0.1:");
+    // spuff ssh checks the host key pinned before the first boot: the same VM, its file still there.
+    const read = await spuff("ssh", "e2e", "--", "cat", "crash-marker");
+    expect(read.stdout, read.stderr).toBe("written-before-the-crash\n");
+  });
+
   it("the idle watcher runs every minute and sees the SSH session", async () => {
     const r = await spuff("ssh", "e2e", "--", "sudo", "systemctl", "is-active", "spuff-idle.timer", "&&", "spuff-idle", "--status");
     expect(r.stdout).toMatch(/^active\n/);
@@ -216,20 +247,24 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     expect(log).not.toMatch(/poweroff$/m);
   });
 
-  it("powers off once idle, then spuff reap removes it: no process, overlay or state is left", { timeout: 8 * 60_000 }, async () => {
+  it("powers off once idle; spuff reap keeps the stopped local VM (it costs nothing) and spuff down removes everything", { timeout: 8 * 60_000 }, async () => {
     const deadline = Date.now() + 6 * 60_000;
-    let status = "";
+    let vm: { status?: string; stopReason?: string; reap?: string | null } = {};
     while (Date.now() < deadline) {
-      status = JSON.parse((await spuff("--json", "ls")).stdout)[0]?.status;
-      if (status === "stopped") break;
+      vm = JSON.parse((await spuff("--json", "ls")).stdout)[0] ?? {};
+      if (vm.status === "stopped") break;
       await new Promise((r) => setTimeout(r, 10_000));
     }
-    expect(status).toBe("stopped");
+    expect(vm).toMatchObject({ status: "stopped", stopReason: "idle", reap: null });
     // The watcher wrote its reason to the console before powering off.
     expect(execFileSync("cat", [join(stateDir, "local", "e2e", "console.log")], { encoding: "utf8" })).toMatch(/spuff-idle: idle for \d+m\d*s? \(timeout 1m\)/);
-    const r = await spuff("reap");
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/e2e\s+local\s+stopped\s+destroy/);
+    expect((await spuff("ls")).stdout).toMatch(/^e2e\s+stopped \(idle\)\s+local/m);
+    const reap = await spuff("reap");
+    expect(reap).toMatchObject({ code: 0, stdout: "nothing to reap\n" });
+    expect(existsSync(join(stateDir, "local", "e2e", "disk.qcow2"))).toBe(true);
+    const r = await spuff("down", "e2e", "--yes");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("destroyed e2e (local)");
     expect(existsSync(join(stateDir, "local", "e2e"))).toBe(false);
     expect(existsSync(join(stateDir, "vms", "e2e"))).toBe(false);
     expect(spawnSync("pgrep", ["-f", `${stateDir}/local/e2e`]).status).toBe(1);
@@ -238,7 +273,7 @@ describe.skipIf(!imageReady)("local VM end to end", { timeout: 15 * 60_000 }, ()
     expect(readdirSync(join(stateDir, "local"))).toEqual([]);
   });
 
-  it("spuff down of a reaped VM says it no longer exists", async () => {
+  it("spuff down of a removed VM says it no longer exists", async () => {
     const r = await spuff("down", "e2e", "--yes");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no VM named "e2e"');

@@ -10,11 +10,11 @@ import { StateStore, stateDir } from "../../src/core/state.js";
 import { TuiServices } from "../../src/tui/services.js";
 
 /**
- * What a local VM leaves on disk after it powered off (idle or TTL): the local provider's metadata (no QEMU pid, so
- * the provider reports it "stopped") and spuff's own record with the client key. Nothing is mocked: the real local
+ * What a local VM leaves on disk after it powered off (idle, unless `console` says otherwise): the local provider's
+ * metadata (no QEMU pid, so the provider reports it "stopped"), its console log, and spuff's own record with the key. Nothing is mocked: the real local
  * provider and StateStore read these files.
  */
-export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts: { ageHours?: number; ttlHours?: number } = {}): Promise<void> {
+export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts: { ageHours?: number; ttlHours?: number; console?: string } = {}): Promise<void> {
   const dir = stateDir(env);
   const created = new Date(Date.now() - (opts.ageHours ?? 2) * 3600_000);
   const expires = new Date(created.getTime() + (opts.ttlHours ?? 24) * 3600_000);
@@ -24,6 +24,9 @@ export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts:
     join(dir, "local", name, "meta.json"),
     JSON.stringify({ name, labels, createdAt: created.toISOString(), sshPort: 2222, cpus: 2, memoryMiB: 2048, accel: "tcg" }),
   );
+  // The idle watcher's last words on the serial console, then the kernel's (what `ls` reads as "stopped (idle)").
+  const idle = "spuff-idle: idle for 30m (timeout 30m): no ssh session, tmux client, cpu, load, network, spuff-keep or spuff-busy; poweroff\n[ 1805.1] reboot: Power down\n";
+  writeFileSync(join(dir, "local", name, "console.log"), opts.console ?? idle);
   await new StateStore(dir).save(
     { name, provider: "local", id: name, user: "dev", createdAt: created.toISOString(), hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcq4h8m7FZ7n4J0Yl8x8X7w6q2p4Rr6YV3u5X0cW6zA", endpoint: { host: "127.0.0.1", port: 2222 } },
     { private: `PRIVATE ${name}`, public: `ssh-ed25519 AAAA ${name}` },

@@ -43,22 +43,23 @@ describe("picker on the local provider's state", () => {
     const lines = f.split("\n");
     expect(lines[0]).toBe("spuff · 3 VMs · local");
     expect(lines[1]).toMatch(/^ {2}NAME\s+STATUS\s+PROVIDER\s+LOCATION\s+SIZE\s+ADDRESS\s+AGE\s+TTL\s+PRICE\/H\s+COST$/);
-    expect(lines[2]).toMatch(/^› api\s+stopped\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+1d6h\s+-6h0m\s+€0\.0000\s+€0\.0000$/);
+    expect(lines[2]).toMatch(/^› api\s+stopped \(idle\)\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+1d6h\s+-6h0m\s+€0\.0000\s+€0\.0000$/);
     expect(lines[3]).toMatch(/^ {2}old-vm0\s+gone\s+local\s+-\s+-\s+-\s+\d+s\s+-\s+-\s+-$/);
-    expect(lines[4]).toMatch(/^ {2}web\s+stopped\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+3h0m\s+20h59m\s+€0\.0000\s+€0\.0000$/);
-    expect(f).toContain("3 need reaping (api: expired, old-vm0: gone, web: stopped): `spuff reap`");
-    expect(f).toContain("↑↓ move  enter shell  n new  d destroy  e extend  r refresh  / filter  ? help  q quit");
+    expect(lines[4]).toMatch(/^ {2}web\s+stopped \(idle\)\s+local\s+localhost\s+2cpu-2g-tcg\s+127\.0\.0\.1:2222\s+3h0m\s+20h59m\s+€0\.0000\s+€0\.0000$/);
+    // A stopped local VM costs nothing and is kept (s starts it); only the expired one and the gone record are reaped.
+    expect(f).toContain("2 need reaping (api: expired, old-vm0: gone): `spuff reap`");
+    expect(f).toContain("↑↓ move  enter shell  n new  s start  d destroy  e extend  r refresh  / filter  ? help  q quit");
     p.unmount();
 
-    // 80 columns: ADDRESS and AGE go first; every line fits.
+    // 80 columns: ADDRESS, AGE and LOCATION go first; every line fits.
     const narrow = await picker(80);
     const n = await frame(narrow, has("web"));
-    expect(n.split("\n")[1]).toMatch(/^ {2}NAME\s+STATUS\s+PROVIDER\s+LOCATION\s+SIZE\s+TTL\s+PRICE\/H\s+COST$/);
+    expect(n.split("\n")[1]).toMatch(/^ {2}NAME\s+STATUS\s+PROVIDER\s+SIZE\s+TTL\s+PRICE\/H\s+COST$/);
     for (const line of n.split("\n")) expect(line.length).toBeLessThanOrEqual(80);
     narrow.unmount();
 
-    // 32 columns: only what never goes is left.
-    const tiny = await picker(32);
+    // 36 columns: only what never goes is left.
+    const tiny = await picker(36);
     const t = await frame(tiny, has("web"));
     expect(t.split("\n")[1]).toMatch(/^ {2}NAME\s+STATUS\s+TTL$/);
     expect(DROP_ORDER).toEqual(["ADDRESS", "AGE", "LOCATION", "SIZE", "PRICE/H", "PROVIDER", "COST"]);
@@ -93,7 +94,7 @@ describe("picker on the local provider's state", () => {
     p.stdin.write("/");
     await frame(p, has("name, provider, status, location or size"));
     p.stdin.write("rav");
-    const filtered = await frame(p, (f) => !/^[› ] alpha\s/m.test(f));
+    const filtered = await frame(p, has('filter "rav"'));
     expect(filtered).toMatch(/^› bravo\s/m);
     expect(filtered).not.toMatch(/^[› ] charlie\s/m);
     expect(filtered.split("\n")[0]).toBe('spuff · 3 VMs · local · filter "rav"');
@@ -160,7 +161,7 @@ describe("picker on the local provider's state", () => {
     p.stdin.write(KEY.enter);
     const refused = await frame(p, has("not running"));
     expect(refused).toContain("error: web is stopped, not running: its TTL cannot be extended");
-    expect(refused).toContain("hint: a powered-off VM is removed by `spuff reap`; create a new one with `spuff up`");
+    expect(refused).toContain("hint: boot it again first: `spuff start web`");
 
     p.stdin.write("e");
     await frame(p, has("Extend the TTL"));
@@ -170,9 +171,23 @@ describe("picker on the local provider's state", () => {
 
     p.stdin.write(KEY.enter);
     const noShell = await frame(p, has("there is no shell to open"));
-    expect(noShell).toContain("error: web is stopped: there is no shell to open");
-    expect(noShell).toContain("hint: `spuff reap` removes it; press n for a new VM");
+    expect(noShell).toContain("error: web is stopped (idle): there is no shell to open");
+    expect(noShell).toContain("hint: press s to start it again with its disk");
     expect(actions).toEqual([]);
+  });
+
+  it("s starts a stopped VM; what the provider refuses shows with its hint, and the VM is kept", async () => {
+    await stoppedLocalVm(home.env, "web", { console: "[   40.2] systemd[1]: Started ssh.service\n" });
+    const p = await picker();
+    const f = await frame(p, has("web"));
+    expect(f).toMatch(/^› web\s+stopped \(host restarted\)\s+local/m);
+    p.stdin.write("s");
+    // This machine has no base image for the VM's kernel: the local provider says so, and how to get one.
+    const refused = await frame(p, has("no local VM image yet"));
+    expect(refused).toContain("error: no local VM image yet");
+    expect(refused).toContain("hint: download Debian's official cloud image");
+    expect(existsSync(join(stateDir(home.env), "local", "web", "meta.json"))).toBe(true);
+    expect(new StateStore(stateDir(home.env)).read("web")?.upPid).toBeUndefined();
   });
 
   it("refreshes by itself: a VM created elsewhere appears without a key press", async () => {
@@ -220,5 +235,19 @@ describe("picker on the Hetzner fake", () => {
     expect(f).toMatch(/^› box-1\s+running\s+hetzner\s+fsn1\s+cx22\s+127\.0\.78\.\d+:22\s+\S+\s+-\s+€0\.0071\s+€0\.0071$/m);
     r.stdin.write("j\r");
     await vi.waitFor(() => expect(actions.map((a) => (a.kind === "shell" ? a.vm.name : a.kind))).toEqual(["box-2"]));
+  });
+
+  it("destroying another owner's server asks with its owner named; any key but y keeps it", async () => {
+    const [id] = h.fake.seedServers(1, { namePrefix: "team", labels: () => ({ "managed-by": "spuff", "spuff/name": "team-1", "spuff/owner": "teammate0005" }) });
+    const services = await servicesFor(h.env, h.home.home, { provider: "hetzner" });
+    r = render(<KeyRoot><Picker services={services} onAction={() => {}} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
+    await frame(r, has("team-1"));
+    r.stdin.write("d");
+    const dialog = await frame(r, has("Destroy team-1"));
+    expect(dialog).toContain(`Destroy team-1 (hetzner, fsn1, cx22, id ${id})? This deletes the VM and its disk.`);
+    expect(dialog).toContain("It is not this machine's: it belongs to owner teammate0005.");
+    r.stdin.write("n");
+    await frame(r, has("nothing destroyed"));
+    expect(h.fake.servers.size).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { UserError } from "../../core/errors.js";
-import { pick } from "../../core/inventory.js";
+import { pick, vmOf } from "../../core/inventory.js";
 import { formatDuration } from "../../core/view.js";
 import type { App } from "../app.js";
 import { stderrProgress } from "../progress.js";
@@ -22,9 +22,9 @@ Examples:
     .action(async (name: string, duration: string) => {
       const { vms } = await listVms(app);
       const view = pick(vms, name);
+      if (view.status === "gone") throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; `spuff up` creates a new VM" });
       const provider = await app.provider(view.provider);
-      const vm = await provider.get(view.name);
-      if (!vm) throw new UserError(`${view.name} no longer exists at ${view.provider}`, { hint: "`spuff reap` forgets it; `spuff up` creates a new VM" });
+      const vm = vmOf(view);
       const { extendVm } = await import("../../core/extend.js");
       const progress = stderrProgress(app);
       const now = new Date();

@@ -10,6 +10,7 @@ import * as ls from "./ls.js";
 import * as reap from "./reap.js";
 import * as ssh from "./ssh.js";
 import * as sshConfig from "./ssh-config.js";
+import * as start from "./start.js";
 import * as status from "./status.js";
 import * as trust from "./trust.js";
 import * as up from "./up.js";
@@ -20,6 +21,7 @@ export const commands: ((program: Command, app: App) => void)[] = [
   ssh.register,
   ls.register,
   status.register,
+  start.register,
   down.register,
   extend.register,
   reap.register,

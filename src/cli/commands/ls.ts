@@ -1,12 +1,12 @@
 import type { Command } from "commander";
 import { inventory } from "../../core/inventory.js";
-import { formatDuration, formatMoney, table, type VmView } from "../../core/view.js";
+import { formatDuration, formatMoney, statusText, table, type VmView } from "../../core/view.js";
 import type { App } from "../app.js";
 
 /** Columns, in the order they are dropped when the terminal is narrow (last dropped first). */
 const COLUMNS: { header: string; cell: (v: VmView) => string }[] = [
   { header: "NAME", cell: (v) => v.name },
-  { header: "STATUS", cell: (v) => v.status },
+  { header: "STATUS", cell: (v) => statusText(v) },
   { header: "PROVIDER", cell: (v) => v.provider },
   { header: "ADDRESS", cell: (v) => v.address ?? "-" },
   { header: "TTL", cell: (v) => formatDuration(v.ttlSeconds) },
@@ -30,7 +30,21 @@ export function renderTable(vms: VmView[], width = 200): string {
 }
 
 export async function listVms(app: App, signal?: AbortSignal) {
-  return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope() }, signal);
+  return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope(), owner: app.owner() }, signal);
+}
+
+/** The lines under the table: what needs reaping, what `spuff start` brings back, whose VMs these are. */
+export function notes(vms: VmView[]): string[] {
+  const lines: string[] = [];
+  const mine = vms.filter((v) => v.reap && v.mine);
+  const theirs = vms.filter((v) => v.reap && !v.mine);
+  const list = (vs: VmView[]) => vs.map((v) => `${v.name}: ${v.reap}`).join(", ");
+  if (mine.length) lines.push(`${mine.length} VM${mine.length === 1 ? "" : "s"} of this machine need${mine.length === 1 ? "s" : ""} reaping (${list(mine)}): run \`spuff reap\``);
+  if (theirs.length) lines.push(`${theirs.length} VM${theirs.length === 1 ? "" : "s"} of other owners need${theirs.length === 1 ? "s" : ""} reaping (${list(theirs)}): \`spuff reap --all-owners\` removes them`);
+  const startable = vms.filter((v) => v.status === "stopped" && !v.reap && v.mine);
+  if (startable.length === 1) lines.push(`${startable[0].name} is stopped, its disk kept: \`spuff start ${startable[0].name}\` boots it again`);
+  else if (startable.length) lines.push(`${startable.map((v) => v.name).join(", ")} are stopped, their disks kept: \`spuff start NAME\` boots one again`);
+  return lines;
 }
 
 export function register(program: Command, app: App): void {
@@ -57,7 +71,6 @@ Examples:
         return;
       }
       app.out(renderTable(vms, app.io.stdout.isTTY ? (app.io.stdout.columns ?? 80) : 200));
-      const reap = vms.filter((v) => v.reap);
-      if (reap.length) app.info(`${reap.length} VM(s) need reaping (${reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}); run \`spuff reap\``);
+      for (const line of notes(vms)) app.info(line);
     });
 }

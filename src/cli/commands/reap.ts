@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { ownerId } from "../../core/labels.js";
 import type { ReapResult } from "../../core/reap.js";
 import { table } from "../../core/view.js";
 import { ProviderError } from "../../core/errors.js";
@@ -12,7 +11,7 @@ export function register(program: Command, app: App): void {
     .command("reap")
     .description("delete spuff VMs past their TTL or powered off, and resources no VM uses; forget VMs that are gone")
     .option("--dry-run", "print the plan, change nothing")
-    .option("--all-owners", "also reap other people's VMs in the same account (default: only this machine's)")
+    .option("--all-owners", "also reap other owners' VMs in the same account (default: only this machine's)")
     .option("--install", "run `spuff reap` every 10 minutes (systemd user timer on Linux, launchd agent on macOS)")
     .option("--no-enable", "with --install: write the timer files but do not enable them")
     .option("--uninstall", "remove the timer installed by --install")
@@ -22,15 +21,20 @@ export function register(program: Command, app: App): void {
 What is reaped (docs/idle.md):
   interrupted   its \`spuff up\` died (Ctrl-C twice, a crash) before the VM was ready; never while that up still runs
   expired       the VM is past its hard TTL (label spuff/expires-at)
-  idle-stopped  the VM powered itself off when idle; the provider still bills it until it is deleted
-  stopped       the VM powered off; it no longer bills but still holds a disk
+  idle-stopped  the VM powered itself off; the provider bills it until it is deleted
+  stopped       the VM powered off and its disk is still billed; a free provider's (local) stopped
+                VM is kept until its TTL instead: \`spuff start NAME\` boots it again
+  interrupted   its \`spuff up\` died before the VM was ready
   gone          the VM no longer exists; its local state (keys, known_hosts entry) is removed
 plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses.
+This machine's VMs are those labelled with its owner id, or whose record (keys) it holds.
+Provider labels are the truth: a scheduled job with only a token can reap for a whole team.
 
 Examples:
   $ spuff reap --dry-run
   $ spuff reap --json
-  $ spuff reap --install`,
+  $ spuff reap --install
+  $ HCLOUD_TOKEN=... spuff --provider hetzner reap --all-owners --json   (cron, CI)`,
     )
     .action(async (opts: { dryRun?: boolean; allOwners?: boolean; install?: boolean; enable: boolean; uninstall?: boolean }) => {
       if (opts.install || opts.uninstall) {
@@ -59,7 +63,7 @@ Examples:
             state: app.state(),
             provider: (n) => app.provider(n),
             providerNames: app.providerScope(),
-            owner: ownerId(app.io.env),
+            owner: app.owner(),
             allOwners: opts.allOwners,
             progress,
             signal,
@@ -97,6 +101,6 @@ function describe(r: ReapResult): string {
     lines.push(table(["NAME", "PROVIDER", "REASON", "ACTION"], r.plan.map((i) => [i.name, i.provider, i.reason, i.error ? `FAILED: ${i.error}` : state(i)])));
   }
   for (const o of r.orphans) lines.push(`${r.dryRun ? "would delete" : "deleted"} ${o.provider} ${o.resource}`);
-  if (r.dryRun) lines.push("(dry run: nothing changed; run `spuff reap` to do it)");
+  if (r.dryRun) lines.push("", "(dry run: nothing changed; run `spuff reap` to do it)");
   return lines.join("\n");
 }

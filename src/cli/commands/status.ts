@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { pick } from "../../core/inventory.js";
-import { formatDuration, formatMoney } from "../../core/view.js";
+import { formatDuration, formatMoney, REAP_REASON, statusText } from "../../core/view.js";
 import type { App } from "../app.js";
 import { listVms } from "./ls.js";
 
@@ -20,7 +20,8 @@ export function register(program: Command, app: App): void {
         ["name", vm.name],
         ["provider", vm.provider],
         ["id", vm.id || "-"],
-        ["status", vm.status],
+        ["status", statusText(vm)],
+        ["owner", vm.owner ? `${vm.owner}${vm.mine ? " (this machine)" : ""}` : vm.mine ? "this machine" : "-"],
         ["address", vm.address ?? "-"],
         ["location", vm.location ?? "-"],
         ["size", vm.size ?? "-"],
@@ -30,7 +31,12 @@ export function register(program: Command, app: App): void {
         ["price/hour", formatMoney(vm.pricePerHour)],
         ["cost so far", formatMoney(vm.accruedCost)],
       ];
-      if (vm.reap) rows.push(["needs reaping", `${vm.reap} (run \`spuff reap\`)`]);
+      if (vm.reap) {
+        const how = vm.mine ? "`spuff reap` deletes it" : "another owner's: `spuff reap --all-owners` deletes it";
+        rows.push(["to reap", `${vm.reap}: ${REAP_REASON[vm.reap] ?? vm.reap}; ${how}`]);
+      } else if (vm.status === "stopped" && vm.mine) {
+        rows.push(["next", `\`spuff start ${vm.name}\` boots it again with its disk; \`spuff down ${vm.name}\` deletes it`]);
+      }
       app.out(rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join("\n"));
     });
 }

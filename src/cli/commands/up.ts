@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { ownerId } from "../../core/labels.js";
 import { nameFromDir, randomName, validateName } from "../../core/names.js";
 import { hostAlias } from "../../core/state.js";
 import { toView } from "../../core/view.js";
@@ -47,13 +46,13 @@ Examples:
       // A bounded check, run alongside: leftovers that need `spuff reap` are named at the end, never slowing `up` down.
       const { pendingReap } = await import("../../core/reap.js");
       const leftovers = pendingReap(
-        { state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope(), owner: ownerId(app.io.env) },
+        { state: app.state(), provider: (n) => app.provider(n), providerNames: app.providerScope(), owner: app.owner() },
         3000,
       );
       const result = await app
         .interruptible((signal) =>
           up(
-            { provider, config, state: app.state(), owner: ownerId(app.io.env), progress, env: app.io.env, followCloudInit: app.verbose },
+            { provider, config, state: app.state(), owner: app.owner().id, progress, env: app.io.env, followCloudInit: app.verbose },
             { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
           ),
         )
@@ -63,10 +62,10 @@ Examples:
         })
         .finally(() => "close" in progress && progress.close());
       await regenerateSshConfig(app);
-      const view = toView(result.vm, new Date(), provider.info().features.billsWhenStopped);
-      const reap = (await leftovers).filter((v) => v.name !== name);
+      const view = toView(result.vm, new Date(), provider.info().features, true);
+      const reap = (await leftovers).filter((v) => !(v.name === name && v.provider === view.provider));
       if (reap.length) {
-        progress.warn(`${reap.length} other VM(s) need reaping (${reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}); run \`spuff reap\``);
+        progress.warn(`${reap.length} other VM${reap.length === 1 ? "" : "s"} of this machine need${reap.length === 1 ? "s" : ""} reaping (${reap.map((v) => `${v.name}: ${v.reap}`).join(", ")}): run \`spuff reap\``);
       }
       if (app.json) {
         app.out(JSON.stringify({ event: "ready", vm: view, timings: progress.timings }));
