@@ -29,10 +29,11 @@ work=$(mktemp -d "${out%/}.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
 # dbus: since cloud-init 24, `cloud-init status` (which spuff runs as the login user) asks systemd over the system bus;
-# without a bus `status` fails and `status --wait` never returns (Debian 13). Cloud images have it anyway.
+# without a bus `status` fails and `status --wait` never returns (Debian 13). e2fsprogs: cloud-init's resizefs runs
+# resize2fs, and the boot's fsck needs fsck.ext4; Debian 13's minbase no longer has them. Cloud images have both.
 echo "build-image: debootstrap $suite ($release) from $mirror" >&2
 debootstrap --variant=minbase \
-  --include=systemd-sysv,linux-image-cloud-amd64,cloud-init,openssh-server,openssh-client,sudo,git,tmux,curl,ca-certificates,ifupdown,isc-dhcp-client,netbase,iproute2,udev,python3-cffi-backend,procps,less,dbus \
+  --include=systemd-sysv,linux-image-cloud-amd64,cloud-init,openssh-server,openssh-client,sudo,git,tmux,curl,ca-certificates,ifupdown,isc-dhcp-client,netbase,iproute2,udev,python3-cffi-backend,procps,less,dbus,e2fsprogs \
   "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
 echo "/dev/vda / ext4 defaults 0 1" > "$root/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n\nallow-hotplug ens3\niface ens3 inet dhcp\n' > "$root/etc/network/interfaces"
