@@ -3,13 +3,13 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
-import { recipeHash } from "../providers/local/image.js";
+import { builtImageDir } from "../providers/local/image.js";
 import { SPUFF } from "./lib.js";
 
 export async function run(want: (n: string) => boolean): Promise<string[]> {
   if (!want("local")) return [];
   const cache = process.env.SPUFF_CACHE_DIR ?? join(homedir(), ".cache", "spuff");
-  if (!existsSync(join(cache, "images", `debian-12-${recipeHash()}`, "disk.qcow2"))) {
+  if (!existsSync(join(builtImageDir(cache, "debian-13"), "disk.qcow2"))) {
     return ["## 4. Local VM\nSkipped: no image (run `sudo spuff image build` first).\n"];
   }
   const home = mkdtempSync(join(tmpdir(), "spuff-bench-local-"));

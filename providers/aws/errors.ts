@@ -1,4 +1,5 @@
 import { ProviderError, SpuffError, UserError } from "../../src/core/errors.js";
+import { DEBIAN_RELEASE } from "./requests.js";
 
 /**
  * One mapping from what the AWS SDK throws (EC2 error codes, credential-chain errors, transport errors) to spuff's
@@ -147,7 +148,7 @@ export function explain(err: unknown, action: string, ctx: ErrorContext = {}): S
   // Placement, image and type problems the user fixes with --size/--location or the config.
   if (code.startsWith("InvalidAMIID")) {
     return new UserError(`the AMI ${ctx.ami ?? ""} cannot be used${where} (${said(err)})`.replace("AMI  ", "AMI "), {
-      hint: ["AMIs are per region: look the image up in this region, e.g. `aws ec2 describe-images --image-ids ami-...`", "or remove aws.ami to use the latest official Debian 12 image"],
+      hint: ["AMIs are per region: look the image up in this region, e.g. `aws ec2 describe-images --image-ids ami-...`", `or remove aws.ami to use the latest official ${DEBIAN_RELEASE} image`],
       cause: err,
     });
   }

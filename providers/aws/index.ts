@@ -13,6 +13,8 @@ import {
   byRequest,
   DEBIAN_ARCH,
   DEBIAN_OWNER,
+  DEBIAN_RELEASE,
+  debianAmiPattern,
   groupsOf,
   type LaunchPlan,
   LIVE,
@@ -167,13 +169,13 @@ class AwsProvider implements Provider {
     };
   }
 
-  /** aws.ami, or the newest official Debian 12 AMI (owner 136693071363) for the architecture. */
+  /** aws.ami, or the newest official Debian 13 AMI (owner 136693071363) for the architecture. */
   private async image(arch: "x86_64" | "arm64", region: string, signal?: AbortSignal) {
     const ec2 = this.ec2();
     const ami = this.ctx.config.aws.ami;
     if (ami) {
       const [image] = await ec2.images({ ImageIds: [ami] }, signal, { ami });
-      if (!image) throw new UserError(`the AMI ${ami} (aws.ami) does not exist in ${region}`, { hint: "AMIs are per region; or remove aws.ami to use the latest Debian 12 image" });
+      if (!image) throw new UserError(`the AMI ${ami} (aws.ami) does not exist in ${region}`, { hint: `AMIs are per region; or remove aws.ami to use the latest ${DEBIAN_RELEASE} image` });
       if (image.Architecture && image.Architecture !== arch) {
         throw new UserError(`the AMI ${ami} is built for ${image.Architecture}, but the instance type runs ${arch}`, {
           hint: `pick an ${image.Architecture} instance type with --size, or an ${arch} AMI`,
@@ -185,7 +187,7 @@ class AwsProvider implements Provider {
       {
         Owners: [DEBIAN_OWNER],
         Filters: [
-          { Name: "name", Values: [`debian-12-${DEBIAN_ARCH[arch]}-*`] },
+          { Name: "name", Values: [debianAmiPattern(DEBIAN_ARCH[arch])] },
           { Name: "architecture", Values: [arch] },
           { Name: "state", Values: ["available"] },
         ],
@@ -194,8 +196,8 @@ class AwsProvider implements Provider {
     );
     const image = latestImage(images);
     if (!image?.ImageId) {
-      throw new ProviderError(`no official Debian 12 ${arch} AMI (owner ${DEBIAN_OWNER}) found in ${region}`, {
-        hint: "set aws.ami to a Debian 12 AMI id in this region (https://wiki.debian.org/Cloud/AmazonEC2Image)",
+      throw new ProviderError(`no official ${DEBIAN_RELEASE} ${arch} AMI (owner ${DEBIAN_OWNER}) found in ${region}`, {
+        hint: `set aws.ami to a ${DEBIAN_RELEASE} AMI id in this region (https://wiki.debian.org/Cloud/AmazonEC2Image)`,
       });
     }
     return image;

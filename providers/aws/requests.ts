@@ -39,6 +39,11 @@ export function fromTags(tags: Tag[] | undefined): Record<string, string> {
   return out;
 }
 
+/** The Debian release spuff boots by default (aws.ami picks another image, e.g. a Debian 12 or Ubuntu 24.04 AMI). */
+export const DEBIAN_RELEASE = "Debian 13";
+/** Debian's AMI names for the default release: debian-13-amd64-YYYYMMDD-N (backports builds have another prefix). */
+export const debianAmiPattern = (arch: "amd64" | "arm64") => `debian-13-${arch}-*`;
+
 /** EC2's architecture name → the one in Debian's AMI names. */
 export const DEBIAN_ARCH = { x86_64: "amd64", arm64: "arm64" } as const;
 export type Arch = keyof typeof DEBIAN_ARCH;
@@ -47,12 +52,12 @@ export type Arch = keyof typeof DEBIAN_ARCH;
 export function archOf(instanceType: string, supported: string[]): Arch {
   if (supported.includes("arm64")) return "arm64";
   if (supported.includes("x86_64")) return "x86_64";
-  throw new UserError(`instance type ${instanceType} runs ${supported.join("/") || "an unknown architecture"}; Debian 12 AMIs exist for x86_64 and arm64`, {
+  throw new UserError(`instance type ${instanceType} runs ${supported.join("/") || "an unknown architecture"}; ${DEBIAN_RELEASE} AMIs exist for x86_64 and arm64`, {
     hint: "pick another type with --size or aws.instance_type, e.g. t3.small (x86_64) or t4g.small (arm64)",
   });
 }
 
-/** The newest of Debian's images (by creation date, then name: debian-12-amd64-YYYYMMDD-N sorts by date). */
+/** The newest of Debian's images (by creation date, then name: debian-13-amd64-YYYYMMDD-N sorts by date). */
 export function latestImage(images: Image[]): Image | undefined {
   return [...images]
     .filter((i) => i.State === undefined || i.State === "available")
@@ -65,7 +70,7 @@ export function rootDevice(image: Image): { name: string; sizeGiB: number } {
   const mapping = image.BlockDeviceMappings?.find((m) => m.DeviceName === name);
   if (!name || image.RootDeviceType !== "ebs" || !mapping?.Ebs?.VolumeSize) {
     throw new UserError(`AMI ${image.ImageId} (${image.Name ?? "no name"}) has no EBS root volume spuff can manage`, {
-      hint: "use an EBS-backed AMI, or remove aws.ami to use the latest official Debian 12 image",
+      hint: `use an EBS-backed AMI, or remove aws.ami to use the latest official ${DEBIAN_RELEASE} image`,
     });
   }
   return { name, sizeGiB: mapping.Ebs.VolumeSize };

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
-import { type BaseImage, builtImageDir, findImage, giveToInvoker, recipePath } from "./image.js";
+import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, portFree, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
 
@@ -331,16 +331,17 @@ class LocalProvider implements Provider {
 
   /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */
   async buildImage(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string> {
-    const out = builtImageDir(this.ctx.cacheDir);
+    const release = configuredRelease(this.ctx.config.local.image);
+    const out = builtImageDir(this.ctx.cacheDir, release);
     if (existsSync(join(out, "disk.qcow2")) && !opts.force) {
       progress.info(`image already built: ${out} (--force rebuilds it)`);
       return out;
     }
     if (opts.force) rmSync(out, { recursive: true, force: true });
     mkdirSync(join(out, ".."), { recursive: true });
-    progress.phase("debootstrap Debian 12 (2 to 3 minutes)");
+    progress.phase(`debootstrap ${RELEASES[release].title} (about 3 minutes)`);
     const code = await new Promise<number | null>((resolve) => {
-      const child = spawn("bash", [recipePath(), out, ...(opts.mirror ? [opts.mirror] : [])], { stdio: ["ignore", "inherit", "pipe"] });
+      const child = spawn("bash", [recipePath(), release, out, ...(opts.mirror ? [opts.mirror] : [])], { stdio: ["ignore", "inherit", "pipe"] });
       child.stderr.on("data", (d: Buffer) => {
         for (const line of d.toString().trim().split("\n")) if (line) progress.info(line.replace(/^build-image: /, ""));
       });
@@ -355,7 +356,7 @@ class LocalProvider implements Provider {
   /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
   async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
     const { pullImage } = await import("./pull.js");
-    const dir = await pullImage({ cacheDir: this.ctx.cacheDir, baseUrl: opts.url, force: opts.force, progress });
+    const dir = await pullImage({ cacheDir: this.ctx.cacheDir, release: configuredRelease(this.ctx.config.local.image), baseUrl: opts.url, force: opts.force, progress });
     giveToInvoker(dir, this.ctx.env);
     return dir;
   }

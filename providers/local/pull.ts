@@ -1,22 +1,16 @@
 import { createHash } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { arch } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { Progress } from "../../src/core/provider.js";
+import { cloudImageName, pulledImageDir, RELEASES, type Release } from "./image.js";
 
 /**
  * `spuff image pull`: Debian's official genericcloud image, downloaded once and verified against Debian's published
  * SHA512SUMS. An image whose checksum is missing or differs is refused and deleted.
  */
-export const DEBIAN_CLOUD_URL = "https://cloud.debian.org/images/cloud/bookworm/latest/";
-
-export function cloudImageName(): string {
-  return `debian-12-genericcloud-${arch() === "arm64" ? "arm64" : "amd64"}.qcow2`;
-}
-
-export function pulledImageDir(cacheDir: string): string {
-  return join(cacheDir, "images", cloudImageName().replace(/\.qcow2$/, ""));
+export function debianCloudUrl(release: Release): string {
+  return `https://cloud.debian.org/images/cloud/${RELEASES[release].suite}/latest/`;
 }
 
 async function get(url: string, what: string): Promise<Response> {
@@ -32,10 +26,10 @@ async function get(url: string, what: string): Promise<Response> {
   return res;
 }
 
-export async function pullImage(o: { cacheDir: string; baseUrl?: string; force: boolean; progress: Progress }): Promise<string> {
-  const base = (o.baseUrl ?? DEBIAN_CLOUD_URL).replace(/\/?$/, "/");
-  const name = cloudImageName();
-  const dir = pulledImageDir(o.cacheDir);
+export async function pullImage(o: { cacheDir: string; release: Release; baseUrl?: string; force: boolean; progress: Progress }): Promise<string> {
+  const base = (o.baseUrl ?? debianCloudUrl(o.release)).replace(/\/?$/, "/");
+  const name = cloudImageName(o.release);
+  const dir = pulledImageDir(o.cacheDir, o.release);
   const disk = join(dir, "disk.qcow2");
   if (existsSync(disk) && !o.force) {
     o.progress.info(`already pulled and verified: ${disk} (--force downloads it again)`);

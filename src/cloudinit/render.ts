@@ -274,7 +274,7 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   const idle = idleFiles(dir);
   files.push(...idle, {
     path: "/etc/spuff/idle.conf",
-    content: `IDLE_TIMEOUT_SECONDS=${Math.round(args.idle.timeoutSeconds)}\nEXPIRES_AT=${args.idle.expiresAt}\nACTION=${args.idle.action}\n`,
+    content: `IDLE_TIMEOUT_SECONDS=${Math.round(args.idle.timeoutSeconds)}\nEXPIRES_AT=${args.idle.expiresAt}\nACTION=${args.idle.action}\nSSH_USER=${args.user}\n`,
     permissions: "0644",
   });
 

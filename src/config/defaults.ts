@@ -3,9 +3,9 @@ import type { ConfigFile } from "./schema.js";
 /** Built-in defaults, applied below every file, env var and flag (see docs/config.md for the precedence). */
 export const DEFAULTS = {
   provider: "local",
-  hetzner: { location: "fsn1", server_type: "cx22", image: "debian-12", ipv4: true },
+  hetzner: { location: "fsn1", server_type: "cx22", image: "debian-13", ipv4: true },
   aws: { instance_type: "t3.small", ssh_cidr: "0.0.0.0/0", spot: false },
-  local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto" },
+  local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto", image: "debian-13" },
   ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true },
   idle: { timeout: "30m", ttl: "24h" },
   git_hosts: [],
@@ -27,6 +27,7 @@ export type Config = Omit<ConfigFile, keyof Defaults> & {
     memory: string | number;
     disk: string | number;
     accel: "auto" | "kvm" | "hvf" | "tcg";
+    image: string;
   };
   ssh: NonNullable<ConfigFile["ssh"]> & {
     user: string;

@@ -124,7 +124,8 @@ describe("rendered user-data", () => {
     expect(doc.ssh_keys).toEqual({ ed25519_private: host.private, ed25519_public: host.public });
     expect(doc.ssh_genkeytypes).toEqual(["ed25519"]);
     expect(doc.ssh_deletekeys).toBe(true);
-    expect(doc.ssh_pwauth).toBe(false);
+    // Password logins are off in the sshd drop-in; ssh_pwauth would make cloud-init restart sshd during boot.
+    expect(doc.ssh_pwauth).toBeUndefined();
     expect(doc.locale).toBe("C.UTF-8");
     expect(doc.users).toEqual([
       {
@@ -166,7 +167,7 @@ describe("rendered user-data", () => {
     for (const h of ["github.com", "gitlab.com", "bitbucket.org", "codeberg.org", "git.sr.ht"]) {
       expect(knownHosts).toMatch(new RegExp(`^${h.replaceAll(".", "\\.")} ssh-ed25519 `, "m"));
     }
-    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=1800\nEXPIRES_AT=2000000000\nACTION=poweroff\n");
+    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=1800\nEXPIRES_AT=2000000000\nACTION=poweroff\nSSH_USER=dev\n");
     // Nothing optional is rendered for the default config.
     for (const absent of ["/usr/local/bin/spuff-keyscan", "/etc/spuff/keyscan.conf", "/usr/local/bin/spuff-first-login", "/etc/spuff/first-login.conf", "/etc/spuff/setup.sh"]) {
       expect(files[absent], absent).toBeUndefined();
@@ -198,7 +199,7 @@ describe("rendered user-data", () => {
     );
     // Setup commands arrive byte for byte, whatever YAML-special characters they hold.
     expect(files["/etc/spuff/setup.sh"].content).toContain(`\necho "it's: {quoted} #not-a-comment" > ~/hello.txt\nmkdir -p ~/work\n`);
-    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=5400\nEXPIRES_AT=2000000000\nACTION=poweroff\n");
+    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=5400\nEXPIRES_AT=2000000000\nACTION=poweroff\nSSH_USER=alice\n");
     expect(doc.runcmd).toContainEqual(["runuser", "-l", "alice", "-c", "/etc/spuff/setup.sh"]);
     expect(doc.runcmd).toContainEqual(["/usr/local/bin/spuff-keyscan"]);
     expect(doc.runcmd).toContainEqual(["/usr/local/bin/spuff-install-packages", "git", "tmux", "curl", "ca-certificates", "build-essential", "ripgrep"]);
@@ -313,7 +314,7 @@ describe("the idle watcher slot (cloud-init/idle/)", () => {
     expect(files["/etc/systemd/system/spuff-idle.service"]).toMatchObject({ permissions: "0644", content: expect.stringContaining("ExecStart=/usr/local/bin/spuff-idle") });
     expect(files["/etc/systemd/system/spuff-idle.timer"].permissions).toBe("0644");
     expect(doc.write_files.some((f: File) => f.path.endsWith("README.md"))).toBe(false);
-    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=1800\nEXPIRES_AT=2000000000\nACTION=poweroff\n");
+    expect(files["/etc/spuff/idle.conf"].content).toBe("IDLE_TIMEOUT_SECONDS=1800\nEXPIRES_AT=2000000000\nACTION=poweroff\nSSH_USER=dev\n");
     // Enabled before anything that could hang (package installs, setup), so a stuck VM still powers off.
     expect(doc.runcmd[0]).toBe("set -e");
     expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "spuff-idle.timer"]);

@@ -1,8 +1,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { builtImageDir } from "../../providers/local/image.js";
-import { pulledImageDir } from "../../providers/local/pull.js";
+import { builtImageDir, pulledImageDir } from "../../providers/local/image.js";
 import { StateStore } from "../../src/core/state.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 import { runCli } from "../helpers/cli.js";
@@ -112,12 +111,12 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
 
   it("image pull and image build (cached images: nothing is downloaded or built)", async () => {
     const cache = join(h.env.XDG_CACHE_HOME as string, "spuff");
-    for (const dir of [pulledImageDir(cache), builtImageDir(cache)]) {
+    for (const dir of [pulledImageDir(cache, "debian-13"), builtImageDir(cache, "debian-13")]) {
       mkdirSync(dir, { recursive: true });
       writeFileSync(join(dir, "disk.qcow2"), "");
     }
-    expect(one("image", (await spuff(["image", "pull", "--json"])).stdout)).toEqual({ image: pulledImageDir(cache) });
-    expect(one("image", (await spuff(["image", "build", "--json"])).stdout)).toEqual({ image: builtImageDir(cache) });
+    expect(one("image", (await spuff(["image", "pull", "--json"])).stdout)).toEqual({ image: pulledImageDir(cache, "debian-13") });
+    expect(one("image", (await spuff(["image", "build", "--json"])).stdout)).toEqual({ image: builtImageDir(cache, "debian-13") });
   });
 
   it("config init, path, show, validate", async () => {

@@ -3,13 +3,13 @@ import { existsSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { recipeHash } from "../../providers/local/image.js";
+import { builtImageDir } from "../../providers/local/image.js";
 import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 
 // Ctrl-C, SIGTERM and crashes during a real `spuff up` of a real QEMU VM (the built binary, as a user runs it): after
 // the rollback, or after `spuff reap` when spuff had no chance to roll back, nothing is left running or on disk.
 const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
-const imageReady = existsSync(join(cacheDir, "images", `debian-12-${recipeHash()}`, "disk.qcow2"));
+const imageReady = existsSync(join(builtImageDir(cacheDir, "debian-13"), "disk.qcow2"));
 const BIN = resolve("dist/src/cli/bin.js");
 
 describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the local provider", { timeout: 10 * 60_000 }, () => {

@@ -1,17 +1,19 @@
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
-import { recipeHash } from "../../providers/local/image.js";
+import { builtImageDir } from "../../providers/local/image.js";
 import { BIN, type CliResult, runCli, spawnCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 import { one } from "../helpers/json-shapes.js";
-import { type Agent, startAgent, startGitServer } from "../helpers/sshd.js";
+import { type Agent, freePort, startAgent, startGitServer } from "../helpers/sshd.js";
 
-// The end-to-end proof on a real VM: QEMU (TCG here), the rendered cloud-init, pinned host keys both ways, a private
-// git clone through the guarded, forwarded agent from a git server on this machine's loopback, and a clean `down`.
+// The end-to-end proof on a real VM (Debian 13, the default image, built by test/setup.d/50-local-image.sh): QEMU (TCG
+// here), the rendered cloud-init, pinned host keys both ways, a private git clone through the guarded, forwarded agent
+// from a git server on this machine's loopback, the idle watcher, and a clean `down`.
 const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
-const imageReady = existsSync(join(cacheDir, "images", `debian-12-${recipeHash()}`, "disk.qcow2"));
+const imageReady = existsSync(join(builtImageDir(cacheDir, "debian-13"), "disk.qcow2"));
 
 describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeout: 15 * 60_000 }, () => {
   const t = tempHome();
@@ -29,6 +31,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
       local: { cpus: 2, memory: "1G", disk: "4G", guest_forwards: [`10.0.2.100:22=127.0.0.1:${git.port}`] },
       ssh: { allowed_keys: [agent.keys[0].fingerprint] },
       git_hosts: [{ host: "githost.test", address: "10.0.2.100", port: 22, host_keys: [git.hostKey] }],
+      repositories: [`git@githost.test:${git.path}`],
     };
     writeUserConfig(t.env, stringify(config));
     env = { ...t.env, SPUFF_CACHE_DIR: cacheDir, SSH_AUTH_SOCK: agent.socket };
@@ -153,6 +156,14 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     expect(log.at(-1)).toMatchObject({ vm: "e2e", key: agent.keys[0].fingerprint, user: "git", allowed: true });
   });
 
+  it("the first login shell clones the configured repository through the forwarded agent (spuff-first-login)", async () => {
+    const name = git.path.replace(/\.git$/, "");
+    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/src/${name}/README'`);
+    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/src/${name}`);
+    expect(r.stdout, r.stderr).toBe("private\n");
+    expect(r.code).toBe(0);
+  });
+
   it("the guard refuses signatures for anything but git logins", async () => {
     // The git server would accept the same key for user spuff-test: the guard must not sign that login.
     const r = await spuff("ssh", "e2e", "--", "ssh", "-o", "BatchMode=yes", "spuff-test@githost.test", "true");
@@ -210,16 +221,32 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     expect(read.stdout, read.stderr).toBe("written-before-the-crash\n");
   });
 
-  it("the idle watcher runs every minute and sees the SSH session", async () => {
+  it("the VM runs Debian 13 with OpenSSH's split sshd, whose session titles the idle watcher does not depend on", async () => {
+    const r = await spuff("ssh", "e2e", "--", "cat", "/etc/debian_version", "&&", "ssh", "-V", "2>&1", "&&", "systemctl", "is-active", "ssh", "&&", "ps", "-o", "comm=,args=", "-u", "dev");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^13\./);
+    expect(r.stdout).toMatch(/OpenSSH_(9\.[89]|[1-9]\d)/);
+    expect(r.stdout).toMatch(/^active$/m);
+    // This very command is a quiet session (no tty): the title Debian 12's watcher rule (^sshd: USER@) missed.
+    expect(r.stdout).toMatch(/^sshd-session +sshd-session: dev@notty$/m);
+    // tmux (3.5 on Debian 13) reads spuff's ~/.tmux.conf: panes use the stable agent link.
+    const tmux = await spuff("ssh", "e2e", "--", "tmux", "new-session", "-d", "-s", "probe", "&&", "tmux", "show-environment", "-g", "SSH_AUTH_SOCK", ";", "tmux", "kill-server");
+    expect(tmux.stdout, tmux.stderr).toBe("SSH_AUTH_SOCK=/home/dev/.ssh/agent.sock\n");
+  });
+
+  it("the idle watcher runs every minute and sees a quiet spuff ssh command", async () => {
     const r = await spuff("ssh", "e2e", "--", "sudo", "systemctl", "is-active", "spuff-idle.timer", "&&", "spuff-idle", "--status");
     expect(r.stdout).toMatch(/^active\n/);
-    expect(r.stdout).toContain("active: ssh-sessions=1");
+    expect(r.stdout).toContain("active: ssh-connections=1");
     expect(r.code).toBe(0);
   });
 
-  // The rest runs with a 1-minute idle timeout (what `idle.timeout: 1m` renders), set on the running VM.
-  const journal = async () => {
-    const r = await spuff("ssh", "e2e", "--", "sudo", "journalctl", "-u", "spuff-idle", "--no-pager", "-o", "cat");
+  // The rest runs with a 2-minute idle timeout (what `idle.timeout: 2m` renders), set on the running VM: a check sees
+  // a quiet VM at most 60 s after it became quiet, so it powers off within 3 minutes; holding it 190 s proves a signal.
+  const HOLD_MS = 190_000;
+  const journal = async (since?: number, until?: number) => {
+    const window = [...(since ? ["--since", `@${since}`] : []), ...(until ? ["--until", `@${until}`] : [])];
+    const r = await spuff("ssh", "e2e", "--", "sudo", "journalctl", "-u", "spuff-idle", "--no-pager", "-o", "cat", ...window);
     if (r.code !== 0) {
       const console = join(stateDir, "local", "e2e", "console.log");
       const tail = existsSync(console) ? execFileSync("tail", ["-n", "30", console], { encoding: "utf8" }) : "(no console log)";
@@ -227,21 +254,63 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     }
     return r.stdout;
   };
+  /** The first line a TCP service on this machine's port sends, retried until the port answers. */
+  const banner = async (port: number): Promise<string> => {
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
+      const line = await new Promise<string>((resolve) => {
+        const sock = createConnection({ host: "127.0.0.1", port });
+        let got = "";
+        sock.setTimeout(5000, () => sock.destroy());
+        sock.on("data", (d) => {
+          got += d.toString();
+          if (got.includes("\n")) sock.destroy();
+        });
+        sock.on("error", () => {});
+        sock.on("close", () => resolve(got.split("\r\n")[0]));
+      });
+      if (line) return line;
+    }
+    return "";
+  };
+  const vmStatus = async () => JSON.parse((await spuff("--json", "ls")).stdout)[0]?.status;
 
-  it("does not power off while a spuff ssh session is open", { timeout: 6 * 60_000 }, async () => {
-    const set = await spuff("ssh", "e2e", "--", "sudo", "sed", "-i", "s/^IDLE_TIMEOUT_SECONDS=.*/IDLE_TIMEOUT_SECONDS=60/", "/etc/spuff/idle.conf");
+  it("an ssh -N connection through the generated ssh-config (plain OpenSSH) keeps it running past the timeout", { timeout: 6 * 60_000 }, async () => {
+    // No boot grace either: a VM that booted quickly would otherwise still be in it when the window starts.
+    const set = await spuff("ssh", "e2e", "--", "sudo", "sh", "-c", `'sed -i s/^IDLE_TIMEOUT_SECONDS=.*/IDLE_TIMEOUT_SECONDS=120/ /etc/spuff/idle.conf && echo GRACE_SECONDS=0 >> /etc/spuff/idle.conf'`);
     expect(set.code).toBe(0);
-    // Idle for 150 s would mean a poweroff after at most 60 s + one 60 s tick; the open session must prevent it.
-    const held = await spuff("ssh", "e2e", "--", "sleep", "150", "&&", "echo", "still-here");
-    expect(held.stdout).toBe("still-here\n");
-    expect(await journal()).toMatch(/active: ssh-sessions=1/);
+    const cfg = await spuff("--json", "ssh-config");
+    expect(cfg.code).toBe(0);
+    const { path } = JSON.parse(cfg.stdout);
+    // Only a port forward, no session channel: sshd titles this connection "sshd-session: dev", without "@".
+    const port = await freePort();
+    const tunnel = spawn("ssh", ["-F", path, "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-N", "-L", `127.0.0.1:${port}:127.0.0.1:22`, "spuff-e2e"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let tunnelErr = "";
+    tunnel.stderr.on("data", (d: Buffer) => (tunnelErr += d.toString()));
+    let since = 0;
+    try {
+      // Up once the VM's sshd greets us through the forward (that greeting's connection never authenticates).
+      expect(await banner(port), tunnelErr).toMatch(/^SSH-2\.0-OpenSSH_/);
+      since = Math.floor(Date.now() / 1000) + 1;
+      await new Promise((r) => setTimeout(r, HOLD_MS));
+      expect(tunnel.exitCode, tunnelErr).toBeNull();
+      expect(await vmStatus()).toBe("running");
+    } finally {
+      tunnel.kill("SIGTERM");
+    }
+    const closed = Math.floor(Date.now() / 1000) - 1;
+    // Every check while nothing but the tunnel was connected counted it; none found the VM idle.
+    const during = (await journal(since, closed)).split("\n").filter((l) => l.startsWith("spuff-idle: "));
+    expect(during.length, during.join("\n")).toBeGreaterThanOrEqual(3);
+    for (const line of during) expect(line).toMatch(/^spuff-idle: active: ssh-connections=1( |$)/);
   });
 
   it("does not power off while a spuff-busy job runs with nobody connected", { timeout: 6 * 60_000 }, async () => {
-    const start = await spuff("ssh", "e2e", "--", "setsid", "-f", "spuff-busy", "--", "sleep", "170", ">/dev/null", "2>&1", "</dev/null");
+    const start = await spuff("ssh", "e2e", "--", "setsid", "-f", "spuff-busy", "--", "sleep", String(HOLD_MS / 1000 + 10), ">/dev/null", "2>&1", "</dev/null");
     expect(start.code).toBe(0);
-    await new Promise((r) => setTimeout(r, 140_000));
-    // Still up after 140 s with no session; the watcher said why.
+    await new Promise((r) => setTimeout(r, HOLD_MS));
+    // Still up with no session past the timeout; the watcher said why.
     const log = await journal();
     expect(log).toMatch(/active: .*spuff-busy=1/);
     expect(log).not.toMatch(/poweroff$/m);
@@ -257,7 +326,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     }
     expect(vm).toMatchObject({ status: "stopped", stopReason: "idle", reap: null });
     // The watcher wrote its reason to the console before powering off.
-    expect(execFileSync("cat", [join(stateDir, "local", "e2e", "console.log")], { encoding: "utf8" })).toMatch(/spuff-idle: idle for \d+m\d*s? \(timeout 1m\)/);
+    expect(execFileSync("cat", [join(stateDir, "local", "e2e", "console.log")], { encoding: "utf8" })).toMatch(/spuff-idle: idle for \d+m\d*s? \(timeout 2m\)/);
     expect((await spuff("ls")).stdout).toMatch(/^e2e\s+stopped \(idle\)\s+local/m);
     const reap = await spuff("reap");
     expect(reap).toMatchObject({ code: 0, stdout: "nothing to reap\n" });

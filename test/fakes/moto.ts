@@ -59,16 +59,17 @@ export interface MotoAmi {
 }
 
 /**
- * Debian-like AMIs: two official Debian 12 amd64 builds (the newer one must win), one arm64 build, and traps that must
- * never be picked: a newer image with the same name pattern from another account, Debian 13, and a backports build.
+ * Debian-like AMIs: two official Debian 13 amd64 builds (the newer one must win), one arm64 build, and traps that must
+ * never be picked: a newer image with the same name pattern from another account, a newer Debian 12 build, and a
+ * backports build.
  */
 export const DEFAULT_AMIS: MotoAmi[] = [
-  { ami_id: "ami-0deb12a0000000001", name: "debian-12-amd64-20240101-1617", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2024-01-01T16:17:00.000Z" },
-  { ami_id: "ami-0deb12a0000000002", name: "debian-12-amd64-20240717-1811", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2024-07-17T18:11:00.000Z" },
-  { ami_id: "ami-0deb12b0000000003", name: "debian-12-arm64-20240717-1811", owner_id: DEBIAN_OWNER, architecture: "arm64", creation_date: "2024-07-17T18:11:00.000Z" },
-  { ami_id: "ami-0bad0000000000004", name: "debian-12-amd64-20250101-0001", owner_id: "999999999999", architecture: "x86_64", creation_date: "2025-01-01T00:01:00.000Z" },
-  { ami_id: "ami-0deb13a0000000005", name: "debian-13-amd64-20250815-2000", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2025-08-15T20:00:00.000Z" },
-  { ami_id: "ami-0deb12d0000000006", name: "debian-12-backports-amd64-20250101-0002", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2025-01-01T00:02:00.000Z" },
+  { ami_id: "ami-0deb13a0000000001", name: "debian-13-amd64-20250815-2000", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2025-08-15T20:00:00.000Z" },
+  { ami_id: "ami-0deb13a0000000002", name: "debian-13-amd64-20251117-2305", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2025-11-17T23:05:00.000Z" },
+  { ami_id: "ami-0deb13b0000000003", name: "debian-13-arm64-20251117-2305", owner_id: DEBIAN_OWNER, architecture: "arm64", creation_date: "2025-11-17T23:05:00.000Z" },
+  { ami_id: "ami-0bad0000000000004", name: "debian-13-amd64-20260101-0001", owner_id: "999999999999", architecture: "x86_64", creation_date: "2026-01-01T00:01:00.000Z" },
+  { ami_id: "ami-0deb12a0000000005", name: "debian-12-amd64-20260105-2000", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2026-01-05T20:00:00.000Z" },
+  { ami_id: "ami-0deb13d0000000006", name: "debian-13-backports-amd64-20260101-0002", owner_id: DEBIAN_OWNER, architecture: "x86_64", creation_date: "2026-01-01T00:02:00.000Z" },
   { ami_id: "ami-0c0ffee000000007", name: "someones-own-image", owner_id: "123456789012", architecture: "x86_64", creation_date: "2024-03-03T03:03:00.000Z" },
 ];
 

@@ -6,12 +6,12 @@ import { stderrProgress } from "../progress.js";
 export function register(program: Command, app: App): void {
   const image = program
     .command("image")
-    .description("manage the local provider's base VM image")
+    .description("manage the local provider's base VM image (the release local.image names: debian-13 or debian-12)")
     .addHelpText("after", "\nExamples:\n  $ spuff image pull\n  $ sudo spuff image build");
   image
     .command("pull")
-    .description("download Debian 12's official genericcloud image, verified against Debian's SHA512SUMS")
-    .option("--url <dir>", "image directory with SHA512SUMS (default: cloud.debian.org bookworm/latest)")
+    .description("download Debian's official genericcloud image of local.image's release, verified against Debian's SHA512SUMS")
+    .option("--url <dir>", "image directory with SHA512SUMS (default: cloud.debian.org trixie/latest, bookworm/latest for debian-12)")
     .option("--force", "download again even if a verified image is cached")
     .addHelpText(
       "after",
@@ -23,7 +23,7 @@ image exists. Under sudo, the cache is the invoking user's (SUDO_USER), so \`spu
 
 Examples:
   $ spuff image pull
-  $ spuff image pull --url https://mirror.example/debian-cloud/bookworm/latest/`,
+  $ spuff image pull --url https://mirror.example/debian-cloud/trixie/latest/`,
     )
     .action(async (opts: { url?: string; force?: boolean }) => {
       const provider = await app.provider("local");
@@ -36,13 +36,14 @@ Examples:
     });
   image
     .command("build")
-    .description("build a Debian 12 image with debootstrap from the Debian mirror (root; 2 to 3 minutes)")
+    .description("build an image of local.image's release with debootstrap from the Debian mirror (root; about 3 minutes)")
     .option("--force", "rebuild even if an image for the current recipe exists")
     .option("--mirror <url>", "Debian mirror (default: the one in this machine's apt sources)")
     .addHelpText(
       "after",
       `
-The image is cached under ~/.cache/spuff/images/, keyed by the recipe's hash, and used by \`spuff up\` (provider local).
+The image is cached under ~/.cache/spuff/images/, keyed by the release and the recipe's hash, and used by \`spuff up\`
+(provider local). Set local.image: debian-12 to build Debian 12 instead of the default Debian 13.
 debootstrap needs root: under sudo the image goes to the invoking user's cache (SUDO_USER's ~/.cache/spuff, owned by
 that user), where \`spuff up\` run as that user looks. SPUFF_CACHE_DIR overrides the cache directory.
 

@@ -204,28 +204,28 @@ describe.skipIf(SKIP)(`aws: errors through the CLI${SKIP ? ` (skipped: ${SKIP})`
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain("error: the AMI ami-0123456789abcdef0 cannot be used in us-east-1 (InvalidAMIID.NotFound:");
     expect(r.stderr).toContain("hint: AMIs are per region: look the image up in this region");
-    expect(r.stderr).toContain("hint: or remove aws.ami to use the latest official Debian 12 image");
+    expect(r.stderr).toContain("hint: or remove aws.ami to use the latest official Debian 13 image");
     expect(created()).toBe(0);
     clean(r);
   });
 
   it("an AMI that went away between lookup and launch (InvalidAMIID.Unavailable on RunInstances): exit 1", async () => {
-    h.moto.inject({ action: "RunInstances", code: "InvalidAMIID.Unavailable", message: "The image id '[ami-0deb12a0000000002]' is no longer available" });
+    h.moto.inject({ action: "RunInstances", code: "InvalidAMIID.Unavailable", message: "The image id '[ami-0deb13a0000000002]' is no longer available" });
     const r = await h.spuff(["up", "goneami"]);
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toContain("error: the AMI ami-0deb12a0000000002 cannot be used in us-east-1 (InvalidAMIID.Unavailable:");
+    expect(r.stderr).toContain("error: the AMI ami-0deb13a0000000002 cannot be used in us-east-1 (InvalidAMIID.Unavailable:");
     await nothingLeft();
   });
 
-  it("no official Debian 12 image in the region: exit 2, suggests aws.ami", async () => {
+  it("no official Debian 13 image in the region: exit 2, suggests aws.ami", async () => {
     h.moto.inject({
       action: "DescribeImages",
       body: '<?xml version="1.0" encoding="UTF-8"?>\n<DescribeImagesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><requestId>x</requestId><imagesSet/></DescribeImagesResponse>',
     });
     const r = await h.spuff(["up", "nodebian"]);
     expect(r.code, r.stderr).toBe(2);
-    expect(r.stderr).toContain("error: no official Debian 12 x86_64 AMI (owner 136693071363) found in us-east-1");
-    expect(r.stderr).toContain("hint: set aws.ami to a Debian 12 AMI id in this region");
+    expect(r.stderr).toContain("error: no official Debian 13 x86_64 AMI (owner 136693071363) found in us-east-1");
+    expect(r.stderr).toContain("hint: set aws.ami to a Debian 13 AMI id in this region");
     expect(created()).toBe(0);
   });
 

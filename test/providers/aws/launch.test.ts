@@ -88,18 +88,18 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     await h.spuffOk(["down", "attrs", "--yes"]);
   });
 
-  it("the newest official Debian 12 image per architecture: t4g (arm64) gets the arm64 build; impostors are ignored", async () => {
+  it("the newest official Debian 13 image per architecture: t4g (arm64) gets the arm64 build; impostors are ignored", async () => {
     const up = await h.spuff(["up", "arm", "--size", "t4g.small"]);
     expect(up.code, up.stderr).toBe(0);
-    expect(up.stderr).toContain("t4g.small in us-east-1a, debian-12-arm64-20240717-1811 (ami-0deb12b0000000003)");
+    expect(up.stderr).toContain("t4g.small in us-east-1a, debian-13-arm64-20251117-2305 (ami-0deb13b0000000003)");
     const [i] = await h.live();
-    expect(i).toMatchObject({ ImageId: "ami-0deb12b0000000003", InstanceType: "t4g.small" });
+    expect(i).toMatchObject({ ImageId: "ami-0deb13b0000000003", InstanceType: "t4g.small" });
     const images = h.moto.requests.filter((r) => r.action === "DescribeImages");
     expect(images).toHaveLength(1);
     expect(Object.fromEntries(images[0].params)).toMatchObject({
       "Owner.1": "136693071363",
       "Filter.1.Name": "name",
-      "Filter.1.Value.1": "debian-12-arm64-*",
+      "Filter.1.Value.1": "debian-13-arm64-*",
       "Filter.2.Name": "architecture",
       "Filter.2.Value.1": "arm64",
     });

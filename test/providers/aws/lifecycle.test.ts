@@ -8,7 +8,7 @@ import { events, SKIP, useHarness } from "./harness.js";
 describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
   const h = useHarness({ ipv4Prefix: "127.0.81." });
 
-  it("creates an instance from the newest Debian 12 AMI with its security group, lists it, and removes both", async () => {
+  it("creates an instance from the newest Debian 13 AMI with its security group, lists it, and removes both", async () => {
     const up = await h.spuff(["up", "box", "--json"]);
     expect(up.stderr).toBe("");
     expect(up.code, up.stderr).toBe(0);
@@ -18,7 +18,7 @@ describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skippe
 
     const [instance, ...more] = await h.live();
     expect(more).toEqual([]);
-    expect(instance).toMatchObject({ ImageId: "ami-0deb12a0000000002", InstanceType: "t3.small" });
+    expect(instance).toMatchObject({ ImageId: "ami-0deb13a0000000002", InstanceType: "t3.small" });
     const tags = Object.fromEntries((instance.Tags ?? []).map((t) => [t.Key, t.Value]));
     expect(tags).toMatchObject({ Name: "box", "managed-by": "spuff", [LABEL.name]: "box", [LABEL.owner]: "testowner0001" });
     expect(tags[LABEL.requestId]).toMatch(/^[0-9a-f]{32}$/);

@@ -18,7 +18,7 @@ describe.skipIf(SKIP)(`aws: retries, idempotency and reap${SKIP ? ` (skipped: ${
     const { EC2Client } = await import("@aws-sdk/client-ec2");
     const viaProxy = new EC2Client({ region: "us-east-1", endpoint: h.moto.endpoint, credentials: { accessKeyId: "AKIATEST", secretAccessKey: "x" } });
     try {
-      const input = { ImageId: "ami-0deb12a0000000002", InstanceType: "t3.small" as const, MinCount: 1, MaxCount: 1, ClientToken: "same-token-1" };
+      const input = { ImageId: "ami-0deb13a0000000002", InstanceType: "t3.small" as const, MinCount: 1, MaxCount: 1, ClientToken: "same-token-1" };
       const a = await viaProxy.send(new RunInstancesCommand(input));
       const b = await viaProxy.send(new RunInstancesCommand(input));
       expect(b.Instances?.[0].InstanceId).toBe(a.Instances?.[0].InstanceId);

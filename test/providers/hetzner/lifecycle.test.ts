@@ -28,7 +28,7 @@ describe("hetzner: up → ls → down through the CLI", () => {
     const [server] = h.fake.servers.values();
     const [key] = h.fake.sshKeys.values();
     expect(server.sshKeys).toEqual([key.id]);
-    expect(server).toMatchObject({ name: "box", type: "cx22", location: "fsn1", image: "debian-12" });
+    expect(server).toMatchObject({ name: "box", type: "cx22", location: "fsn1", image: "debian-13" });
     expect(server.ipv4).toBe("127.0.71.2");
     for (const labels of [server.labels, key.labels]) {
       expect(labels).toMatchObject({ "managed-by": "spuff", [LABEL.name]: "box", [LABEL.owner]: "testowner0001" });

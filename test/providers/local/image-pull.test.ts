@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { arch } from "node:os";
 import { join } from "node:path";
@@ -8,7 +8,9 @@ import { runCli, tempHome } from "../../helpers/cli.js";
 
 // `spuff image pull` against a loopback HTTP server laid out like Debian's cloud image directory (an image file and
 // SHA512SUMS): the real download, hashing and verification code, with the checksum file made to match or not.
-const NAME = `debian-12-genericcloud-${arch() === "arm64" ? "arm64" : "amd64"}.qcow2`;
+const ARCH = arch() === "arm64" ? "arm64" : "amd64";
+/** The default release, local.image: debian-13 (trixie). */
+const NAME = `debian-13-genericcloud-${ARCH}.qcow2`;
 const image = randomBytes(3 * 1024 * 1024 + 17);
 const goodSum = createHash("sha512").update(image).digest("hex");
 let sums = "";
@@ -18,7 +20,7 @@ let base = "";
 beforeAll(async () => {
   server = createServer((req, res) => {
     if (req.url === "/cloud/SHA512SUMS") return res.end(sums);
-    if (req.url === `/cloud/${NAME}`) {
+    if (req.url === `/cloud/${NAME}` || req.url === `/cloud/debian-12-genericcloud-${ARCH}.qcow2`) {
       res.writeHead(200, { "content-length": String(image.length) });
       return res.end(image);
     }
@@ -65,6 +67,23 @@ describe("spuff image pull", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`has no checksum for ${NAME}: refusing an image that cannot be verified`);
     expect(existsSync(images())).toBe(false);
+  });
+
+  it("pulls the release local.image names (debian-12), and explains that a path cannot be pulled", async () => {
+    const config = (image: string) => {
+      mkdirSync(join(t.env.XDG_CONFIG_HOME as string, "spuff"), { recursive: true });
+      writeFileSync(join(t.env.XDG_CONFIG_HOME as string, "spuff", "config.yaml"), `local:\n  image: ${image}\n`);
+    };
+    config("debian-12");
+    sums = `${goodSum}  debian-12-genericcloud-${ARCH}.qcow2\n`;
+    const r = await runCli(["image", "pull", "--url", base], { env: t.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`image ready: ${join(images(), `debian-12-genericcloud-${ARCH}`)}\n`);
+    config("/srv/images/ubuntu-24.04.qcow2");
+    const path = await runCli(["image", "pull", "--url", base], { env: t.env });
+    expect(path.code).toBe(1);
+    expect(path.stderr).toContain("local.image is /srv/images/ubuntu-24.04.qcow2, a path, not a release spuff can build or pull");
+    expect(path.stderr).toContain("set local.image to one of debian-13, debian-12");
   });
 
   it("explains a missing directory", async () => {

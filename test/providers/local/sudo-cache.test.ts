@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:http";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cloudImageName } from "../../../providers/local/pull.js";
+import { cloudImageName } from "../../../providers/local/image.js";
 import { cacheDir } from "../../../src/core/state.js";
 import { runCli, tempHome } from "../../helpers/cli.js";
 
@@ -16,7 +16,7 @@ const USER = "spuff-test";
 const uid = Number(execFileSync("id", ["-u", USER], { encoding: "utf8" }));
 const gid = Number(execFileSync("id", ["-g", USER], { encoding: "utf8" }));
 const home = execFileSync("getent", ["passwd", USER], { encoding: "utf8" }).split(":")[5];
-const NAME = cloudImageName();
+const NAME = cloudImageName("debian-13");
 const image = randomBytes(64 * 1024);
 let server: Server;
 let base = "";
