@@ -101,7 +101,7 @@ export async function doctor(input: DoctorInput): Promise<Check[]> {
       checks.push({ check: "VM reachable", ok: true, detail: `${target.host}:${target.port}` });
       checks.push({ check: "VM host key", ok: false, detail: err.message, hint: err.hints[0] });
     } else {
-      checks.push({ check: "VM reachable", ok: false, detail: (err as Error).message, hint: `check \`spuff status ${target.name}\`; a VM that powered off is removed by \`spuff reap\`` });
+      checks.push({ check: "VM reachable", ok: false, detail: (err as Error).message, hint: `check \`spuff status ${target.name}\`; a VM that powered off boots again with \`spuff start ${target.name}\` (local, Hetzner)` });
       checks.push(skipped("VM host key", "the VM is not reachable"));
     }
     checks.push(skipped("agent on the VM", "no verified connection"));
