@@ -183,8 +183,8 @@ describe("picker on the local provider's state", () => {
     expect(f).toMatch(/^› web\s+stopped \(host restarted\)\s+local/m);
     p.stdin.write("s");
     // This machine has no base image for the VM's kernel: the local provider says so, and how to get one.
-    const refused = await frame(p, has("no local VM image yet"));
-    expect(refused).toContain("error: no local VM image yet");
+    const refused = await frame(p, has("no local VM image of Debian 13 (trixie) (local.image: debian-13) yet"));
+    expect(refused).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
     expect(refused).toContain("hint: download Debian's official cloud image");
     expect(existsSync(join(stateDir(home.env), "local", "web", "meta.json"))).toBe(true);
     expect(new StateStore(stateDir(home.env)).read("web")?.upPid).toBeUndefined();

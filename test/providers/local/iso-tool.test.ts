@@ -35,6 +35,6 @@ describe.runIf(process.arch === "x64")("the seed ISO tool", () => {
   it("mkisofs alone is enough (cdrtools has no genisoimage)", () => {
     const r = upWith({ mkisofs: "/usr/bin/genisoimage" });
     expect(r.stderr).not.toContain("seed ISO");
-    expect(r.stderr).toContain("error: no local VM image yet");
+    expect(r.stderr).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
   });
 });

@@ -40,13 +40,13 @@ describe.runIf(process.getuid?.() === 0 && existsSync("/dev/kvm"))("spuff up wit
     expect(plain.stderr).toContain(
       "note: KVM cannot be used, so the VM runs under software emulation (TCG, several times slower): no read/write access to /dev/kvm: add yourself to its group (`sudo usermod -aG kvm $USER`, then log in again)",
     );
-    expect(plain.stderr).toContain("error: no local VM image yet");
+    expect(plain.stderr).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
     expect(plain.status).toBe(1);
 
     const json = asUser(["up", "demo", "--json"]);
     expect(json.stderr.match(/^note: KVM cannot be used/gm)).toHaveLength(1);
     const events = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
-    expect(events.at(-1).error.message).toBe("no local VM image yet");
+    expect(events.at(-1).error.message).toBe("no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
     expect(json.stdout).not.toContain("KVM");
   });
 
@@ -54,7 +54,7 @@ describe.runIf(process.getuid?.() === 0 && existsSync("/dev/kvm"))("spuff up wit
     const t = tempHome();
     const r = await runCli(["up", "demo"], { env: t.env });
     t.cleanup();
-    expect(r.stderr).toContain("error: no local VM image yet");
+    expect(r.stderr).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
     expect(r.stderr).not.toContain("note:");
   });
 });
