@@ -14,6 +14,7 @@ set -euo pipefail
 umask 077
 key=${SPUFF_HOST_KEY:-/etc/ssh/ssh_host_ed25519_key}
 cloud=${SPUFF_CLOUD_DIR:-/var/lib/cloud}
+run=${SPUFF_CLOUD_RUN_DIR:-/run/cloud-init}
 
 die() {
   echo "spuff-rotate-host-key: $*" >&2
@@ -71,6 +72,9 @@ case "${1:-}" in
       [ -d "$d" ] || continue
       rm -f "$d"user-data.txt "$d"user-data.txt.i "$d"cloud-config.txt "$d"obj.pkl
     done
+    # cloud-init 24+ (Debian 13) also writes the merged config, host keys included, to its run directory (root-only,
+    # tmpfs); the sensitive instance data goes with it.
+    rm -f "$run"/combined-cloud-config.json "$run"/instance-data-sensitive.json
     ;;
   abort)
     [ $# = 1 ] || die "usage: abort"

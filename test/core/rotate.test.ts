@@ -106,6 +106,7 @@ describe("host key rotation on up", () => {
     expect(bare(execFileSync("ssh-keygen", ["-y", "-f", vm.hostKeyFile], { encoding: "utf8" }))).toBe(presented);
     expect(bare(readFileSync(`${vm.hostKeyFile}.pub`, "utf8"))).toBe(presented);
     expect(readdirSync(join(vm.dir, "cloud", "instances", "i-standin"))).toEqual(["sem"]);
+    expect(readdirSync(join(vm.dir, "cloud-run"))).toEqual([]);
     const oldBody = old.private.split("\n")[2];
     expect(spawnSync("grep", ["-rqF", oldBody, vm.dir]).status).toBe(1);
 

@@ -112,6 +112,7 @@ function sudoShim(dir: string): string {
     "PATH=/usr/local/bin:/usr/bin:/bin",
     `SPUFF_HOST_KEY=${join(dir, "keys", "ssh_host_ed25519_key")}`,
     `SPUFF_CLOUD_DIR=${join(dir, "cloud")}`,
+    `SPUFF_CLOUD_RUN_DIR=${join(dir, "cloud-run")}`,
     `SPUFF_SSHD_RELOAD_REQUEST=${join(dir, "keys", "reload-request")}`,
   ];
   return [
@@ -164,6 +165,9 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   const text = Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
   for (const f of ["user-data.txt", "user-data.txt.i", "cloud-config.txt", "obj.pkl"]) writeFileSync(join(instance, f), text, { mode: 0o600 });
   writeFileSync(join(instance, "sem", "config_ssh"), "", { mode: 0o600 });
+  // cloud-init 24+ also keeps the merged config (host keys included) in its run directory.
+  mkdirSync(join(dir, "cloud-run"), { mode: 0o700 });
+  writeFileSync(join(dir, "cloud-run", "combined-cloud-config.json"), JSON.stringify({ ssh_keys: cfg.ssh_keys ?? {} }), { mode: 0o600 });
   symlinkSync(instance, join(dir, "cloud", "instance"));
   const rotate = cfg.write_files?.find((f) => f.path === ROTATE_HOST_KEY);
   if (rotate) {
@@ -171,7 +175,7 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
     writeFileSync(join(dir, "lib", "rotate-host-key"), rotate.content, { mode: 0o755 });
   }
   // On a VM root owns these; here the login user does, so that the rotate script can run without the real sudo.
-  for (const p of [keys, hostKeyFile, `${hostKeyFile}.pub`, join(dir, "cloud"), join(dir, "cloud", "instances"), instance, join(instance, "sem")]) chownSync(p, uid, gid);
+  for (const p of [keys, hostKeyFile, `${hostKeyFile}.pub`, join(dir, "cloud"), join(dir, "cloud", "instances"), instance, join(instance, "sem"), join(dir, "cloud-run"), join(dir, "cloud-run", "combined-cloud-config.json")]) chownSync(p, uid, gid);
   for (const f of ["user-data.txt", "user-data.txt.i", "cloud-config.txt", "obj.pkl", "sem/config_ssh"]) chownSync(join(instance, f), uid, gid);
   writeFileSync(join(dir, "authorized_keys"), `${firstUser.ssh_authorized_keys.join("\n")}\n`, { mode: 0o644 });
   writeFileSync(join(bin, "cloud-init"), '#!/bin/sh\necho "status: done"\n', { mode: 0o755 });

@@ -1,9 +1,9 @@
 import type { ChildProcess } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
-import { BIN, type CliResult, spawnCli, tempHome } from "../../helpers/cli.js";
+import { BIN, type CliResult, spawnCli, tempHome, userConfigFile, writeUserConfig } from "../../helpers/cli.js";
 import { type Harness, harness, problems } from "./harness.js";
 
 // One VM, one identity, against the Hetzner fake through the built CLI: a run destroys only what it created (found by
@@ -64,6 +64,8 @@ describe.skipIf(!existsSync(BIN))("hetzner: identity, not names", { timeout: 60_
     try {
       const envA = h.env;
       const envB = { ...h.env, HOME: other.home, XDG_CONFIG_HOME: join(other.home, ".config"), XDG_STATE_HOME: join(other.home, ".local", "state"), SPUFF_OWNER: "teammate0002" };
+      // The teammate's own user config, with the same settings (the stand-in VMs' login user).
+      writeUserConfig(envB, readFileSync(userConfigFile(h.env), "utf8"));
       const [a, b] = await Promise.all([
         cli(["--provider", "hetzner", "up", "same"], envA, h.home.home),
         cli(["--provider", "hetzner", "up", "same"], envB, h.home.home),
