@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, chownSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, chownSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Socket } from "node:net";
-import { arch, platform } from "node:os";
+import { arch, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pidAlive } from "../../src/core/state.js";
 
@@ -188,9 +188,10 @@ export interface Passt {
  */
 export async function startPasst(dir: string, sshPort: number): Promise<Passt> {
   await stopPasst(dir); // a previous try's (its QEMU did not run)
-  const sockDir = join(dir, "passt");
-  rmSync(sockDir, { recursive: true, force: true });
-  mkdirSync(sockDir, { recursive: true, mode: 0o700 });
+  // Under the temp dir: every directory above the socket must be searchable by passt's user, and a socket path is
+  // limited to 108 bytes.
+  const sockDir = mkdtempSync(join(tmpdir(), "spuff-passt-"));
+  writeFileSync(join(dir, "passt.dir"), `${sockDir}\n`);
   if (process.getuid?.() === 0) {
     const id = (flag: string) => Number(spawnSync("id", [flag, "nobody"], { encoding: "utf8" }).stdout.trim());
     chownSync(sockDir, id("-u"), id("-g"));
@@ -234,9 +235,11 @@ export function tiePasstToQemu(qemuPid: number, passtPid: number): void {
   w.unref();
 }
 
-/** Stops the VM's passt if it still runs (pid in dir/passt.pid, checked to be passt). */
+/** Stops the VM's passt if it still runs (pid in dir/passt.pid, checked to be passt) and removes its socket directory. */
 export async function stopPasst(dir: string): Promise<void> {
   const pidfile = join(dir, "passt.pid");
+  const sockDir = existsSync(join(dir, "passt.dir")) ? readFileSync(join(dir, "passt.dir"), "utf8").trim() : "";
+  if (sockDir.startsWith(join(tmpdir(), "spuff-passt-"))) rmSync(sockDir, { recursive: true, force: true });
   const pid = livePid(pidfile, "passt");
   if (pid === undefined) return;
   process.kill(pid, "SIGTERM");
