@@ -112,8 +112,15 @@ describe.skipIf(!imageReady || !isolated || !hasPasst)("local VM with local.netw
     for (const line of ss) expect(line.split(/\s+/)[4]).toMatch(/^127\.0\.0\.1:\d+$/);
   });
 
-  it("spuff down stops passt with the VM", async () => {
-    expect((await spuff("down", "net", "--yes")).code).toBe(0);
+  it("a QEMU that dies (here SIGKILL) takes its passt with it; down then leaves nothing", async () => {
+    const sockDir = readFileSync(join(vmDir, "passt.dir"), "utf8").trim();
+    expect(existsSync(sockDir)).toBe(true);
+    process.kill(Number(readFileSync(join(vmDir, "qemu.pid"), "utf8")), "SIGKILL");
+    const deadline = Date.now() + 10_000;
+    while (existsSync(`/proc/${passtPid}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     expect(existsSync(`/proc/${passtPid}`)).toBe(false);
+    expect((await spuff("down", "net", "--yes")).code).toBe(0);
+    expect(existsSync(vmDir)).toBe(false);
+    expect(existsSync(sockDir)).toBe(false);
   });
 });
