@@ -25,7 +25,7 @@ if [ "$(uname -m)" != x86_64 ]; then
   echo "install-deps: the local provider runs amd64 (x86_64) machines only today; on $(uname -m) use hetzner or aws, which need only Node.js" >&2
   exit 0
 fi
-pkgs=(qemu-system-x86 qemu-utils genisoimage debootstrap openssh-client e2fsprogs netcat-openbsd)
+pkgs=(qemu-system-x86 qemu-utils genisoimage debootstrap openssh-client e2fsprogs netcat-openbsd passt)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "install-deps: all present"; exit 0; fi

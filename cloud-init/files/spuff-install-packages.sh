@@ -1,6 +1,6 @@
 #!/bin/bash
 # spuff: installs the listed Debian packages that are missing (runcmd, as root). The package lists are refreshed only
-# when something is missing, so a VM whose image already has everything (the local QEMU image, which has no network)
+# when something is missing, so a VM whose image already has everything (the local QEMU image)
 # boots without touching apt. A failed install is reported but never fails or hangs the boot: every apt step has a
 # time limit, and the exit status is 0 so the rest of the boot (sshd, idle watcher, setup) still happens.
 set -u

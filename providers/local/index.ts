@@ -7,7 +7,7 @@ import type { CreateSpec, Placement, Progress, Provider, ProviderContext, Provid
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
-import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, portFree, qemuArgs, qemuBinary, qmp, toMiB } from "./qemu.js";
+import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
 
 interface Meta {
   name: string;
@@ -120,6 +120,7 @@ class LocalProvider implements Provider {
         hint: "Debian/Ubuntu: `sudo apt-get install genisoimage` (or `bash scripts/install-deps.sh`); macOS: `brew install xorriso`",
       });
     }
+    this.validateNetwork();
     findImage(this.ctx.cacheDir, this.ctx.config.local.image);
     const r = this.resources();
     const problems: string[] = [];
@@ -131,6 +132,22 @@ class LocalProvider implements Provider {
     const freeMiB = Math.floor((fs.bavail * fs.bsize) / 2 ** 20);
     if (r.diskMiB > freeMiB) problems.push(`local.disk: ${r.diskMiB} MiB is more than the ${freeMiB} MiB free under ${this.root}`);
     if (problems.length) throw new UserError("the local VM does not fit on this machine", { notes: problems, hint: "lower these in your config (spuff config show)" });
+  }
+
+  /** local.network nat needs passt, never slirp's nat (which maps the guest's gateway to this machine's 127.0.0.1). */
+  private validateNetwork(): void {
+    const c = this.ctx.config.local;
+    if (c.network !== "nat") return;
+    if (c.guest_forwards?.length) {
+      throw new UserError("local.guest_forwards needs local.network: none", {
+        hint: "with nat the VM reaches nothing of this machine; set local.network: none to use guest_forwards, or remove them",
+      });
+    }
+    if (!hasCommand("passt")) {
+      throw new UserError("passt is not installed: local.network nat (the default) gives the VM its network through passt", {
+        hint: "Debian/Ubuntu: `sudo apt-get install passt` (or `sudo bash scripts/install-deps.sh`); or set local.network: none for a VM without any network",
+      });
+    }
   }
 
   async create(spec: CreateSpec, progress: Progress): Promise<Vm> {
@@ -189,6 +206,15 @@ class LocalProvider implements Provider {
       const log = join(dir, "qemu.log");
       rmSync(join(dir, "qemu.pid"), { force: true });
       const fd = openSync(log, "w");
+      const network = this.ctx.config.local.network;
+      let passt: Passt | undefined;
+      if (network === "nat") {
+        try {
+          passt = await startPasst(dir, meta.sshPort);
+        } catch (e) {
+          throw new ProviderError(`cannot start the network for ${meta.name}`, { notes: [(e as Error).message], hint: `see ${join(dir, "passt.log")}` });
+        }
+      }
       const child = spawn(
         qemuBinary(),
         qemuArgs({
@@ -205,10 +231,15 @@ class LocalProvider implements Provider {
           pidfile: join(dir, "qemu.pid"),
           qmp: join(dir, "qmp.sock"),
           console: join(dir, "console.log"),
+          network,
         }),
-        { detached: true, stdio: ["ignore", fd, fd] },
+        { detached: true, stdio: ["ignore", fd, fd, ...(passt ? [passt.socket] : [])] },
       );
       child.unref();
+      if (passt) {
+        passt.socket.destroy(); // QEMU holds its own copy
+        if (child.pid) tiePasstToQemu(child.pid, passt.pid);
+      }
       const failure = await probe(child, accel, { log, console: join(dir, "console.log") }, accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
       if (failure === undefined) {
         if (setting === "auto" && remembered !== accel) writeFileAtomic(this.accelCache(), `${accel}\n`, 0o644);
@@ -326,6 +357,7 @@ class LocalProvider implements Provider {
       if (livePid(pidfile) !== undefined) process.kill(pid, "SIGKILL");
       while (livePid(pidfile) !== undefined) await new Promise((r) => setTimeout(r, 50));
     }
+    await stopPasst(dir);
     rmSync(dir, { recursive: true, force: true });
   }
 

@@ -1,7 +1,8 @@
-import { spawnSync } from "node:child_process";
-import { accessSync, constants, existsSync, readFileSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
-import { arch, platform } from "node:os";
+import { spawn, spawnSync } from "node:child_process";
+import { accessSync, chownSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Socket } from "node:net";
+import { arch, platform, tmpdir } from "node:os";
+import { join } from "node:path";
 import { pidAlive } from "../../src/core/state.js";
 
 export type Accel = "kvm" | "hvf" | "tcg";
@@ -53,10 +54,28 @@ export interface QemuSpec {
   pidfile: string;
   qmp: string;
   console: string;
+  /**
+   * "none": user networking with restrict=on (no network for the guest), SSH forwarded on loopback only. "nat": the
+   * NIC is the connected passt socket QEMU inherits as fd 3 (see passtArgs), which also forwards SSH.
+   */
+  network: "nat" | "none";
 }
 
-/** QEMU arguments: user networking with restrict=on (no network for the guest), SSH forwarded on loopback only. */
+/** The fd the passt socket is handed to QEMU on (its stdio index in spawn). */
+export const PASST_FD = 3;
+
+/**
+ * passt for `local.network: nat`: the guest reaches what this machine reaches, but `--no-map-gw` keeps the guest's
+ * gateway from being mapped to this machine's own loopback (slirp's nat would hand the untrusted VM 127.0.0.1). SSH is
+ * forwarded from 127.0.0.1:sshPort only; nothing else listens on this machine; no UDP forwarding.
+ */
+export function passtArgs(p: { socket: string; sshPort: number }): string[] {
+  return ["--no-map-gw", "--foreground", "--quiet", "--socket", p.socket, "--tcp-ports", `127.0.0.1/${p.sshPort}:22`, "--udp-ports", "none"];
+}
+
+/** QEMU arguments, see QemuSpec.network. */
 export function qemuArgs(s: QemuSpec): string[] {
+  if (s.network === "nat" && s.guestForwards.length) throw new Error("guest_forwards need local.network: none");
   const nic = [
     "user",
     "model=virtio-net-pci",
@@ -82,18 +101,18 @@ export function qemuArgs(s: QemuSpec): string[] {
     ...(s.kernel && s.initrd ? ["-kernel", s.kernel, "-initrd", s.initrd, "-append", "root=/dev/vda rw console=ttyS0"] : []),
     "-drive", `file=${s.overlay},if=virtio,format=qcow2`,
     "-drive", `file=${s.seed},media=cdrom,readonly=on`,
-    "-nic", nic,
+    ...(s.network === "nat" ? ["-netdev", `socket,id=net0,fd=${PASST_FD}`, "-device", "virtio-net-pci,netdev=net0"] : ["-nic", nic]),
   ];
 }
 
-/** The pid in `pidfile` if that process is alive and is QEMU (not a reused pid). */
-export function livePid(pidfile: string): number | undefined {
+/** The pid in `pidfile` if that process is alive and is QEMU (`what`; not a reused pid). */
+export function livePid(pidfile: string, what = "qemu-system"): number | undefined {
   if (!existsSync(pidfile)) return undefined;
   const pid = Number(readFileSync(pidfile, "utf8").trim());
   if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return undefined;
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    if (!cmdline.includes("qemu-system")) return undefined;
+    if (!cmdline.includes(what)) return undefined;
   } catch {
     if (platform() === "linux") return undefined;
   }
@@ -164,4 +183,76 @@ export function toMiB(size: string | number): number {
     default:
       return n;
   }
+}
+
+export interface Passt {
+  pid: number;
+  /** Connected to passt; handed to QEMU as fd PASST_FD, then closed here. */
+  socket: Socket;
+}
+
+/**
+ * Starts passt detached for the VM in `dir` (pid in dir/passt.pid, log in dir/passt.log) and connects to it. passt drops
+ * root to `nobody` before it creates its socket, so as root its socket directory belongs to nobody.
+ */
+export async function startPasst(dir: string, sshPort: number): Promise<Passt> {
+  await stopPasst(dir); // a previous try's (its QEMU did not run)
+  // Under the temp dir: every directory above the socket must be searchable by passt's user, and a socket path is
+  // limited to 108 bytes.
+  const sockDir = mkdtempSync(join(tmpdir(), "spuff-passt-"));
+  writeFileSync(join(dir, "passt.dir"), `${sockDir}\n`);
+  if (process.getuid?.() === 0) {
+    const id = (flag: string) => Number(spawnSync("id", [flag, "nobody"], { encoding: "utf8" }).stdout.trim());
+    chownSync(sockDir, id("-u"), id("-g"));
+  }
+  const socket = join(sockDir, "passt.sock");
+  const log = join(dir, "passt.log");
+  const fd = openSync(log, "w");
+  const child = spawn("passt", passtArgs({ socket, sshPort }), { detached: true, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  let exited = false;
+  child.once("exit", () => (exited = true));
+  child.once("error", () => (exited = true));
+  child.unref();
+  if (child.pid) writeFileSync(join(dir, "passt.pid"), `${child.pid}\n`);
+  const deadline = Date.now() + 5000;
+  const why = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").slice(-3).join(" | ") : "") || "no output";
+  while (!existsSync(socket)) {
+    if (exited || Date.now() > deadline) {
+      if (!exited) child.kill("SIGKILL");
+      throw new Error(`passt did not start: ${why()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const conn = await new Promise<Socket>((resolve, reject) => {
+    const c = createConnection(socket);
+    c.once("connect", () => resolve(c));
+    c.once("error", reject);
+  }).catch((e: Error) => {
+    child.kill("SIGKILL");
+    throw new Error(`cannot connect to passt: ${e.message}`);
+  });
+  return { pid: child.pid as number, socket: conn };
+}
+
+/**
+ * Ends passt when QEMU `qemuPid` is gone, however it ends (down, guest poweroff, crash, SIGKILL): a detached shell
+ * that outlives spuff. passt itself does not exit when QEMU disconnects.
+ */
+export function tiePasstToQemu(qemuPid: number, passtPid: number): void {
+  const w = spawn("sh", ["-c", `while kill -0 ${qemuPid} 2>/dev/null; do sleep 1; done; kill ${passtPid} 2>/dev/null`], { detached: true, stdio: "ignore" });
+  w.unref();
+}
+
+/** Stops the VM's passt if it still runs (pid in dir/passt.pid, checked to be passt) and removes its socket directory. */
+export async function stopPasst(dir: string): Promise<void> {
+  const pidfile = join(dir, "passt.pid");
+  const sockDir = existsSync(join(dir, "passt.dir")) ? readFileSync(join(dir, "passt.dir"), "utf8").trim() : "";
+  if (sockDir.startsWith(join(tmpdir(), "spuff-passt-"))) rmSync(sockDir, { recursive: true, force: true });
+  const pid = livePid(pidfile, "passt");
+  if (pid === undefined) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 3000;
+  while (livePid(pidfile, "passt") !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (livePid(pidfile, "passt") !== undefined) process.kill(pid, "SIGKILL");
 }

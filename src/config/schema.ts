@@ -66,6 +66,8 @@ export const configSchema = z.strictObject({
       disk: size.optional(),
       image: z.string().optional(),
       accel: z.enum(["auto", "kvm", "hvf", "tcg"]).optional(),
+      /** nat: outbound access through passt, this machine's loopback not reachable; none: no network at all. */
+      network: z.enum(["nat", "none"]).optional(),
       /** Guest address → host loopback service, e.g. "10.0.2.100:22=127.0.0.1:2222" (a git server on this machine). */
       guest_forwards: z
         .array(z.string().regex(/^10\.0\.2\.\d{1,3}:\d{1,5}=127\.0\.0\.1:\d{1,5}$/, 'expected "10.0.2.X:PORT=127.0.0.1:HOSTPORT"'))

@@ -55,7 +55,7 @@ describe("which keys a project file may set", () => {
     const refused = Object.entries(PROJECT_KEYS)
       .filter(([, r]) => r !== true)
       .map(([k]) => k);
-    for (const k of ["hetzner.token", "hetzner.image", "aws.ami", "aws.endpoint", "aws.profile", "local.image", "local.guest_forwards", "git_hosts", "dotfiles"]) {
+    for (const k of ["hetzner.token", "hetzner.image", "aws.ami", "aws.endpoint", "aws.profile", "local.image", "local.network", "local.guest_forwards", "git_hosts", "dotfiles"]) {
       expect(refused).toContain(k);
     }
     expect(refused.filter((k) => k.startsWith("ssh."))).toHaveLength(Object.keys(configSchema.shape.ssh.unwrap().shape).length);

@@ -18,7 +18,7 @@ afterAll(() => {
 function upWith(programs: Record<string, string>) {
   const dir = mkdtempSync(join(tmpdir(), "spuff-path-"));
   dirs.push(dir);
-  for (const [name, target] of Object.entries({ sh: "/bin/sh", "qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "qemu-img": "/usr/bin/qemu-img", ...programs })) {
+  for (const [name, target] of Object.entries({ sh: "/bin/sh", "qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "qemu-img": "/usr/bin/qemu-img", passt: "/usr/bin/passt", ...programs })) {
     symlinkSync(target, join(dir, name));
   }
   return spawnSync(process.execPath, [BIN, "up", "demo"], { env: { ...t.env, PATH: dir }, cwd: t.home, encoding: "utf8", timeout: 20_000 });
