@@ -72,8 +72,7 @@ case "${1:-}" in
       [ -d "$d" ] || continue
       rm -f "$d"user-data.txt "$d"user-data.txt.i "$d"cloud-config.txt "$d"obj.pkl
     done
-    # cloud-init 24+ (Debian 13) also writes the merged config, host keys included, to its run directory (root-only,
-    # tmpfs); the sensitive instance data goes with it.
+    # cloud-init 24+ keeps the merged config (host key included) in /run too.
     rm -f "$run"/combined-cloud-config.json "$run"/instance-data-sensitive.json
     ;;
   abort)

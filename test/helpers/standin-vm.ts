@@ -17,6 +17,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
 import { ROTATE_HOST_KEY } from "../../src/cloudinit/index.js";
 import { stopSshd } from "./sshd.js";
@@ -128,8 +129,18 @@ function sudoShim(dir: string): string {
   ].join("\n");
 }
 
+/**
+ * The user-data as cloud-init reads it: plain text, or gzip (a large user-data), which Hetzner's API gets as base64
+ * (cloud-init's Hetzner datasource base64-decodes it first) and EC2 as bytes.
+ */
+export function userDataText(userData: string | Buffer): string {
+  const raw = Buffer.isBuffer(userData) ? userData : userData.startsWith("#") ? undefined : Buffer.from(userData, "base64");
+  if (raw && raw[0] === 0x1f && raw[1] === 0x8b) return gunzipSync(raw).toString("utf8");
+  return Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
+}
+
 export function parseUserData(userData: string | Buffer): CloudConfig {
-  const text = Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
+  const text = userDataText(userData);
   if (!text.startsWith("#cloud-config")) throw new Error("user-data is not a #cloud-config document");
   return parse(text) as CloudConfig;
 }
@@ -162,7 +173,7 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   writeFileSync(`${hostKeyFile}.pub`, `${cfg.ssh_keys?.ed25519_public ?? ""}\n`, { mode: 0o644 });
   const instance = join(dir, "cloud", "instances", "i-standin");
   mkdirSync(join(instance, "sem"), { recursive: true, mode: 0o700 });
-  const text = Buffer.isBuffer(userData) ? userData.toString("utf8") : userData;
+  const text = userDataText(userData);
   for (const f of ["user-data.txt", "user-data.txt.i", "cloud-config.txt", "obj.pkl"]) writeFileSync(join(instance, f), text, { mode: 0o600 });
   writeFileSync(join(instance, "sem", "config_ssh"), "", { mode: 0o600 });
   // cloud-init 24+ also keeps the merged config (host keys included) in its run directory.

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
+import { userDataText } from "../../helpers/standin-vm.js";
 import { type Harness, harness, problems } from "./harness.js";
 
 // The real CLI (`main(argv)`) against the spec-validating Hetzner fake, with a real OpenSSH sshd standing in for each
@@ -36,7 +37,8 @@ describe("hetzner: up → ls → down through the CLI", () => {
       expect(Number(labels[LABEL.expiresAt]) - Number(labels[LABEL.createdAt])).toBe(24 * 3600);
     }
     expect(key.labels[LABEL.requestId]).toBe(server.labels[LABEL.requestId]);
-    expect(server.userData.startsWith("#cloud-config")).toBe(true);
+    // Plain text when it fits Hetzner's 32 KiB, else gzip as base64 (cloud-init's Hetzner datasource decodes both).
+    expect(userDataText(server.userData).startsWith("#cloud-config")).toBe(true);
     expect(h.fake.count("POST", "/servers")).toBe(1);
 
     const ls = await h.spuff(["ls", "--json"]);

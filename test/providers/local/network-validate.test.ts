@@ -37,7 +37,7 @@ describe.runIf(process.arch === "x64")("local.network checks before anything is 
   it("none needs no passt", () => {
     const r = upWith({ network: "none" });
     expect(r.stderr).not.toContain("passt");
-    expect(r.stderr).toContain("error: no local VM image yet");
+    expect(r.stderr).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
   });
 
   it("nat with guest_forwards: refused (nat reaches nothing of this machine)", () => {
@@ -49,6 +49,6 @@ describe.runIf(process.arch === "x64")("local.network checks before anything is 
   it("nat with passt installed passes the network checks", () => {
     const r = upWith({ network: "nat" }, { passt: "/usr/bin/passt" });
     expect(r.stderr).not.toContain("passt");
-    expect(r.stderr).toContain("error: no local VM image yet");
+    expect(r.stderr).toContain("error: no local VM image of Debian 13 (trixie) (local.image: debian-13) yet");
   });
 });
