@@ -7,8 +7,8 @@ export {
   SSHD_DROP_IN,
   sshConfigFor,
   templateArgsFromConfig,
-  templateDir,
   trustWarnings,
   validateTemplateArgs,
 } from "./render.js";
+export { templateDir } from "./template-dir.js";
 export type { GitHostInput, TemplateArgs } from "./types.js";

@@ -1,11 +1,11 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import ssh2 from "ssh2";
 import { parseDocument } from "yaml";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
 import { UserError } from "../core/errors.js";
+import { templateDir } from "./template-dir.js";
 import type { GitHostInput, TemplateArgs } from "./types.js";
 
 const { utils } = ssh2;
@@ -13,23 +13,6 @@ const { utils } = ssh2;
 export interface RenderOptions {
   /** The template directory; default: `templateDir()`. Tests point it at a copy. */
   templateDir?: string;
-}
-
-/**
- * The template directory. From source this module is src/cloudinit/render.ts and the templates are ../../cloud-init;
- * from the build it is dist/src/cloudinit/render.js and scripts/copy-assets.mjs put them in dist/cloud-init (same
- * relative path). A build whose assets were not copied falls back to the source tree's cloud-init/.
- */
-export function templateDir(): string {
-  const candidates = ["../../cloud-init/", "../../../cloud-init/"].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
-  const found = candidates.find((d) => existsSync(`${d}user-data.yaml`));
-  if (!found) {
-    throw new UserError("spuff's cloud-init templates are missing", {
-      notes: candidates.map((d) => `looked in ${d}`),
-      hint: "reinstall spuff; from a checkout, run `npm run build` (it copies cloud-init/ into dist/)",
-    });
-  }
-  return found;
 }
 
 /** Packages every VM gets; config `packages` adds to them. Already present on the images spuff uses. */

@@ -1,5 +1,6 @@
-import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { templateDir } from "../cloudinit/template-dir.js";
 import { fingerprintOf } from "./connect.js";
 
 /** A git host the guard signs logins for under `sign_policy: git-only`: its pinned host keys and its login user. */
@@ -20,17 +21,9 @@ export interface GitHostEntry {
   fingerprints?: string[];
 }
 
-/**
- * The known_hosts file shipped to every VM. From source this module is src/ssh/agent-hosts.ts and the file is
- * ../../cloud-init/known_hosts; from the build it is dist/src/ssh/ and scripts/copy-assets.mjs copies it to
- * dist/cloud-init (same relative path); a build whose assets were not copied falls back to the source tree's.
- */
+/** The known_hosts file shipped to every VM (cloud-init/known_hosts, found as the templates are). */
 function shippedKnownHosts(): string {
-  for (const rel of ["../../cloud-init/known_hosts", "../../../cloud-init/known_hosts"]) {
-    const path = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(path)) return readFileSync(path, "utf8");
-  }
-  return "";
+  return readFileSync(join(templateDir(), "known_hosts"), "utf8");
 }
 
 /** The fingerprint of a "TYPE BASE64" key (the blob is hashed as it is; no parsing needed). */
