@@ -52,7 +52,7 @@ class AwsProvider implements Provider {
       description: c.endpoint ? `AWS EC2 API at ${showEndpoint(c.endpoint)}${region}` : `AWS EC2${region}`,
       // A poweroff inside the VM terminates it (InstanceInitiatedShutdownBehavior=terminate): billing ends with no AWS
       // credential on the VM. A stopped instance (stopped from the console) no longer bills compute, only its EBS volume.
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes" },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: false },
     };
   }
 

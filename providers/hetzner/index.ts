@@ -72,7 +72,7 @@ class HetznerProvider implements Provider {
     return {
       name: PROVIDER,
       description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint, INVALID_ENDPOINT)}` : "Hetzner Cloud",
-      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64" },
+      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64", volumes: false },
     };
   }
 

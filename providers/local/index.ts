@@ -84,7 +84,7 @@ class LocalProvider implements Provider {
     return {
       name: "local",
       description: "QEMU on this machine",
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true, volumes: false },
     };
   }
 

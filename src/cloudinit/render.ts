@@ -307,7 +307,14 @@ export function encodeUserData(text: string, maxBytes: number, binary: "bytes" |
 /** Maps the effective config (defaults applied) and the per-VM parts to the template input. */
 export function templateArgsFromConfig(
   config: Config,
-  parts: { hostname: string; hostKey: { private: string; public: string }; clientPublicKey: string; expiresAt: Date },
+  parts: {
+    hostname: string;
+    hostKey: { private: string; public: string };
+    clientPublicKey: string;
+    expiresAt: Date;
+    /** The attached workspace volume's guest paths (Provider.volumeDevices); absent: no volume. */
+    workspaceDevices?: string[];
+  },
 ): TemplateArgs {
   const dotfiles = typeof config.dotfiles === "string" ? { repo: config.dotfiles } : config.dotfiles;
   return {
@@ -326,6 +333,7 @@ export function templateArgsFromConfig(
     dotfiles,
     setup: config.setup,
     repositories: config.repositories,
+    ...(parts.workspaceDevices ? { workspace: { devices: parts.workspaceDevices } } : {}),
     idle: {
       timeoutSeconds: parseDuration(config.idle.timeout) / 1000,
       expiresAt: Math.floor(parts.expiresAt.getTime() / 1000),

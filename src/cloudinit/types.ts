@@ -27,6 +27,12 @@ export interface TemplateArgs {
   dotfiles?: { repo: string; install?: string };
   setup: string[];
   repositories: string[];
+  /**
+   * The workspace volume (docs/workspaces.md): the guest paths of its disk by id, as the provider's volumeDevices
+   * gives them (the first that appears wins). It is formatted ext4 on first use and mounted at ~/work, owned by the
+   * login user. Absent: ~/work is a plain directory on the VM's own disk. Repositories are cloned into ~/work either way.
+   */
+  workspace?: { devices: string[] };
   idle: {
     /** Seconds without activity before the idle action. */
     timeoutSeconds: number;

@@ -8,6 +8,7 @@ export const DEFAULTS = {
   local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto", image: "debian-13", network: "nat" },
   ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true },
   idle: { timeout: "30m", ttl: "24h" },
+  workspace: { volume: true, size: "10G", keep: "14d" },
   git_hosts: [],
   packages: [],
   setup: [],
@@ -38,6 +39,7 @@ export type Config = Omit<ConfigFile, keyof Defaults> & {
     tmux: boolean;
   };
   idle: { timeout: string; ttl: string };
+  workspace: { volume: boolean; size: string | number; keep: string };
   git_hosts: NonNullable<ConfigFile["git_hosts"]>;
   packages: string[];
   setup: string[];

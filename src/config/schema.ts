@@ -96,6 +96,15 @@ export const configSchema = z.strictObject({
       ttl: duration.optional(),
     })
     .optional(),
+  workspace: z
+    .strictObject({
+      /** Give each VM a workspace volume at ~/work that `down` and idle keep (docs/workspaces.md). */
+      volume: z.boolean().optional(),
+      size: size.optional(),
+      /** How long a kept workspace volume lives after its last detach. */
+      keep: duration.optional(),
+    })
+    .optional(),
   git_hosts: z.array(gitHostSchema).optional(),
   packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.:=~-]*$/, "expected a Debian package name")).optional(),
   dotfiles: z

@@ -10,6 +10,13 @@ export const LABEL = {
   createdAt: "spuff/created-at",
   expiresAt: "spuff/expires-at",
   requestId: "spuff/request-id",
+  /** "workspace" on workspace volumes (docs/workspaces.md). */
+  kind: "spuff/kind",
+  /** Workspace volumes: when a VM last had it attached (set by `up`) and when it was last seen detached. */
+  attachedAt: "spuff/attached-at",
+  detachedAt: "spuff/detached-at",
+  /** Workspace volumes: seconds to keep it after its last detach (workspace.keep when it was created or attached). */
+  keep: "spuff/keep",
 } as const;
 
 export const MANAGED_BY_VALUE = "spuff";

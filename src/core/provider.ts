@@ -21,6 +21,11 @@ export interface ProviderFeatures {
   prices: boolean;
   /** VMs run on this machine and cost nothing, stopped or not: a stopped VM is kept (for `spuff start`) until its TTL. */
   free: boolean;
+  /**
+   * Workspace volumes (docs/workspaces.md): the provider implements listVolumes, createVolume, deleteVolume,
+   * setVolumeLabels and volumeDevices, attaches `CreateSpec.volume`, and its `destroy` keeps (detaches) every volume.
+   */
+  volumes: boolean;
 }
 
 export interface ProviderInfo {
@@ -74,6 +79,45 @@ export interface CreateSpec {
   size?: string;
   /** Overrides the provider's configured location (Hetzner location, AWS availability zone) for this VM. */
   location?: string;
+  /**
+   * The workspace volume to attach (from listVolumes or createVolume). The VM is placed where the volume is (AWS: its
+   * availability zone); a `location` (or configured location) elsewhere is a UserError naming both and the fix, thrown
+   * before anything is created. Attached at create time where the API allows it, else right after (AWS), automount
+   * off; the guest mounts it by the path volumeDevices gives.
+   */
+  volume?: Volume;
+  signal?: AbortSignal;
+}
+
+/**
+ * A workspace volume (docs/workspaces.md): a disk that outlives the VMs it is attached to. Found by its labels
+ * (`managed-by=spuff`, `spuff/kind=workspace`, `spuff/name`, `spuff/owner`), never by its name alone.
+ */
+export interface Volume {
+  /** The provider's id (Hetzner volume id, EBS volume id, local workspace directory name). */
+  id: string;
+  /** The workspace name: the VM name it belongs to (label `spuff/name`). */
+  name: string;
+  provider: string;
+  sizeGiB: number;
+  /** Hetzner location, AWS availability zone, "localhost". */
+  location?: string;
+  labels: Record<string, string>;
+  /** The provider id of the VM it is attached to; absent when detached. */
+  attachedTo?: string;
+  createdAt?: string;
+  /** Price per month as the provider reports it; `null` = unknown, never invented. */
+  pricePerMonth?: { amount: number; currency: string } | null;
+}
+
+export interface VolumeSpec {
+  /** The workspace name (the VM name). */
+  name: string;
+  sizeGiB: number;
+  /** Set at creation, in the same request: a volume never exists without them. Includes `spuff/request-id`. */
+  labels: Record<string, string>;
+  /** Overrides the configured location (Hetzner location, AWS availability zone). */
+  location?: string;
   signal?: AbortSignal;
 }
 
@@ -123,8 +167,24 @@ export interface Provider {
   create(spec: CreateSpec, progress: Progress): Promise<Vm>;
   list(signal?: AbortSignal): Promise<Vm[]>;
   get(name: string, signal?: AbortSignal): Promise<Vm | undefined>;
-  /** Deletes the VM and everything spuff created for it. Already gone = success. */
+  /**
+   * Deletes the VM and everything spuff created for it, except workspace volumes: those are detached and kept (a
+   * provider that detaches by deleting the server needs nothing more). Already gone = success.
+   */
   destroy(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<void>;
+  /** Workspace volumes (features.volumes): every spuff-labelled volume of this provider, attached or not. */
+  listVolumes?(signal?: AbortSignal): Promise<Volume[]>;
+  /** Creates an empty (unformatted) volume with its labels, in one request; waits until it can be attached. */
+  createVolume?(spec: VolumeSpec, progress: Progress): Promise<Volume>;
+  /** Deletes a detached volume. Already gone = success; attached to a VM = ProviderError (nothing deleted). */
+  deleteVolume?(volume: Volume, progress: Progress, signal?: AbortSignal): Promise<void>;
+  /** Replaces the volume's labels with `labels` (all of them): `spuff/attached-at`, `spuff/detached-at`. */
+  setVolumeLabels?(volume: Volume, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /**
+   * Where the guest finds the attached volume, by its id (e.g. /dev/disk/by-id/scsi-0HC_Volume_<id>); the first path
+   * that exists wins. Never a guess such as "the second disk".
+   */
+  volumeDevices?(volume: Volume): string[];
   /**
    * Optional: boots a stopped VM again with its disk as it was (same disk, same host key). Core offers `spuff start`
    * only where this exists; a provider whose powered-off VMs are gone (terminated) leaves it out.
