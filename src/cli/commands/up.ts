@@ -52,7 +52,7 @@ Examples:
       const result = await app
         .interruptible((signal) =>
           up(
-            { provider, config, state: app.state(), owner: app.owner().id, progress, env: app.io.env, followCloudInit: app.verbose },
+            { provider, config, state: app.state(), owner: app.owner(), progress, env: app.io.env, followCloudInit: app.verbose },
             { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
           ),
         )
