@@ -1,5 +1,6 @@
 import { useState } from "react";
 import { CreateView } from "./create.js";
+import type { WorkspaceView } from "../core/workspace.js";
 import { type Flash, Picker } from "./picker.js";
 import type { CreateRequest, TuiServices } from "./services.js";
 import { KeyRoot, useTerminalSize } from "./widgets.js";
@@ -8,7 +9,7 @@ import { Wizard } from "./wizard.js";
 /** Why the TUI unmounts: to quit, or to hand the terminal to a shell on a VM. */
 export type TuiExit = { kind: "quit" } | { kind: "shell"; name: string };
 
-type Screen = { kind: "picker"; flash?: Flash } | { kind: "wizard" } | { kind: "create"; request: CreateRequest };
+type Screen = { kind: "picker"; flash?: Flash } | { kind: "wizard"; workspace?: WorkspaceView } | { kind: "create"; request: CreateRequest };
 
 /** The whole app: the picker, the create wizard and the create progress. */
 export function Root(props: Parameters<typeof Screens>[0]) {
@@ -26,6 +27,7 @@ function Screens(props: { services: TuiServices; flash?: Flash; onExit(exit: Tui
     return (
       <Wizard
         services={props.services}
+        workspace={screen.workspace}
         width={size.width}
         height={size.height}
         onCancel={() => setScreen({ kind: "picker" })}
@@ -65,6 +67,7 @@ function Screens(props: { services: TuiServices; flash?: Flash; onExit(exit: Tui
       onAction={(a) => {
         if (a.kind === "quit") props.onExit({ kind: "quit" });
         else if (a.kind === "shell") props.onExit({ kind: "shell", name: a.vm.name });
+        else if (a.kind === "up") setScreen({ kind: "wizard", workspace: a.workspace });
         else setScreen({ kind: "wizard" });
       }}
     />

@@ -1,10 +1,13 @@
 import type { App } from "../cli/app.js";
 import { parseDuration } from "../config/load.js";
 import { UserError } from "../core/errors.js";
-import { type DownResult, down, type Inventory, inventory, vmOf } from "../core/inventory.js";
+import { type DownResult, down, type Inventory, inventory, vmOf, volumeOf, workspaces } from "../core/inventory.js";
+import { recordOf } from "../core/owner.js";
 import type { Catalog, Progress } from "../core/provider.js";
 import { providerNames } from "../core/registry.js";
-import { toView, type VmView } from "../core/view.js";
+import { type UnsavedWork, unsavedWork } from "../core/unsaved.js";
+import { statusText, toView, type VmView } from "../core/view.js";
+import { deleteWorkspace, isWorkspace, toWorkspaceView, type WorkspaceView } from "../core/workspace.js";
 
 export interface ProviderChoice {
   name: string;
@@ -22,6 +25,23 @@ export interface CreateRequest {
   name: string;
   size?: string;
   location?: string;
+}
+
+/** What the picker lists: the VMs (as `spuff ls`) and the workspace volumes of the providers that have them. */
+export interface PickerInventory extends Inventory {
+  workspaces: WorkspaceView[];
+}
+
+/** What destroying a VM would lose, found before the destroy dialog asks. */
+export interface DestroyCheck {
+  /** The workspace volume attached to exactly this VM (kept by the destroy); null when it has none. */
+  workspace: WorkspaceView | null;
+  /** Why its volumes could not be listed (then the unsaved-work check runs as if it had none). */
+  volumeError?: string;
+  /** The VM's unsaved git work; null when not asked (a volume keeps the work, not running, no record on this machine). */
+  unsaved: UnsavedWork | null;
+  /** Why the unsaved-work check did not run, when it did not. */
+  skipped?: string;
 }
 
 export interface CreateResult {
@@ -43,16 +63,54 @@ export class TuiServices {
     return this.app.providerScope();
   }
 
-  list(signal?: AbortSignal): Promise<Inventory> {
+  /**
+   * The VMs and the workspace volumes (as `spuff ls`, which also stamps a volume first seen detached: its keep period
+   * starts then at the latest). A provider whose volumes cannot be listed is one more entry in `errors`.
+   */
+  async list(signal?: AbortSignal): Promise<PickerInventory> {
     const app = this.app;
-    return inventory({ state: app.state(), provider: (n) => app.provider(n), providerNames: this.scope(), owner: app.owner() }, signal);
+    const deps = { state: app.state(), provider: (n: string) => app.provider(n), providerNames: this.scope(), owner: app.owner() };
+    const [inv, ws] = await Promise.all([inventory(deps, signal), workspaces({ ...deps, stamp: true }, signal)]);
+    return { ...inv, errors: [...inv.errors, ...ws.errors.map((e) => ({ provider: e.provider, message: `workspaces: ${e.message}` }))], workspaces: ws.workspaces };
   }
 
-  async destroy(view: VmView, progress: Progress): Promise<DownResult> {
+  /**
+   * What `destroy` would lose, asked of the provider and the VM now (not the last refresh): the workspace volume
+   * attached to it (kept), or, without one, the unsaved git work on a running VM this machine can log in to (a check
+   * that fails says why, never "nothing unsaved").
+   */
+  async destroyCheck(view: VmView, signal?: AbortSignal): Promise<DestroyCheck> {
     const app = this.app;
-    const r = await down({ state: app.state(), provider: (n) => app.provider(n) }, view, progress);
+    const out: DestroyCheck = { workspace: null, unsaved: null };
+    if (view.status === "gone") return { ...out, skipped: "it no longer exists" };
+    const p = await app.provider(view.provider);
+    if (p.info().features.volumes && p.listVolumes) {
+      try {
+        const v = (await p.listVolumes(signal)).find((v) => isWorkspace(v) && v.attachedTo === view.id);
+        if (v) return { ...out, workspace: toWorkspaceView(v, new Date(), app.owner()) };
+      } catch (err) {
+        out.volumeError = (err as Error).message;
+      }
+    }
+    if (view.status !== "running") return { ...out, skipped: `it is ${statusText(view)}` };
+    const record = recordOf(app.state(), view);
+    if (!record) return { ...out, skipped: "this machine has no key to log in to it" };
+    return { ...out, unsaved: await unsavedWork(app.state(), record, signal) };
+  }
+
+  /** `spuff down NAME` (the workspace volume is kept), or with `purge` `spuff down NAME --purge`. */
+  async destroy(view: VmView, progress: Progress, opts: { purge?: boolean } = {}): Promise<DownResult> {
+    const app = this.app;
+    const r = await down({ state: app.state(), provider: (n) => app.provider(n) }, view, progress, undefined, { purge: opts.purge });
     await this.sshConfigChanged();
     return r;
+  }
+
+  /** `spuff workspace rm NAME`: deletes exactly this kept workspace volume (by its id). */
+  async deleteWorkspace(ws: WorkspaceView, progress: Progress): Promise<void> {
+    if (ws.attachedTo) throw new UserError(`the workspace volume of ${ws.name} is attached to VM ${ws.attachedTo}`, { hint: `destroy the VM first; \`spuff down ${ws.name} --purge\` deletes both` });
+    if (!ws.mine) throw new UserError(`the workspace volume of ${ws.name} belongs to owner ${ws.owner ?? "unknown"}`, { hint: "it is theirs to delete" });
+    await deleteWorkspace(await this.app.provider(ws.provider), volumeOf(ws), progress);
   }
 
   /** `spuff extend NAME BY`; returns the new expiry. */

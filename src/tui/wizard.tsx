@@ -3,6 +3,7 @@ import { useEffect, useRef, useState } from "react";
 import { NAME_RULE, randomName, validateName } from "../core/names.js";
 import type { Catalog, CatalogSize } from "../core/provider.js";
 import { formatMoney } from "../core/view.js";
+import type { WorkspaceView } from "../core/workspace.js";
 import { type ErrorInfo, errorInfo } from "./model.js";
 import type { CreateRequest, ProviderChoice, TuiServices } from "./services.js";
 import { ErrorBox, Keys, Spinner, TextInput, useKeys, useRefState, useTerminalSize } from "./widgets.js";
@@ -17,6 +18,11 @@ type Step =
 
 export interface WizardProps {
   services: TuiServices;
+  /**
+   * Bring a kept workspace back: a new VM of its name on its provider, in its location (a volume attaches only where it
+   * is); the wizard asks only for the size (providers with a catalog) and shows the summary.
+   */
+  workspace?: WorkspaceView;
   onCancel(): void;
   onCreate(req: CreateRequest): void;
   width?: number;
@@ -81,13 +87,24 @@ export function Wizard(props: WizardProps) {
   const [catalog, setCatalog, catalogRef] = useRefState<Catalog | undefined>(undefined);
   const [location, setLocation, locationRef] = useRefState<string | undefined>(undefined);
   const [size, setSize, sizeRef] = useRefState<CatalogSize | undefined>(undefined);
-  const [name, setName, nameRef] = useRefState(randomName);
+  const fixed = props.workspace;
+  const [name, setName, nameRef] = useRefState(() => fixed?.name ?? randomName());
   const [cursor, setCursor, cursorRef] = useRefState(0);
   const [error, setError] = useState<ErrorInfo | undefined>();
   const catalogLoad = useRef<AbortController | undefined>(undefined);
 
+  // biome-ignore lint/correctness/useExhaustiveDependencies: once per mount; a kept workspace's wizard starts from its provider
   useEffect(() => {
-    services.providers().then(setProviders, (err) => setError(errorInfo(err)));
+    services.providers().then(
+      (list) => {
+        setProviders(list);
+        if (!fixed) return;
+        const p = list.find((p) => p.name === fixed.provider);
+        if (p) chooseProvider(p);
+        else setError({ message: `the workspace of ${fixed.name} is on provider ${fixed.provider}, which this spuff does not have`, notes: [], hints: [] });
+      },
+      (err) => setError(errorInfo(err)),
+    );
     return () => catalogLoad.current?.abort();
   }, [services]);
 
@@ -106,7 +123,7 @@ export function Wizard(props: WizardProps) {
     setCatalog(undefined);
     setLocation(undefined);
     setSize(undefined);
-    if (!p.catalog) return go({ kind: "name" });
+    if (!p.catalog) return go({ kind: fixed ? "summary" : "name" });
     go({ kind: "catalog" });
     const ac = new AbortController();
     catalogLoad.current = ac;
@@ -114,6 +131,8 @@ export function Wizard(props: WizardProps) {
       (c) => {
         if (ac.signal.aborted || !c) return;
         setCatalog(c);
+        // A kept workspace's VM goes where its volume is: only the size is asked.
+        if (fixed) return toSizes(fixed.location ?? c.defaults.location ?? "");
         go({ kind: "location" }, Math.max(0, c.locations.findIndex((l) => l.name === c.defaults.location)));
       },
       (err) => {
@@ -138,6 +157,12 @@ export function Wizard(props: WizardProps) {
     const size = sizeRef.current;
     const sizes = sizesFor(catalogRef.current, location);
     if (step.kind === "providers") return props.onCancel();
+    if (fixed) {
+      // Provider, location and name are the workspace's: back from the size (or a summary without one) is cancel.
+      if (step.kind === "summary" && provider?.catalog) return go({ kind: "size" }, Math.max(0, sizes.findIndex((s) => s.name === size?.name)));
+      catalogLoad.current?.abort();
+      return props.onCancel();
+    }
     if (step.kind === "catalog" || step.kind === "location") {
       catalogLoad.current?.abort();
       return go({ kind: "providers" }, Math.max(0, providers?.findIndex((p) => p.name === provider?.name) ?? 0));
@@ -186,7 +211,7 @@ export function Wizard(props: WizardProps) {
           return;
         }
         setSize(s);
-        go({ kind: "name" });
+        go({ kind: fixed ? "summary" : "name" });
       } else if (step.kind === "summary" && providerRef.current) {
         props.onCreate({ provider: providerRef.current.name, name: nameRef.current, size: sizeRef.current?.name, location: locationRef.current });
       }
@@ -271,6 +296,9 @@ export function Wizard(props: WizardProps) {
       ...(size ? ([["size", `${size.name} — ${size.vcpus} vCPU, ${size.memoryGiB} GB RAM, ${size.diskGiB} GB disk`]] as [string, string][]) : []),
       ...(!provider?.catalog ? ([["size", "from your config (spuff config show)"]] as [string, string][]) : []),
       ["name", name],
+      ...(fixed
+        ? ([["workspace", `the kept volume ${fixed.id} (${fixed.sizeGiB} GiB) is attached: ~/work is as it was`]] as [string, string][])
+        : []),
       ["TTL", `${ttl.text} (config idle.ttl); it powers off earlier when idle`],
     ];
     if (p) {
@@ -286,7 +314,7 @@ export function Wizard(props: WizardProps) {
       <Box flexDirection="column" borderStyle="round" paddingX={1}>
         {rows.map(([k, v]) => (
           <Text key={k} wrap="truncate">
-            <Text bold>{k.padEnd(9)}</Text>
+            <Text bold>{k.padEnd(fixed ? 10 : 9)}</Text>
             {v}
           </Text>
         ))}
@@ -306,7 +334,7 @@ export function Wizard(props: WizardProps) {
   return (
     <Box flexDirection="column" width={width}>
       <Text>
-        <Text bold>New VM</Text>
+        <Text bold>{fixed ? `New VM for the kept workspace ${fixed.name}` : "New VM"}</Text>
         <Text dimColor>
           {" "}
           · {titles[step.kind]}
@@ -321,7 +349,7 @@ export function Wizard(props: WizardProps) {
           step.kind === "summary"
             ? [
                 ["enter", "create"],
-                ["esc", "back"],
+                ["esc", fixed && !provider?.catalog ? "cancel" : "back"],
               ]
             : step.kind === "name"
               ? [
@@ -331,7 +359,7 @@ export function Wizard(props: WizardProps) {
               : [
                   ["↑↓", "move"],
                   ["enter", "choose"],
-                  ["esc", step.kind === "providers" ? "cancel" : "back"],
+                  ["esc", step.kind === "providers" || fixed ? "cancel" : "back"],
                 ]
         }
       />

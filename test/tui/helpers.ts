@@ -79,3 +79,12 @@ export const has = (text: string) => (f: string) => f.includes(text);
 
 /** What a terminal sends for these keys. */
 export const KEY = { down: "\u001b[B", up: "\u001b[A", enter: "\r", esc: "\u001b", ctrlU: "\u0015" } as const;
+
+/** The text inside a frame's bordered dialog, its wrapped lines joined with single spaces. */
+export function dialogText(f: string): string {
+  return f
+    .split("\n")
+    .filter((l) => l.trimStart().startsWith("│"))
+    .map((l) => l.replace(/^\s*│/, "").replace(/│\s*$/, "").trim())
+    .join(" ");
+}

@@ -8,7 +8,7 @@ import { Picker, type PickerAction } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
 import { tempHome } from "../helpers/cli.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
-import { frame, goneRecords, has, KEY, plain, type Rendered, servicesFor, stoppedLocalVm } from "./helpers.js";
+import { dialogText, frame, goneRecords, has, KEY, plain, type Rendered, servicesFor, stoppedLocalVm } from "./helpers.js";
 
 
 const selected = (f: string) => f.split("\n").find((l) => l.startsWith("› "))?.split(/\s+/)[1];
@@ -131,16 +131,17 @@ describe("picker on the local provider's state", () => {
     await frame(p, (f) => selected(f) === "web");
 
     p.stdin.write("d");
-    const dialog = await frame(p, has("Destroy web"));
+    const dialog = await frame(p, has("[y/N]"));
     expect(dialog).toContain("Destroy web (local, localhost, 2cpu-2g-tcg)? This deletes the VM and its disk.");
-    expect(dialog).toContain("[y/N]");
+    // The local provider has no workspace volumes here, and a stopped VM cannot be asked for unsaved work.
+    expect(dialogText(dialog)).toContain("It has no workspace volume: what is on its disk goes with it (not checked for unsaved git work: it is stopped (idle)).");
     p.stdin.write("n");
     await frame(p, has("nothing destroyed"));
     expect(state.read("web")).toBeDefined();
     expect(existsSync(join(stateDir(home.env), "local", "web"))).toBe(true);
 
     p.stdin.write("d");
-    await frame(p, has("Destroy web"));
+    await frame(p, has("[y/N]"));
     p.stdin.write("y");
     const after = await frame(p, has("destroyed web"));
     expect(after).toContain("destroyed web (cost €0.0000)");
@@ -243,9 +244,10 @@ describe("picker on the Hetzner fake", () => {
     r = render(<KeyRoot><Picker services={services} onAction={() => {}} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
     await frame(r, has("team-1"));
     r.stdin.write("d");
-    const dialog = await frame(r, has("Destroy team-1"));
+    const dialog = await frame(r, has("[y/N]"));
     expect(dialog).toContain(`Destroy team-1 (hetzner, fsn1, cx22, id ${id})? This deletes the VM and its disk.`);
     expect(dialog).toContain("It is not this machine's: it belongs to owner teammate0005.");
+    expect(dialogText(dialog)).toContain("(not checked for unsaved git work: this machine has no key to log in to it)");
     r.stdin.write("n");
     await frame(r, has("nothing destroyed"));
     expect(h.fake.servers.size).toBe(1);

@@ -85,7 +85,9 @@ describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
     expect(back).toContain("spuff · 1 VM · hetzner");
 
     t.keys("d");
-    await t.waitFor("Destroy tui-box");
+    // The dialog asks the VM for unsaved git work before it offers y.
+    const dialog = await t.waitFor("[y/N]", 30_000);
+    expect(dialog).toContain("Destroy tui-box");
     t.keys("y");
     await t.waitFor("destroyed tui-box", 30_000);
     await t.waitFor("no VMs — press n to create one");
