@@ -41,6 +41,8 @@ export interface UpResult {
   vm: Vm;
   record: VmRecord;
   target: VmTarget;
+  /** The workspace volume at ~/work: new (`created`), or a kept one attached again; absent without one. */
+  workspace?: { volume: Volume; created: boolean };
 }
 
 /** Milliseconds to wait for SSH and for cloud-init; software-emulated VMs are slow. Override: SPUFF_BOOT_TIMEOUT. */
@@ -151,7 +153,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
 
     progress.phase("ready");
     const done = await endUp(state, name, requestId);
-    return { vm, record: done ?? saved ?? record, target };
+    const ws = workspace.volume ? { volume: workspace.volume, created: Boolean(workspace.created) } : undefined;
+    return { vm, record: done ?? saved ?? record, target, ...(ws ? { workspace: ws } : {}) };
   } catch (err) {
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;

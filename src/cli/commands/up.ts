@@ -76,6 +76,9 @@ Examples:
           `${name} is ready (${view.address ?? "no address"}, ${provider.info().description})`,
           `  connect:  spuff ssh ${name}`,
           `  openssh:  ssh ${hostAlias(name)}   (after \`spuff ssh-config --install\`)`,
+          ...(result.workspace
+            ? [`  work:     ~/work is ${result.workspace.created ? "a new" : "the kept"} workspace volume ${result.workspace.volume.id} (${result.workspace.volume.sizeGiB} GiB), kept by \`spuff down\``]
+            : []),
           `  destroy:  spuff down ${name}`,
         ].join("\n"),
       );
