@@ -413,7 +413,9 @@ export function Picker(props: PickerProps) {
           );
         })}
         {shownWs.length ? (
-          <Text bold>{`${shownVms.length ? "\n" : ""}  ${row(wsLayout.columns.map((c) => c.header), wsLayout)}`}</Text>
+          <Box marginTop={shownVms.length ? 1 : 0}>
+            <Text bold>{`  ${row(wsLayout.columns.map((c) => c.header), wsLayout)}`}</Text>
+          </Box>
         ) : null}
         {shownWs.map((r) => {
           const w = (r as Extract<Row, { kind: "ws" }>).ws;

@@ -7,7 +7,7 @@ import { haveTmux, Terminal } from "../helpers/tmux.js";
 const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.js");
 
 // The built `spuff` in a real terminal (tmux), against the Hetzner fake with stand-in sshds on 127.0.77.N: create a VM
-// through the wizard, see it in the list, destroy it, quit.
+// through the wizard, see it in the list, destroy it (its workspace volume is kept), delete the kept workspace, quit.
 describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
   let h: Harness;
   let term: Terminal | undefined;
@@ -23,7 +23,7 @@ describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
     await h.close();
   });
 
-  it("creates a VM through the wizard, lists it, destroys it and quits", async () => {
+  it("creates a VM through the wizard, lists it, destroys it (its workspace is kept), deletes the kept workspace and quits", async () => {
     const { CI: _ci, NO_COLOR: _nc, ...env } = h.env;
     term = Terminal.start([process.execPath, BIN], { ...env, SSH_AUTH_SOCK: agent.socket }, { width: 100, height: 30, cwd: h.home.home });
     const t = term;
@@ -84,14 +84,24 @@ describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
     const back = await t.waitFor((s) => s.includes("shell on tui-box ended") && /› tui-box\s+running/.test(s));
     expect(back).toContain("spuff · 1 VM · hetzner");
 
+    // The VM got a workspace volume (~/work); the destroy dialog says it is kept.
+    const [vol] = h.fake.volumes.values();
     t.keys("d");
-    // The dialog asks the VM for unsaved git work before it offers y.
     const dialog = await t.waitFor("[y/N]", 30_000);
     expect(dialog).toContain("Destroy tui-box");
+    expect(dialog).toContain(`Its workspace volume ${vol.id}`);
     t.keys("y");
     await t.waitFor("destroyed tui-box", 30_000);
-    await t.waitFor("no VMs — press n to create one");
+    // The kept workspace is a row now; d on it deletes it after its own question.
+    const kept = await t.waitFor(/› tui-box\s+hetzner\s+fsn1\s+10G/);
+    expect(kept).toContain("no VMs — press n to create one");
+    expect(kept).toContain("u up  d delete");
     expect(h.fake.servers.size).toBe(0);
+    t.keys("d");
+    await t.waitFor(`Delete the kept workspace of tui-box (hetzner volume ${vol.id}, 10 GiB`);
+    t.keys("y");
+    await t.waitFor(`deleted the workspace volume ${vol.id} of tui-box (hetzner)`, 30_000);
+    expect(h.fake.volumes.size).toBe(0);
 
     t.keys("q");
     expect(await t.exitCode()).toBe(0);
