@@ -7,7 +7,7 @@ import type { Catalog, Progress } from "../core/provider.js";
 import { providerNames } from "../core/registry.js";
 import { type UnsavedWork, unsavedWork } from "../core/unsaved.js";
 import { statusText, toView, type VmView } from "../core/view.js";
-import { deleteWorkspace, isWorkspace, toWorkspaceView, type WorkspaceView } from "../core/workspace.js";
+import { deleteWorkspace, findWorkspace, isWorkspace, toWorkspaceView, wantsVolume, type WorkspaceView, workspaceSizeGiB } from "../core/workspace.js";
 
 export interface ProviderChoice {
   name: string;
@@ -18,6 +18,8 @@ export interface ProviderChoice {
   configured: boolean;
   /** Its VMs run on this machine and cost nothing. */
   free: boolean;
+  /** New VMs there get a workspace volume at ~/work (workspace.volume and the provider's features.volumes). */
+  workspace: boolean;
 }
 
 export interface CreateRequest {
@@ -140,7 +142,14 @@ export class TuiServices {
     for (const name of names) {
       const p = await this.app.provider(name);
       const info = p.info();
-      out.push({ name, description: info.description, catalog: typeof p.catalog === "function", configured: name === configured, free: info.features.free });
+      out.push({
+        name,
+        description: info.description,
+        catalog: typeof p.catalog === "function",
+        configured: name === configured,
+        free: info.features.free,
+        workspace: wantsVolume(this.app.config(), p),
+      });
     }
     return out;
   }
@@ -154,6 +163,18 @@ export class TuiServices {
   ttl(): { text: string; hours: number } {
     const text = this.app.config().idle.ttl;
     return { text, hours: parseDuration(text) / 3_600_000 };
+  }
+
+  /**
+   * What `up NAME` on `provider` does about ~/work: attach this machine's kept workspace of that name, or make a new
+   * volume of `sizeGiB`; undefined when VMs there get none (workspace.volume false, or a provider without volumes).
+   */
+  async workspaceFor(provider: string, name: string, signal?: AbortSignal): Promise<{ kept?: WorkspaceView; sizeGiB: number } | undefined> {
+    const app = this.app;
+    const p = await app.provider(provider);
+    if (!wantsVolume(app.config(), p)) return undefined;
+    const kept = await findWorkspace(p, name, app.owner(), signal);
+    return { sizeGiB: kept?.sizeGiB ?? workspaceSizeGiB(app.config()), ...(kept ? { kept: toWorkspaceView(kept, new Date(), app.owner()) } : {}) };
   }
 
   /** Whether this machine already has a VM of that name (`up` refuses it). */

@@ -49,6 +49,22 @@ export function sizesFor(catalog: Catalog | undefined, location: string | undefi
     .sort((a, b) => Number(here(b)) - Number(here(a)) || hourly(a) - hourly(b) || a.name.localeCompare(b.name));
 }
 
+/** The summary's workspace line: the kept volume `up` attaches, or the new one it makes. */
+function workText(
+  work: "loading" | { kept?: WorkspaceView; sizeGiB: number } | { error: string },
+  location: string | undefined,
+  placed: boolean,
+): string {
+  if (work === "loading") return "looking for a kept workspace of this name…";
+  if ("error" in work) return `could not look for a kept workspace: ${work.error}`;
+  const k = work.kept;
+  if (!k) return `a new ${work.sizeGiB} GiB workspace volume, kept by \`spuff down\` (--purge deletes it)`;
+  const elsewhere = placed && k.location && location && k.location !== location;
+  return elsewhere
+    ? `its kept workspace volume ${k.id} is in ${k.location}, not ${location}: esc back to ${k.location} (or up is refused)`
+    : `the kept workspace volume ${k.id} (${k.sizeGiB} GiB) is attached: the work is where it was`;
+}
+
 /** A vertical list with a cursor; `disabled` rows are shown dimmed and cannot be chosen. */
 function List<T>(props: {
   items: T[];
@@ -92,6 +108,10 @@ export function Wizard(props: WizardProps) {
   const [cursor, setCursor, cursorRef] = useRefState(0);
   const [error, setError] = useState<ErrorInfo | undefined>();
   const catalogLoad = useRef<AbortController | undefined>(undefined);
+  // What the summary says about ~/work: "loading", what `up` will do, or why spuff could not look.
+  const [work, setWork] = useState<"loading" | Awaited<ReturnType<TuiServices["workspaceFor"]>> | { error: string }>(() =>
+    fixed ? { kept: fixed, sizeGiB: fixed.sizeGiB } : "loading",
+  );
 
   // biome-ignore lint/correctness/useExhaustiveDependencies: once per mount; a kept workspace's wizard starts from its provider
   useEffect(() => {
@@ -107,6 +127,18 @@ export function Wizard(props: WizardProps) {
     );
     return () => catalogLoad.current?.abort();
   }, [services]);
+
+  // On the summary: does a kept workspace of this name wait on this provider (up attaches it), or is a new one made?
+  useEffect(() => {
+    if (step.kind !== "summary" || !provider?.workspace || fixed) return;
+    const ac = new AbortController();
+    setWork("loading");
+    services.workspaceFor(provider.name, name, ac.signal).then(
+      (w) => !ac.signal.aborted && setWork(w),
+      (err) => !ac.signal.aborted && setWork({ error: errorInfo(err).message }),
+    );
+    return () => ac.abort();
+  }, [step.kind, provider, name, fixed, services]);
 
   const locations = catalog?.locations ?? [];
   const sizes = sizesFor(catalog, location);
@@ -296,9 +328,7 @@ export function Wizard(props: WizardProps) {
       ...(size ? ([["size", `${size.name} — ${size.vcpus} vCPU, ${size.memoryGiB} GB RAM, ${size.diskGiB} GB disk`]] as [string, string][]) : []),
       ...(!provider?.catalog ? ([["size", "from your config (spuff config show)"]] as [string, string][]) : []),
       ["name", name],
-      ...(fixed
-        ? ([["workspace", `the kept volume ${fixed.id} (${fixed.sizeGiB} GiB) is attached: ~/work is as it was`]] as [string, string][])
-        : []),
+      ...(provider?.workspace && work !== undefined ? ([["~/work", workText(work, location, provider.catalog)]] as [string, string][]) : []),
       ["TTL", `${ttl.text} (config idle.ttl); it powers off earlier when idle`],
     ];
     if (p) {
@@ -314,7 +344,7 @@ export function Wizard(props: WizardProps) {
       <Box flexDirection="column" borderStyle="round" paddingX={1}>
         {rows.map(([k, v]) => (
           <Text key={k} wrap="truncate">
-            <Text bold>{k.padEnd(fixed ? 10 : 9)}</Text>
+            <Text bold>{k.padEnd(9)}</Text>
             {v}
           </Text>
         ))}

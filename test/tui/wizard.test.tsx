@@ -1,5 +1,6 @@
 import { render } from "ink-testing-library";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { workspaceLabels } from "../../src/core/workspace.js";
 import { CreateView } from "../../src/tui/create.js";
 import type { CreateRequest } from "../../src/tui/services.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
@@ -94,6 +95,19 @@ describe("create wizard and progress", () => {
     expect(price && est).toBeTruthy();
     const [hourly, monthly] = [Number(price?.[1]), Number(price?.[2])];
     expect(Number(est?.[1])).toBeCloseTo(Math.min(hourly * 24, monthly), 2);
+    // ~/work: Hetzner VMs get a workspace volume (workspace.volume defaults to true).
+    await frame(w.r, has("~/work   a new 10 GiB workspace volume, kept by `spuff down` (--purge deletes it)"));
+
+    // A name with a kept workspace of this machine: up attaches it, and only where the volume is.
+    const kept = h.fake.volumeApi.seed({ name: "kept-1", location: "fsn1", labels: workspaceLabels({ name: "kept-1", owner: "testowner0001", requestId: "rkept", now: new Date(), keepSeconds: 86400 }) });
+    w.r.stdin.write(KEY.esc);
+    await frame(w.r, (f) => f.includes("New VM · Name") && f.includes("web-1"));
+    w.r.stdin.write(`${KEY.ctrlU}kept-1${KEY.enter}`);
+    await frame(w.r, has(`~/work   its kept workspace volume ${kept.id} is in fsn1, not sin: esc back to fsn1 (or up is refused)`));
+    w.r.stdin.write(KEY.esc);
+    await frame(w.r, (f) => f.includes("New VM · Name") && f.includes("kept-1"));
+    w.r.stdin.write(`${KEY.ctrlU}web-1${KEY.enter}`);
+    await frame(w.r, (f) => f.includes("New VM · Summary") && f.includes("a new 10 GiB workspace volume"));
 
     // Esc goes back a step, keeping what was typed.
     w.r.stdin.write(KEY.esc);

@@ -42,6 +42,8 @@ describe("picker: kept workspaces on the Hetzner fake", { timeout: 60_000 }, () 
     h.fake.seedServers(1, { namePrefix: "api", labels: () => ({ "managed-by": "spuff", "spuff/name": "api-1", "spuff/owner": OWNER }) });
     const old = h.fake.volumeApi.seed({ name: "old", size: 20, labels: labels("old", OWNER, 12.5) });
     const fresh = h.fake.volumeApi.seed({ name: "fresh", labels: labels("fresh", OWNER, 1) });
+    // Past its keep period: the next `spuff reap` deletes it.
+    h.fake.volumeApi.seed({ name: "due", labels: labels("due", OWNER, 15) });
     // Detached without `spuff down` (its server was deleted elsewhere): the picker stamps it, its keep starts now.
     const lost = h.fake.volumeApi.seed({ name: "lost", location: "nbg1", labels: labels("lost", OWNER) });
     // Another owner's kept workspace is theirs: not a row here.
@@ -51,21 +53,23 @@ describe("picker: kept workspaces on the Hetzner fake", { timeout: 60_000 }, () 
     r = render(<KeyRoot><Picker services={services} onAction={(a) => actions.push(a)} width={120} height={30} refreshMs={60_000} /></KeyRoot>);
     const f = await frame(r, has("KEPT WORKSPACE"));
     const lines = f.split("\n");
-    expect(lines[0]).toBe("spuff · 1 VM · 3 kept workspaces · hetzner");
+    expect(lines[0]).toBe("spuff · 1 VM · 4 kept workspaces · hetzner");
     expect(lines[2]).toMatch(/^› api-1\s+running\s+hetzner/);
     expect(lines[3]).toBe("");
     expect(lines[4]).toMatch(/^ {2}KEPT WORKSPACE\s+PROVIDER\s+LOCATION\s+SIZE\s+LAST USED\s+PRICE\/MONTH\s+DELETED IN$/);
     // Hetzner's /pricing: €0.0524 per GB and month (the fake's price list), so 10 GB €0.52 and 20 GB €1.05.
-    expect(lines[5]).toMatch(/^ {2}fresh\s+hetzner\s+fsn1\s+10G\s+1d0h ago\s+€0\.52\s+12d23h$/);
-    expect(lines[6]).toMatch(/^ {2}lost\s+hetzner\s+nbg1\s+10G\s+just now\s+€0\.52\s+13d23h$/);
-    expect(lines[7]).toMatch(/^ {2}old\s+hetzner\s+fsn1\s+20G\s+12d12h ago\s+€1\.05\s+1d11h$/);
+    expect(lines[5]).toMatch(/^ {2}due\s+hetzner\s+fsn1\s+10G\s+15d0h ago\s+€0\.52\s+due$/);
+    expect(lines[6]).toMatch(/^ {2}fresh\s+hetzner\s+fsn1\s+10G\s+1d0h ago\s+€0\.52\s+12d23h$/);
+    expect(lines[7]).toMatch(/^ {2}lost\s+hetzner\s+nbg1\s+10G\s+just now\s+€0\.52\s+13d23h$/);
+    expect(lines[8]).toMatch(/^ {2}old\s+hetzner\s+fsn1\s+20G\s+12d12h ago\s+€1\.05\s+1d11h$/);
     expect(f).not.toContain("theirs");
     expect(f).toContain("the kept workspace of old is deleted in 1d11h: u brings it back and keeps it");
+    expect(f).toContain("the kept workspace of due is past its keep period: the next `spuff reap` deletes it (u brings it back and keeps it)");
     expect(f).not.toContain("the kept workspace of fresh");
     expect(Number(h.fake.volumes.get(lost.id)?.labels[LABEL.detachedAt])).toBeGreaterThan(Date.now() / 1000 - 60);
 
     // On a workspace row the footer shows its keys; enter explains that there is no VM.
-    r.stdin.write("jjj");
+    r.stdin.write("jjjj");
     const onOld = await frame(r, (x) => selected(x) === "old");
     expect(onOld).toContain("↑↓ move  u up  d delete  n new  r refresh  / filter  ? help  q quit");
     r.stdin.write(KEY.enter);
@@ -83,7 +87,7 @@ describe("picker: kept workspaces on the Hetzner fake", { timeout: 60_000 }, () 
     await frame(r, has("[y/N]"));
     r.stdin.write("y");
     await frame(r, has(`deleted the workspace volume ${old.id} of old (hetzner)`));
-    await frame(r, (x) => !/^[› ] old\s/m.test(x) && x.includes("2 kept workspaces"));
+    await frame(r, (x) => !/^[› ] old\s/m.test(x) && x.includes("3 kept workspaces"));
     expect(h.fake.volumes.has(old.id)).toBe(false);
     expect(h.fake.volumes.has(fresh.id)).toBe(true);
 
@@ -131,7 +135,7 @@ describe("picker: kept workspaces on the Hetzner fake", { timeout: 60_000 }, () 
     r.stdin.write(KEY.enter);
     const summary = await frame(r, has("New VM for the kept workspace box · Summary"));
     expect(summary).toMatch(/name\s+box/);
-    expect(summary).toContain(`workspace the kept volume ${vol.id} (10 GiB) is attached: ~/work is as it was`);
+    expect(summary).toContain(`~/work   the kept workspace volume ${vol.id} (10 GiB) is attached: the work is where it was`);
     r.stdin.write(KEY.enter);
     await frame(r, has("box is ready"), 45_000);
     const [server] = h.fake.servers.values();
