@@ -487,7 +487,7 @@ function WorkLines({ check }: { check?: DestroyCheck }) {
         <Text color="green">
           Its workspace volume {w.id} ({size(w)}) is kept: ~/work comes back with the next `spuff up {w.name}`.
         </Text>
-        <Text dimColor>p deletes the volume too (`spuff down {w.name} --purge`); after the destroy, d on its row deletes it.</Text>
+        <Text dimColor>Later, d on its row deletes it (`spuff down {w.name} --purge`).</Text>
       </Box>
     );
   }
