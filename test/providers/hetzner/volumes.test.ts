@@ -145,6 +145,15 @@ describe("hetzner: workspace volumes", { timeout: 30_000 }, () => {
     fake.clearFaults();
   });
 
+  it("listVolumes reads every page (50 a page) of the label-selected volumes", async () => {
+    const p = await setup();
+    for (let i = 0; i < 60; i++) fake.volumeApi.seed({ name: `ws-${i}`, labels: labels(`ws-${i}`, rid()) });
+    for (let i = 0; i < 5; i++) fake.volumeApi.seed({ name: `other-${i}`, labels: { env: "prod" } });
+    const all = await p.listVolumes?.();
+    expect(all?.map((v) => v.name)).toEqual(Array.from({ length: 60 }, (_, i) => `ws-${i}`));
+    expect(fake.requests.filter((r) => r.method === "GET" && r.path === "/volumes").map((r) => new URLSearchParams(r.search).get("page"))).toEqual(["1", "2"]);
+  });
+
   it("a size Hetzner does not sell: a UserError before any request", async () => {
     const p = await setup();
     const err = await p.createVolume?.({ name: "tiny", sizeGiB: 5, labels: labels("tiny", rid()) }, recorder()).catch((e: unknown) => e);

@@ -89,6 +89,44 @@ describe("hetzner: workspace volumes through the CLI", { timeout: 60_000 }, () =
     // The volume was deleted only after the server delete had detached it: no refused DELETE.
     expect(h.fake.requests.filter((r) => r.method === "DELETE" && r.path === `/volumes/${vol.id}`).map((r) => r.status)).toEqual([204]);
   });
+
+  it("workspace ls shows kept volumes with the API's price; reap deletes one past its keep period, never an attached one", async () => {
+    h = await harness({ ipv4Prefix: "127.0.118." });
+    expect((await h.spuff(["up", "live"])).code).toBe(0);
+    const live = only();
+    const now = Math.floor(Date.now() / 1000);
+    const labels = (name: string, detachedDaysAgo: number) => ({
+      "managed-by": "spuff",
+      [LABEL.kind]: "workspace",
+      [LABEL.name]: name,
+      [LABEL.owner]: OWNER,
+      [LABEL.createdAt]: String(now - 30 * 86400),
+      [LABEL.requestId]: `${name.replace(/-/g, "")}00000000000000000000`,
+      [LABEL.keep]: String(14 * 86400),
+      [LABEL.detachedAt]: String(now - detachedDaysAgo * 86400),
+    });
+    const old = h.fake.volumeApi.seed({ name: "spuff-old-00000000", size: 20, labels: labels("old", 15) });
+    const recent = h.fake.volumeApi.seed({ name: "spuff-recent-00000000", size: 10, labels: labels("recent", 1) });
+    // An attached volume whose labels say it is long past its keep period: attached wins.
+    h.fake.volumes.set(live.id, { ...live, labels: { ...live.labels, [LABEL.detachedAt]: String(now - 30 * 86400), [LABEL.attachedAt]: String(now - 31 * 86400) } });
+
+    const ls = await h.spuff(["workspace", "ls", "--json"]);
+    expect(ls.code, ls.stderr).toBe(0);
+    const views = JSON.parse(ls.stdout) as { id: string; status: string; pricePerMonth: unknown; reap: string | null }[];
+    expect(views.map((v) => [v.id, v.status, v.pricePerMonth, v.reap]).sort()).toEqual(
+      [
+        [String(live.id), "attached", { amount: 0.524, currency: "EUR" }, null],
+        [String(old.id), "kept", { amount: 1.048, currency: "EUR" }, "expired"],
+        [String(recent.id), "kept", { amount: 0.524, currency: "EUR" }, null],
+      ].sort(),
+    );
+
+    const reap = await h.spuff(["reap", "--yes"]);
+    expect(reap.code, reap.stderr).toBe(0);
+    expect(reap.stdout).toContain(`deleted the kept workspace volume of old (hetzner volume ${old.id}): its keep period has passed`);
+    expect([...h.fake.volumes.keys()].sort()).toEqual([live.id, recent.id].sort());
+    expect(h.fake.volumes.get(live.id)?.server).not.toBeNull();
+  });
 });
 
 describe.skipIf(!existsSync(BIN))("hetzner: Ctrl-C during up never loses a workspace volume", { timeout: 60_000 }, () => {
