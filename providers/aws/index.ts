@@ -309,7 +309,9 @@ class AwsProvider implements Provider {
       return plan;
     }
     try {
-      return await this.plan({ size: spec.size, location: zone }, signal);
+      // Usually the plan `up` validated already lands there (the volume was created for it).
+      const validated = await this.plan({ size: spec.size, location: spec.location }, signal);
+      return validated.availabilityZone === zone ? validated : await this.plan({ size: spec.size, location: zone }, signal);
     } catch (err) {
       if (!(err instanceof UserError)) throw err;
       throw new UserError(`the workspace volume ${volume.id} of ${spec.name} is in ${zone}, and there: ${err.message}`, {

@@ -5,7 +5,7 @@ import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import type { Progress, Volume, VolumeSpec } from "../../src/core/provider.js";
 import type { Ec2 } from "./client.js";
 import { codeOf, isRetryable } from "./errors.js";
-import { type Filter, fromTags, MANAGED, PROVIDER, tagChanges, toTags } from "./requests.js";
+import { type Filter, fromTags, LIVE, MANAGED, PROVIDER, tagChanges, toTags } from "./requests.js";
 
 /**
  * Workspace volumes on EC2 (docs/workspaces.md): one EBS gp3 volume per workspace, tagged at creation, in one
@@ -33,10 +33,15 @@ function attachmentOf(v: EbsVolume) {
   return (v.Attachments ?? []).find((a) => a.State !== "detached");
 }
 
-export function toVolume(v: EbsVolume): Volume {
+/**
+ * `live`: the instances that still hold resources (pending ... stopped). A volume counts as attached only to one of
+ * them: the attachment of a terminating or terminated instance (a poweroff, a spot interruption) is on its way out.
+ */
+export function toVolume(v: EbsVolume, live?: ReadonlySet<string>): Volume {
   if (!v.VolumeId) throw new ProviderError("EC2 answered with a volume without an id");
   const labels = fromTags(v.Tags);
-  const attachedTo = attachmentOf(v)?.InstanceId;
+  const a = attachmentOf(v);
+  const attachedTo = a?.InstanceId && (!live || (a.State !== "detaching" && live.has(a.InstanceId))) ? a.InstanceId : undefined;
   return {
     id: v.VolumeId,
     name: labels[LABEL.name] ?? v.VolumeId,
@@ -73,7 +78,11 @@ export function createVolumeInput(spec: VolumeSpec, availabilityZone: string, re
 }
 
 export async function listWorkspaceVolumes(ec2: Ec2, signal?: AbortSignal): Promise<Volume[]> {
-  return (await ec2.volumes({ Filters: [...WORKSPACE, PRESENT] }, signal)).map(toVolume);
+  const volumes = await ec2.volumes({ Filters: [...WORKSPACE, PRESENT] }, signal);
+  const holders = [...new Set(volumes.flatMap((v) => attachmentOf(v)?.InstanceId ?? []))];
+  const live = holders.length ? await ec2.instances({ Filters: [{ Name: "instance-id", Values: holders }, LIVE] }, signal) : [];
+  const ids = new Set(live.flatMap((i) => i.InstanceId ?? []));
+  return volumes.map((v) => toVolume(v, ids));
 }
 
 /** Polls the volume until `done` says so; a volume in state `error` or gone ends the wait with a ProviderError. */
@@ -106,28 +115,62 @@ async function untilDetached(ec2: Ec2, id: string, signal?: AbortSignal): Promis
 
 /**
  * Creates the workspace volume in `availabilityZone` and waits until it is available. Like RunInstances, CreateVolume
- * is never retried blindly: after a lost answer the volume is looked up by its request id first.
+ * is never retried blindly: after a lost answer the volume is looked up by its request id first. Ctrl-C does not cut
+ * off CreateVolume's answer (it names a volume EC2 may have created already); after a failure or an interrupt the
+ * volume of this request, if any, is deleted again: a new workspace holds nothing yet.
  */
 export async function createWorkspaceVolume(ec2: Ec2, spec: VolumeSpec, availabilityZone: string, progress: Progress): Promise<Volume> {
   const { signal } = spec;
   const requestId = spec.labels[LABEL.requestId];
   if (!requestId) throw new ProviderError(`internal error: the workspace volume of ${spec.name} has no ${LABEL.requestId} label`);
   const input = createVolumeInput(spec, availabilityZone, requestId);
-  let created: EbsVolume | undefined;
-  for (let attempt = 0; !created; attempt++) {
-    try {
-      created = await ec2.createVolumeOnce(input, signal);
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason ?? err;
-      if (!isRetryable(err) || attempt >= CREATE_ATTEMPTS - 1) throw ec2.explain(err, "CreateVolume", { availabilityZone });
-      progress.info(`CreateVolume: ${codeOf(err) || (err as Error).message}; checking whether the volume was created before sending it again`);
-      created = (await ec2.volumes({ Filters: [...WORKSPACE, { Name: `tag:${LABEL.requestId}`, Values: [requestId] }] }, signal))[0];
-      if (!created) await sleep(backoff(attempt, ec2.pollMs, 15_000), signal);
+  let id: string | undefined;
+  try {
+    for (let attempt = 0; !id; attempt++) {
+      try {
+        id = (await ec2.createVolumeOnce(input)).VolumeId;
+      } catch (err) {
+        signal?.throwIfAborted();
+        if (!isRetryable(err) || attempt >= CREATE_ATTEMPTS - 1) throw ec2.explain(err, "CreateVolume", { availabilityZone });
+        progress.info(`CreateVolume: ${codeOf(err) || (err as Error).message}; checking whether the volume was created before sending it again`);
+        id = (await ofRequest(ec2, requestId, signal))[0];
+        if (!id) await sleep(backoff(attempt, ec2.pollMs, 15_000), signal);
+      }
+      signal?.throwIfAborted();
     }
+    progress.info(`created volume ${id} (${spec.sizeGiB} GiB gp3 in ${availabilityZone})`);
+    return toVolume(await waitVolume(ec2, id, "available", AVAILABLE_MS, (v) => v.State === "available", signal));
+  } catch (err) {
+    await undoCreateVolume(ec2, id, requestId, progress);
+    throw err;
   }
-  const id = created.VolumeId as string;
-  progress.info(`created volume ${id} (${spec.sizeGiB} GiB gp3 in ${availabilityZone})`);
-  return toVolume(await waitVolume(ec2, id, "available", AVAILABLE_MS, (v) => v.State === "available", signal));
+}
+
+/** Workspace volumes labelled with this request id. */
+async function ofRequest(ec2: Ec2, requestId: string, signal?: AbortSignal): Promise<string[]> {
+  const found = await ec2.volumes({ Filters: [...WORKSPACE, PRESENT, { Name: `tag:${LABEL.requestId}`, Values: [requestId] }] }, signal);
+  return found.flatMap((v) => v.VolumeId ?? []);
+}
+
+/**
+ * After a failed or interrupted createVolume: deletes the volume it made (by id, else by its request id; EC2 may need
+ * a moment to list a new one). No signal: the user's Ctrl-C must not stop the cleanup.
+ */
+async function undoCreateVolume(ec2: Ec2, id: string | undefined, requestId: string, progress: Progress): Promise<void> {
+  try {
+    const ids = id ? [id] : [];
+    for (let i = 0; !ids.length && i < 3; i++) {
+      if (i) await sleep(ec2.pollMs / 2);
+      ids.push(...(await ofRequest(ec2, requestId)));
+    }
+    for (const v of ids) {
+      await waitVolume(ec2, v, "available", AVAILABLE_MS, (x) => x.State !== "creating");
+      await ec2.deleteVolume(v);
+      progress.info(`deleted the new volume ${v} again`);
+    }
+  } catch (err) {
+    progress.warn(`deleting the new workspace volume failed: ${(err as Error).message}; it carries the label ${LABEL.requestId}=${requestId}`);
+  }
 }
 
 /** Which instance holds the volume and whether that instance still lives (not shutting down or terminated). */
@@ -220,7 +263,8 @@ export async function deleteWorkspaceVolume(ec2: Ec2, volume: Volume, progress: 
     new ProviderError(`the workspace volume ${volume.id} of ${volume.name} is attached to instance ${instanceId} (${state}); nothing was deleted`, {
       hint: `\`spuff down ${volume.name} --purge\` removes its VM first; a volume attached to an instance spuff did not start: detach it in the EC2 console`,
     });
-  const v = await ec2.volume(volume.id, signal);
+  let v = await ec2.volume(volume.id, signal);
+  if (v?.State === "creating") v = await waitVolume(ec2, volume.id, "created", AVAILABLE_MS, (x) => x.State !== "creating", signal);
   if (!v || v.State === "deleting" || v.State === "deleted") return;
   const h = await holder(ec2, v, signal);
   if (h?.live) throw refuse(h.instanceId, h.state);

@@ -148,6 +148,37 @@ describe.skipIf(SKIP)(`aws: workspace volumes${SKIP ? ` (skipped: ${SKIP})` : ""
     expect(all.map((v) => v.VolumeId)).toEqual([vol?.id]);
   });
 
+  it("interrupted while CreateVolume's answer is on its way: the answer is awaited and the new volume deleted again", async () => {
+    const p = provider();
+    h.moto.inject({ action: "CreateVolume", when: "after", delayMs: 1500 });
+    const ctl = new AbortController();
+    const received = new Promise<void>((res) => h.moto.events.on("received", (r) => r.action === "CreateVolume" && res()));
+    const creating = p.createVolume?.({ name: "cut", sizeGiB: 1, labels: volumeLabels("cut"), signal: ctl.signal }, progress).catch((e: unknown) => e);
+    await received;
+    ctl.abort(new Error("interrupted by the test"));
+    expect(((await creating) as Error).message).toBe("interrupted by the test");
+    expect(h.moto.count("CreateVolume")).toBe(1);
+    expect(h.moto.count("DeleteVolume")).toBe(1);
+    expect((await h.ec2.send(new DescribeVolumesCommand({}))).Volumes).toEqual([]);
+  });
+
+  it("a volume EC2 still lists as attached to an instance that terminated (it detaches a moment later) is not attached", async () => {
+    const p = provider();
+    const vol = (await p.createVolume?.({ name: "late", sizeGiB: 1, labels: volumeLabels("late") }, progress)) as Volume;
+    const vm = await p.create(vmSpec("late", vol), progress);
+    expect((await p.listVolumes?.())?.map((v) => v.attachedTo)).toEqual([vm.id]);
+    await h.ec2.send(new TerminateInstancesCommand({ InstanceIds: [vm.id] }));
+    // EC2's answer in the seconds after the termination: the attachment is still there.
+    const tags = Object.entries(vol.labels)
+      .map(([k, v]) => `<item><key>${k}</key><value>${v}</value></item>`)
+      .join("");
+    const body = `<?xml version="1.0" encoding="UTF-8"?><DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><volumeSet><item><volumeId>${vol.id}</volumeId><size>1</size><availabilityZone>us-east-1a</availabilityZone><status>in-use</status><attachmentSet><item><volumeId>${vol.id}</volumeId><instanceId>${vm.id}</instanceId><device>/dev/sdf</device><status>attached</status><deleteOnTermination>false</deleteOnTermination></item></attachmentSet><tagSet>${tags}</tagSet><volumeType>gp3</volumeType></item></volumeSet></DescribeVolumesResponse>`;
+    h.moto.inject({ action: "DescribeVolumes", body });
+    const [late] = (await p.listVolumes?.()) ?? [];
+    expect(h.moto.requests.filter((r) => r.action === "DescribeVolumes").at(-1)?.injected).toBe(true);
+    expect([late.id, late.attachedTo]).toEqual([vol.id, undefined]);
+  });
+
   it("launches in the volume's zone, attaches it after RunInstances with DeleteOnTermination false; destroy keeps it; delete removes it", async () => {
     const p = provider();
     const vol = (await p.createVolume?.({ name: "work", sizeGiB: 4, labels: volumeLabels("work"), location: "us-east-1c" }, progress)) as Volume;
