@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { DescribeVolumesCommand, type Tag, type Volume } from "@aws-sdk/client-ec2";
+import { CreateTagsCommand, DescribeVolumesCommand, type Tag, type Volume } from "@aws-sdk/client-ec2";
 import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
 import { phaseShown, type Running } from "../../helpers/cli.js";
@@ -80,6 +80,28 @@ describe.skipIf(SKIP)(`aws: workspace volumes through the CLI${SKIP ? ` (skipped
     expect(await h.live()).toEqual([]);
     expect(await volumes()).toEqual([]);
     expect(await h.spuffGroups()).toEqual([]);
+  });
+
+  it("reap keeps a kept workspace until spuff/keep has passed since its detach, then deletes it; never an attached one", async () => {
+    await h.spuffOk(["up", "old"]);
+    const [attached] = await workspaces();
+    const id = attached.VolumeId as string;
+    // Attached: never reaped, whatever its keep says.
+    await h.ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: LABEL.keep, Value: "0" }] }));
+    await h.spuffOk(["reap", "--yes"]);
+    expect((await workspaces()).map((v) => v.State)).toEqual(["in-use"]);
+
+    await h.spuffOk(["down", "old", "--yes"]);
+    await h.ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: LABEL.keep, Value: String(14 * 86400) }] }));
+    await h.spuffOk(["reap", "--yes"]);
+    expect((await workspaces()).map((v) => [v.VolumeId, v.State])).toEqual([[id, "available"]]);
+    expect(h.moto.count("DeleteVolume")).toBe(0);
+
+    // Its keep period over (as if 14 days had passed since the detach): reap deletes it.
+    await h.ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: LABEL.keep, Value: "0" }] }));
+    const reap = await h.spuffOk(["reap", "--yes"]);
+    expect(reap.stdout).toContain(id);
+    expect(await volumes()).toEqual([]);
   });
 
   it("Ctrl-C while the instance starts, with a kept workspace: the instance goes, the old volume stays with its tags", async () => {
