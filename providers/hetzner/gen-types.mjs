@@ -20,6 +20,13 @@ export const USED = {
   "/actions/{id}": ["get"],
   "/server_types": ["get"],
   "/locations": ["get"],
+  // Baked images (providers/hetzner/images.ts).
+  "/images": ["get"],
+  "/images/{id}": ["get", "put", "delete"],
+  "/servers/{id}/actions/create_image": ["post"],
+  "/servers/{id}/actions/shutdown": ["post"],
+  "/servers/{id}/actions/poweroff": ["post"],
+  "/pricing": ["get"],
 };
 
 /** Removes `datacenter` from server objects (properties and required lists), recursively. */

@@ -55,11 +55,12 @@ export interface Placement {
 }
 
 /** POST /servers: always with the per-VM SSH key (without one Hetzner e-mails a root password), never `datacenter`. */
-export function serverBody(spec: Pick<CreateSpec, "name" | "labels" | "userData">, placement: Placement, sshKeyId: number): CreateServerBody {
+export function serverBody(spec: Pick<CreateSpec, "name" | "labels" | "userData" | "image">, placement: Placement, sshKeyId: number): CreateServerBody {
   return {
     name: spec.name,
     server_type: placement.serverType,
-    image: placement.image,
+    // A baked snapshot by its id (docs/images.md), else the configured image by name.
+    image: spec.image ? spec.image.id : placement.image,
     location: placement.location,
     ssh_keys: [String(sshKeyId)],
     user_data: userDataString(spec.userData),

@@ -26,7 +26,8 @@ What is reaped (docs/idle.md):
                 VM is kept until its TTL instead: \`spuff start NAME\` boots it again
   interrupted   its \`spuff up\` died before the VM was ready
   gone          the VM no longer exists; its local state (keys, known_hosts entry) is removed
-plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses.
+plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses, and baked images
+(\`spuff image ls\`) that no \`up\` has matched for image.keep (default 30d).
 This machine's VMs are those labelled with its owner id, or whose record (keys) it holds.
 Provider labels are the truth: a scheduled job with only a token can reap for a whole team.
 
@@ -57,6 +58,7 @@ Examples:
       }
       const progress = stderrProgress(app);
       const { reap } = await import("../../core/reap.js");
+      const { parseDuration } = await import("../../config/load.js");
       const result = await app.interruptible((signal) =>
         reap(
           {
@@ -67,6 +69,7 @@ Examples:
             allOwners: opts.allOwners,
             progress,
             signal,
+            imageKeepMs: parseDuration(app.config().image.keep),
           },
           Boolean(opts.dryRun),
         ),
