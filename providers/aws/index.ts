@@ -4,8 +4,21 @@ import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, SpuffError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import { ownerId } from "../../src/core/owner.js";
-import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, ProviderInfo, SshEndpoint, Vm } from "../../src/core/provider.js";
+import type {
+  CreateSpec,
+  Image,
+  ImageSpec,
+  Placement,
+  Progress,
+  Provider,
+  ProviderContext,
+  ProviderFactory,
+  ProviderInfo,
+  SshEndpoint,
+  Vm,
+} from "../../src/core/provider.js";
 import { Ec2 } from "./client.js";
+import { AwsImages } from "./images.js";
 import { codeOf, isRetryable } from "./errors.js";
 import {
   archOf,
@@ -41,6 +54,7 @@ const SG_DELETE_MS = 3 * 60_000;
 class AwsProvider implements Provider {
   private ec2Client?: Ec2;
   private readonly plans = new Map<string, Promise<LaunchPlan>>();
+  private readonly images = new AwsImages(() => this.ec2());
 
   constructor(private readonly ctx: ProviderContext) {}
 
@@ -52,7 +66,7 @@ class AwsProvider implements Provider {
       description: c.endpoint ? `AWS EC2 API at ${showEndpoint(c.endpoint)}${region}` : `AWS EC2${region}`,
       // A poweroff inside the VM terminates it (InstanceInitiatedShutdownBehavior=terminate): billing ends with no AWS
       // credential on the VM. A stopped instance (stopped from the console) no longer bills compute, only its EBS volume.
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: false },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: false, images: true },
     };
   }
 
@@ -440,6 +454,31 @@ class AwsProvider implements Provider {
    * outlive an instance (the per-VM key goes in user-data, the root volume and network interface go with the instance).
    * While an `up` of this owner runs here (`busy`), the owner's group is left alone: that `up` may be about to use it.
    */
+  // ---- baked images (providers/aws/images.ts) ----
+
+  /** The region and the AMI the plan boots (aws.ami, or the newest official Debian AMI): a newer base makes bakes stale. */
+  async imageBase(over: Placement, signal?: AbortSignal): Promise<string> {
+    const plan = await this.plan(over, signal);
+    return `${plan.region}:${plan.image.id}`;
+  }
+
+  listImages(signal?: AbortSignal): Promise<Image[]> {
+    return this.images.list(signal);
+  }
+
+  createImage(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image> {
+    return this.images.create(vm.id, spec, progress);
+  }
+
+  async deleteImage(image: Image, progress: Progress, signal?: AbortSignal): Promise<void> {
+    await this.images.delete(image, signal);
+    progress.info(`deleted AMI ${image.id} and its snapshots`);
+  }
+
+  setImageLabels(image: Image, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    return this.images.setLabels(image, labels, signal);
+  }
+
   async reapOrphans(dryRun: boolean, progress: Progress, busy: ReadonlySet<string> = new Set()): Promise<string[]> {
     const ec2 = this.ec2();
     const me = ownerId(this.ctx.env);
