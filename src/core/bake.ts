@@ -86,7 +86,8 @@ export async function chooseBake(
   signal?: AbortSignal,
 ): Promise<BakeChoice> {
   const { provider, config, owner, progress } = deps;
-  if (!bakesImages(provider)) return {};
+  // Nothing image-level configured: a bake would hold nothing the base image lacks, so none is looked up.
+  if (!bakesImages(provider) || (config.packages.length === 0 && config.image.setup.length === 0)) return {};
   let key: string;
   let images: Image[];
   try {
