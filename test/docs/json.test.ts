@@ -156,6 +156,14 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
     one("Error", r.stdout);
   });
 
+  it("image bake, image ls, image rm (a baked snapshot of the fake)", async () => {
+    const baked = one("image-bake", (await spuff(["image", "bake", "--json"])).stdout) as { id: string; created: boolean };
+    expect(baked.created).toBe(true);
+    const ls = one("image-ls", (await spuff(["image", "ls", "--json"])).stdout) as { id: string }[];
+    expect(ls.map((i) => i.id)).toEqual([baked.id]);
+    expect(one("image-rm", (await spuff(["image", "rm", baked.id, "--json"])).stdout)).toEqual({ removed: [baked.id] });
+  });
+
   it("every shape in the doc was met", () => {
     expect([...shapes.keys()].filter((s) => !used.has(s) && !ON_A_REAL_VM.has(s))).toEqual([]);
   });
