@@ -563,7 +563,7 @@ export class Moto {
     const snapshots = [...described.body.toString("utf8").matchAll(/<snapshotId>(snap-[0-9a-f]+)<\/snapshotId>/g)].map((m) => m[1]);
     if (snapshotTags.length && snapshots.length) {
       const tag = new URLSearchParams({ Action: "CreateTags", Version: version });
-      snapshots.forEach((snap, i) => tag.set(`ResourceId.${i + 1}`, snap));
+      for (const [i, snap] of snapshots.entries()) tag.set(`ResourceId.${i + 1}`, snap);
       snapshotTags.forEach((t, i) => {
         tag.set(`Tag.${i + 1}.Key`, t.key ?? "");
         tag.set(`Tag.${i + 1}.Value`, t.value ?? "");

@@ -263,11 +263,7 @@ export class HetznerFake {
       id: () => this.id(),
       server: (id) => this.server(id),
       assertUnlocked: (srv) => this.assertUnlocked(srv as ServerRec),
-      action: (command, resources, onDone, fail) => {
-        // Decided when the action ends (a thenable gate, read after the delay): a failure then makes it an error.
-        const gate = { then: (ok: () => void, ko: (e: Error) => void) => { const e = fail?.(); if (e) ko(new Error(e.message)); else ok(); } };
-        return this.actionJson(this.action(command, resources, this.opts.actionDelayMs ?? 0, onDone, gate as unknown as Promise<unknown>));
-      },
+      action: (command, resources, onDone, fail) => this.actionJson(this.action(command, resources, this.opts.actionDelayMs ?? 0, onDone, undefined, fail)),
       list: (key, all, q) => this.list(key, all, q),
       invalid: (fields) => invalid(fields),
       notFound: (what, id) => notFound(what, id),
@@ -762,11 +758,22 @@ export class HetznerFake {
     }
   }
 
-  /** An action that succeeds after `delayMs` (and after `gate` settles; a rejected gate makes it fail). */
-  private action(command: string, resources: ActionRec["resources"], delayMs: number, onDone?: () => void, gate?: Promise<unknown>): ActionRec {
+  /**
+   * An action that succeeds after `delayMs` (and after `gate` settles; a rejected gate makes it fail). `fail`, asked
+   * when it ends, may make it fail instead (e.g. its image was deleted meanwhile).
+   */
+  private action(
+    command: string,
+    resources: ActionRec["resources"],
+    delayMs: number,
+    onDone?: () => void,
+    gate?: Promise<unknown>,
+    fail?: () => { code: string; message: string } | undefined,
+  ): ActionRec {
     const a: ActionRec = { id: this.id(), command, status: "running", progress: 0, started: stamp(), finished: null, resources, error: null };
     this.actions.set(a.id, a);
-    const finish = (error?: { code: string; message: string }) => {
+    const finish = (failed?: { code: string; message: string }) => {
+      const error = failed ?? fail?.();
       a.progress = 100;
       a.finished = stamp();
       if (error) {
