@@ -176,6 +176,11 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
   if (!bakesImages(provider)) {
     throw new UserError(`the ${info.name} provider cannot bake images`, { hint: "bake on a provider that can: --provider hetzner or --provider aws" });
   }
+  if (config.packages.length === 0 && config.image.setup.length === 0) {
+    throw new UserError("nothing to bake: packages and image.setup are empty", {
+      hint: "list packages or image.setup steps in your config (docs/images.md); the base image already has everything else",
+    });
+  }
   progress.phase("validate config");
   await provider.validate?.(req.placement, signal);
   const base = (await provider.imageBase?.(req.placement, signal)) ?? "";
@@ -266,7 +271,6 @@ async function rollback(deps: BakeDeps, name: string, requestId: string, vm: Vm 
     for (const v of vms) await provider.destroy(v, progress);
     // An image whose create request was answered only after the listing above.
     for (const i of ((await provider.listImages?.()) ?? []).filter((x) => x.labels[LABEL.requestId] === requestId)) await provider.deleteImage?.(i, progress);
-    await provider.reapOrphans?.(false, progress);
     progress.info(`rolled back ${name}`);
   } catch (err) {
     progress.warn(

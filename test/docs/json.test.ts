@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtImageDir, pulledImageDir } from "../../providers/local/image.js";
 import { StateStore } from "../../src/core/state.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
-import { runCli } from "../helpers/cli.js";
+import { stringify } from "yaml";
+import { runCli, writeUserConfig } from "../helpers/cli.js";
 import { docShapes, mismatches, one, used } from "../helpers/json-shapes.js";
 import { type Harness, harness } from "../providers/hetzner/harness.js";
 
@@ -157,6 +158,7 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
   });
 
   it("image bake, image ls, image rm (a baked snapshot of the fake)", async () => {
+    writeUserConfig(h.env, stringify({ ssh: { user: "spuff-test", tmux: false }, packages: ["jq"] }));
     const baked = one("image-bake", (await spuff(["image", "bake", "--json"])).stdout) as { id: string; created: boolean };
     expect(baked.created).toBe(true);
     const ls = one("image-ls", (await spuff(["image", "ls", "--json"])).stdout) as { id: string }[];
