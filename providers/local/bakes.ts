@@ -55,7 +55,7 @@ export class LocalBakes {
   /** The base image a VM from this bake boots: its flattened disk, with the kernel and initrd of the base it came from. */
   baseOf(image: Image): BaseImage {
     const m = this.read(image.id);
-    if (!m || m.status !== "available") throw new ProviderError(`the baked image ${image.id} is not available here`, { hint: "`spuff image ls` lists the bakes" });
+    if (m?.status !== "available") throw new ProviderError(`the baked image ${image.id} is not available here`, { hint: "`spuff image ls` lists the bakes" });
     return { ...m.base, disk: join(this.dir(m.id), "disk.qcow2"), description: `baked image ${m.name}` };
   }
 
