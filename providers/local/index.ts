@@ -3,10 +3,11 @@ import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, sta
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
-import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
+import type { CreateSpec, Image, ImageSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
+import { LocalBakes } from "./bakes.js";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
 
 interface Meta {
@@ -76,15 +77,17 @@ async function probe(child: ChildProcess, accel: Accel, files: { log: string; co
 
 class LocalProvider implements Provider {
   private readonly root: string;
+  private readonly bakes: LocalBakes;
   constructor(private readonly ctx: ProviderContext) {
     this.root = join(ctx.stateDir, "local");
+    this.bakes = new LocalBakes(join(ctx.cacheDir, "bakes"));
   }
 
   info() {
     return {
       name: "local",
       description: "QEMU on this machine",
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true, volumes: false },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true, volumes: false, images: true },
     };
   }
 
@@ -151,7 +154,8 @@ class LocalProvider implements Provider {
   }
 
   async create(spec: CreateSpec, progress: Progress): Promise<Vm> {
-    const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+    // A baked image (docs/images.md) is a base image like any other: the overlay goes on its flattened disk.
+    const image = spec.image ? this.bakes.baseOf(spec.image) : findImage(this.ctx.cacheDir, this.ctx.config.local.image);
     const dir = this.dir(spec.name);
     if (existsSync(join(dir, "meta.json"))) throw new UserError(`a local VM named ${spec.name} already exists`, { hint: `spuff down ${spec.name}` });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -359,6 +363,42 @@ class LocalProvider implements Provider {
     }
     await stopPasst(dir);
     rmSync(dir, { recursive: true, force: true });
+  }
+
+  // ---- baked images (providers/local/bakes.ts) ----
+
+  /** The base image's disk and when it was written: a rebuilt or re-pulled base makes bakes stale. */
+  async imageBase(): Promise<string> {
+    const disk = findImage(this.ctx.cacheDir, this.ctx.config.local.image).disk;
+    return `${disk}:${Math.floor(statSync(disk).mtimeMs)}`;
+  }
+
+  async listImages(): Promise<Image[]> {
+    return this.bakes.list();
+  }
+
+  async createImage(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image> {
+    const meta = this.readMeta(vm.name);
+    if (!meta?.image) throw new ProviderError(`the bake VM ${vm.name} has no metadata`);
+    return this.bakes.create(this.dir(vm.name), meta.image, spec, progress);
+  }
+
+  /** Deletes a bake's directory; refused while a local VM's overlay still sits on its disk. */
+  async deleteImage(image: Image, progress: Progress): Promise<void> {
+    const users = (existsSync(this.root) ? readdirSync(this.root) : [])
+      .map((n) => this.readMeta(n))
+      .filter((m) => m?.image?.disk?.includes(`/bakes/${image.id}/`));
+    if (users.length) {
+      throw new ProviderError(`the baked image ${image.id} is the base of ${users.map((m) => m?.name).join(", ")}`, {
+        hint: `remove ${users.length === 1 ? "that VM" : "those VMs"} first (\`spuff down NAME\`)`,
+      });
+    }
+    this.bakes.delete(image);
+    progress.info(`deleted baked image ${image.name} (${image.id})`);
+  }
+
+  async setImageLabels(image: Image, labels: Record<string, string>): Promise<void> {
+    this.bakes.setLabels(image, labels);
   }
 
   /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */

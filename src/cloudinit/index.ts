@@ -1,4 +1,5 @@
 export {
+  BAKE_CLEAN,
   DEFAULT_PACKAGES,
   encodeUserData,
   type RenderOptions,

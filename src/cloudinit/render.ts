@@ -21,6 +21,9 @@ export const DEFAULT_PACKAGES = ["git", "tmux", "curl", "ca-certificates"];
 /** Where the sshd hardening drop-in goes. Low number: sshd uses the first value it reads for most keywords. */
 export const SSHD_DROP_IN = "/etc/ssh/sshd_config.d/10-spuff.conf";
 
+/** The script `spuff image bake` runs (sudo -n) to remove everything per-VM before the image is made (docs/images.md). */
+export const BAKE_CLEAN = "/usr/local/lib/spuff/bake-clean";
+
 /** The script spuff runs (sudo -n) over its first pinned connection to replace the host key from user-data. */
 export const ROTATE_HOST_KEY = "/usr/local/lib/spuff/rotate-host-key";
 
@@ -225,12 +228,13 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
       content: `${asset("known_hosts")}${pinned.length ? `\n# git_hosts from the spuff config\n${pinned.join("\n")}\n` : ""}`,
       permissions: "0644",
     },
-    { path: "/usr/local/bin/spuff-install-packages", content: asset("files/spuff-install-packages.sh"), permissions: "0755" },
+    ...(args.baked === "boot" ? [] : [{ path: "/usr/local/bin/spuff-install-packages", content: asset("files/spuff-install-packages.sh"), permissions: "0755" }]),
     { path: "/etc/profile.d/spuff-agent.sh", content: asset("files/profile-agent.sh"), permissions: "0644" },
     { path: `${home}/.ssh/rc`, content: asset("files/ssh-rc.sh"), permissions: "0644", owner: own, defer: true },
     { path: `${home}/.ssh/config`, content: sshConfigFor(args.gitHosts), permissions: "0600", owner: own, defer: true },
     { path: `${home}/.tmux.conf`, content: asset("files/tmux.conf"), permissions: "0644", owner: own, defer: true },
   ];
+  if (args.baked === "bake") files.push({ path: BAKE_CLEAN, content: asset("files/spuff-bake-clean.sh"), permissions: "0755", owner: "root:root" });
   if (scanned.length) {
     files.push(
       { path: "/usr/local/bin/spuff-keyscan", content: asset("files/spuff-keyscan.sh"), permissions: "0755" },
@@ -272,7 +276,8 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   const runcmd: (string | string[])[] = ["set -e"];
   for (const f of idle.filter((f) => f.path.startsWith("/etc/tmpfiles.d/"))) runcmd.push(["systemd-tmpfiles", "--create", f.path]);
   if (idle.some((f) => f.path === "/etc/systemd/system/spuff-idle.timer")) runcmd.push(["systemctl", "enable", "--now", "spuff-idle.timer"]);
-  runcmd.push(["/usr/local/bin/spuff-install-packages", ...packages]);
+  // A VM from a current bake has its packages already (the bake installed exactly these): no package step.
+  if (args.baked !== "boot") runcmd.push(["/usr/local/bin/spuff-install-packages", ...packages]);
   if (scanned.length) runcmd.push(["/usr/local/bin/spuff-keyscan"]);
   if (args.setup.length) runcmd.push(["runuser", "-l", args.user, "-c", "/etc/spuff/setup.sh"]);
 
@@ -314,6 +319,8 @@ export function templateArgsFromConfig(
     expiresAt: Date;
     /** The attached workspace volume's guest paths (Provider.volumeDevices); absent: no volume. */
     workspaceDevices?: string[];
+    /** The VM boots a current bake (docs/images.md): its packages and image.setup are already on the image. */
+    baked?: boolean;
   },
 ): TemplateArgs {
   const dotfiles = typeof config.dotfiles === "string" ? { repo: config.dotfiles } : config.dotfiles;
@@ -329,11 +336,13 @@ export function templateArgsFromConfig(
       hostKeys: h.host_keys,
       fingerprints: h.fingerprints,
     })),
-    packages: config.packages,
+    packages: parts.baked ? [] : config.packages,
     dotfiles,
-    setup: config.setup,
+    // image.setup runs in the bake; without one it runs here, before the per-VM setup.
+    setup: parts.baked ? config.setup : [...(config.image?.setup ?? []), ...config.setup],
     repositories: config.repositories,
     ...(parts.workspaceDevices ? { workspace: { devices: parts.workspaceDevices } } : {}),
+    ...(parts.baked ? { baked: "boot" as const } : {}),
     idle: {
       timeoutSeconds: parseDuration(config.idle.timeout) / 1000,
       expiresAt: Math.floor(parts.expiresAt.getTime() / 1000),

@@ -9,6 +9,7 @@ export const DEFAULTS = {
   ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true },
   idle: { timeout: "30m", ttl: "24h" },
   workspace: { volume: true, size: "10G", keep: "14d" },
+  image: { setup: [], keep: "30d" },
   git_hosts: [],
   packages: [],
   setup: [],
@@ -40,6 +41,7 @@ export type Config = Omit<ConfigFile, keyof Defaults> & {
   };
   idle: { timeout: string; ttl: string };
   workspace: { volume: boolean; size: string | number; keep: string };
+  image: { setup: string[]; keep: string };
   git_hosts: NonNullable<ConfigFile["git_hosts"]>;
   packages: string[];
   setup: string[];

@@ -40,6 +40,8 @@ export const PROJECT_KEYS: Record<string, true | string> = {
   "workspace.volume": true,
   "workspace.size": true,
   "workspace.keep": "it decides when your kept work is deleted",
+  "image.setup": true,
+  "image.keep": "it decides when your baked images are deleted",
   git_hosts: "pinned git host keys decide which servers your agent signs logins for",
   packages: true,
   dotfiles: "your dotfiles are yours: they are cloned with your agent and their install script runs while it is forwarded",

@@ -105,6 +105,17 @@ export const configSchema = z.strictObject({
       keep: duration.optional(),
     })
     .optional(),
+  image: z
+    .strictObject({
+      /**
+       * Setup steps whose result is the same for every VM (tools, caches): run once in `spuff image bake`, and at first
+       * boot (before `setup`) only when no current bake exists. Nothing per-VM: no keys, tokens or host names.
+       */
+      setup: z.array(z.string()).optional(),
+      /** How long a baked image lives after the last `up` that matched it (the reaper deletes it then). */
+      keep: duration.optional(),
+    })
+    .optional(),
   git_hosts: z.array(gitHostSchema).optional(),
   packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.:=~-]*$/, "expected a Debian package name")).optional(),
   dotfiles: z
