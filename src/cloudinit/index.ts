@@ -1,6 +1,7 @@
 export {
   DEFAULT_PACKAGES,
   encodeUserData,
+  MOUNT_WORKSPACE,
   type RenderOptions,
   renderUserData,
   ROTATE_HOST_KEY,

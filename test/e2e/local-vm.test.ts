@@ -159,8 +159,8 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
 
   it("the first login shell clones the configured repository through the forwarded agent (spuff-first-login)", async () => {
     const name = git.path.replace(/\.git$/, "");
-    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/src/${name}/README'`);
-    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/src/${name}`);
+    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/work/${name}/README'`);
+    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/work/${name}`);
     expect(r.stdout, r.stderr).toBe("private\n");
     expect(r.code).toBe(0);
   });
