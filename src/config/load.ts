@@ -450,3 +450,13 @@ export function parseDuration(text: string): number {
   const [, d, h, min, s] = m.map((x) => Number(x ?? 0));
   return (((d * 24 + h) * 60 + min) * 60 + s) * 1000;
 }
+
+/** A config size ("10G", "512M", "2GiB", or a number of MiB) in MiB. */
+export function sizeMiB(size: string | number): number {
+  if (typeof size === "number") return size;
+  const m = /^(\d+)\s*([KMGT]?)i?B?$/i.exec(size.trim());
+  if (!m) throw new ConfigError(`invalid size "${size}"`, { hint: 'use e.g. "10G" or "2048M"' });
+  const n = Number(m[1]);
+  const unit = m[2].toUpperCase();
+  return unit === "K" ? Math.ceil(n / 1024) : unit === "G" ? n * 1024 : unit === "T" ? n * 1024 * 1024 : n;
+}

@@ -1,9 +1,10 @@
 import { UserError } from "./errors.js";
 import { LABEL } from "./labels.js";
 import { isMine, type Owner, recordOf } from "./owner.js";
-import type { Progress, Provider, Vm } from "./provider.js";
+import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import { processAlive, type StateStore, type VmRecord } from "./state.js";
 import { toView, type VmView } from "./view.js";
+import { deleteWorkspace, isWorkspace, keepOf, markDetached, toWorkspaceView, type WorkspaceView } from "./workspace.js";
 
 export interface InventoryDeps {
   state: StateStore;
@@ -116,6 +117,8 @@ export interface DownResult {
   provider: string;
   destroyed: boolean;
   cost: VmView["accruedCost"];
+  /** The VM's workspace volume: kept (detached, for the next `up`) or deleted (`--purge`); null without one. */
+  workspace: { id: string; sizeGiB: number; pricePerMonth: Volume["pricePerMonth"] | null; action: "kept" | "deleted"; keepSeconds: number | null } | null;
 }
 
 /**
@@ -127,19 +130,76 @@ export async function down(
   view: VmView,
   progress: Progress,
   signal?: AbortSignal,
+  opts: { purge?: boolean } = {},
 ): Promise<DownResult> {
   let destroyed = false;
+  let workspace: DownResult["workspace"] = null;
   const local = deps.state.read(view.name);
   // The record of exactly this VM; a record too old to carry any identity (no request id, no provider id) goes by name.
   const legacy = local && local.provider === view.provider && local.requestId === undefined && local.id === undefined ? local : undefined;
   const record = view.status === "gone" ? local : (recordOf(deps.state, view) ?? legacy);
   if (view.status !== "gone") {
     const p = await deps.provider(view.provider);
+    // The workspace volume attached to exactly this VM (by its id): listed before the VM goes, kept after.
+    const volumes = p.info().features.volumes ? ((await p.listVolumes?.(signal)) ?? []).filter((v) => isWorkspace(v) && v.attachedTo === view.id) : [];
     progress.phase(`destroy ${view.name}`);
     await p.destroy(vmOf(view), progress, signal);
     destroyed = true;
+    for (const v of volumes) {
+      const keep = keepOf(v);
+      const detached = { ...v, attachedTo: undefined };
+      if (opts.purge) await deleteWorkspace(p, detached, progress, signal);
+      else await markDetached(p, detached, new Date(), signal);
+      workspace = { id: v.id, sizeGiB: v.sizeGiB, pricePerMonth: v.pricePerMonth ?? null, action: opts.purge ? "deleted" : "kept", keepSeconds: keep };
+    }
   }
   if (record?.requestId) await deps.state.removeOwn(view.name, record.requestId);
   else if (record) await deps.state.remove(view.name);
-  return { name: view.name, provider: view.provider, destroyed, cost: view.accruedCost };
+  return { name: view.name, provider: view.provider, destroyed, cost: view.accruedCost, workspace };
+}
+
+/**
+ * Every workspace volume of the providers that have them (features.volumes), as views. A detached volume that has no
+ * detach time yet (its VM went without `spuff down`: idle or TTL terminate, a deleted server) gets one now, when
+ * `stamp` is set: its keep period starts at the latest here, never earlier.
+ */
+export async function workspaces(
+  deps: InventoryDeps & { stamp?: boolean; busy?: ReadonlySet<string> },
+  signal?: AbortSignal,
+): Promise<{ workspaces: WorkspaceView[]; errors: Inventory["errors"] }> {
+  const now = deps.now ?? new Date();
+  const errors: Inventory["errors"] = [];
+  const out: WorkspaceView[] = [];
+  for (const name of deps.providerNames) {
+    try {
+      const p = await deps.provider(name);
+      if (!p.info().features.volumes || !p.listVolumes) continue;
+      for (let v of (await p.listVolumes(signal)).filter(isWorkspace)) {
+        let view = toWorkspaceView(v, now, deps.owner, deps.busy?.has(v.name));
+        if (deps.stamp && view.mine && view.status === "kept" && view.deleteAt === null && view.keepSeconds !== null) {
+          v = await markDetached(p, v, now, signal);
+          view = toWorkspaceView(v, now, deps.owner, deps.busy?.has(v.name));
+        }
+        out.push(view);
+      }
+    } catch (err) {
+      errors.push({ provider: name, message: (err as Error).message });
+    }
+  }
+  out.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider));
+  return { workspaces: out, errors };
+}
+
+/** The Volume a workspace view stands for (its id and labels), for acting on exactly that volume. */
+export function volumeOf(view: WorkspaceView): Volume {
+  return {
+    id: view.id,
+    name: view.name,
+    provider: view.provider,
+    sizeGiB: view.sizeGiB,
+    ...(view.location ? { location: view.location } : {}),
+    labels: view.labels,
+    ...(view.attachedTo ? { attachedTo: view.attachedTo } : {}),
+    pricePerMonth: view.pricePerMonth,
+  };
 }

@@ -1,8 +1,9 @@
-import { down, inventory } from "./inventory.js";
+import { down, inventory, volumeOf, workspaces } from "./inventory.js";
 import { type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider } from "./provider.js";
 import { processAlive, type StateStore } from "./state.js";
 import type { VmView } from "./view.js";
+import { deleteWorkspace } from "./workspace.js";
 
 /**
  * The reaper (docs/idle.md): deletes spuff VMs past their TTL, or powered off where a stopped VM still costs money
@@ -37,6 +38,8 @@ export interface ReapResult {
   dryRun: boolean;
   plan: ReapItem[];
   orphans: { provider: string; resource: string }[];
+  /** Kept workspace volumes past `spuff/keep` after their last detach: deleted (docs/workspaces.md). */
+  workspaces: { provider: string; name: string; id: string; reason: string; done: boolean; error?: string }[];
   errors: { provider: string; message: string }[];
 }
 
@@ -88,7 +91,24 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
       errors.push({ provider: name, message: `orphans: ${(err as Error).message}` });
     }
   }
-  return { dryRun, plan, orphans, errors };
+  // Kept workspaces: never one attached or whose VM's `up` runs; a detach time is recorded the first time it is seen.
+  const ws = await workspaces({ state: deps.state, provider: deps.provider, providerNames: asked, owner: deps.owner, now: deps.now, stamp: !dryRun, busy }, deps.signal);
+  errors.push(...ws.errors);
+  const expired: ReapResult["workspaces"] = [];
+  for (const w of ws.workspaces.filter((w) => w.reap && (deps.allOwners || w.mine))) {
+    const item: ReapResult["workspaces"][number] = { provider: w.provider, name: w.name, id: w.id, reason: "expired", done: false };
+    expired.push(item);
+    if (dryRun) continue;
+    try {
+      const p = await deps.provider(w.provider);
+      await deleteWorkspace(p, volumeOf(w), progress, deps.signal);
+      item.done = true;
+    } catch (err) {
+      item.error = (err as Error).message;
+      errors.push({ provider: w.provider, message: `workspace ${w.name}: ${item.error}` });
+    }
+  }
+  return { dryRun, plan, orphans, workspaces: expired, errors };
 }
 
 /**

@@ -7,15 +7,18 @@ import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
-import type { Progress, Provider, Vm } from "./provider.js";
+import type { Progress, Provider, Vm, Volume } from "./provider.js";
+import type { Owner } from "./owner.js";
 import { rotateHostKey } from "./rotate.js";
 import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
+import { markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
 
 export interface UpDeps {
   provider: Provider;
   config: Config;
   state: StateStore;
-  owner: string;
+  /** This machine's owner id (labels) and aliases (which kept workspace volumes are its own). */
+  owner: Owner;
   progress: Progress & { fail?(): string | undefined };
   env: NodeJS.ProcessEnv;
   /** `--verbose`: stream the VM's cloud-init output into `progress.info` while waiting for it. */
@@ -38,6 +41,8 @@ export interface UpResult {
   vm: Vm;
   record: VmRecord;
   target: VmTarget;
+  /** The workspace volume at ~/work: new (`created`), or a kept one attached again; absent without one. */
+  workspace?: { volume: Volume; created: boolean };
 }
 
 /** Milliseconds to wait for SSH and for cloud-init; software-emulated VMs are slow. Override: SPUFF_BOOT_TIMEOUT. */
@@ -70,10 +75,10 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt });
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
-  const userDataText = renderUserData(args);
-  const userData = encodeUserData(userDataText, info.features.maxUserDataBytes, info.features.userDataBinary);
+  // Rendered here, before anything is created, so bad input fails first; again below with the workspace's device.
+  let userData = encodeUserData(renderUserData(args), info.features.maxUserDataBytes, info.features.userDataBinary);
   const requestId = randomUUID().replaceAll("-", "");
-  const labels = buildLabels({ name, owner: deps.owner, createdAt: now, expiresAt, requestId });
+  const labels = buildLabels({ name, owner: deps.owner.id, createdAt: now, expiresAt, requestId });
   const me = thisProcess();
   const record: VmRecord = {
     name,
@@ -91,6 +96,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
 
   let vm: Vm | undefined;
   let created = false;
+  const workspace: { volume?: Volume; created?: boolean; requested?: boolean } = {};
   try {
     await provider.validate?.({ size: req.size, location: req.location }, signal);
     const existing = await provider.get(name, signal);
@@ -102,9 +108,19 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     }
     signal.throwIfAborted();
     created = true;
+    if (wantsVolume(config, provider)) {
+      progress.phase("workspace volume");
+      workspace.requested = true;
+      const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal });
+      Object.assign(workspace, ws);
+      const devices = provider.volumeDevices?.(ws.volume) ?? [];
+      const withVolume = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, workspaceDevices: devices });
+      userData = encodeUserData(renderUserData(withVolume), info.features.maxUserDataBytes, info.features.userDataBinary);
+      signal.throwIfAborted();
+    }
     // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
-      { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, signal },
+      { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, volume: workspace.volume, signal },
       progress,
     );
     await state.update(name, (r) => ({ ...r, id: vm?.id }));
@@ -137,7 +153,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
 
     progress.phase("ready");
     const done = await endUp(state, name, requestId);
-    return { vm, record: done ?? saved ?? record, target };
+    const ws = workspace.volume ? { volume: workspace.volume, created: Boolean(workspace.created) } : undefined;
+    return { vm, record: done ?? saved ?? record, target, ...(ws ? { workspace: ws } : {}) };
   } catch (err) {
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;
@@ -146,7 +163,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       await endUp(state, name, requestId).catch(() => undefined);
       throw err;
     }
-    if (created) await rollback(deps, name, requestId, vm);
+    if (created) await rollback(deps, name, requestId, vm, workspace);
     else await state.removeOwn(name, requestId).catch(() => undefined);
     throw interrupted ? new Interrupted(`interrupted during ${failed ?? "up"}; rolled back, nothing is left`) : err;
   }
@@ -166,12 +183,27 @@ async function endUp(state: StateStore, name: string, requestId: string): Promis
  * run's `spuff/request-id` (never a lookup by name, which may find another run's VM). Uses no signal: the user's
  * Ctrl-C must not stop the cleanup.
  */
-async function rollback(deps: UpDeps, name: string, requestId: string, vm: Vm | undefined): Promise<void> {
+async function rollback(
+  deps: UpDeps,
+  name: string,
+  requestId: string,
+  vm: Vm | undefined,
+  workspace: { volume?: Volume; created?: boolean; requested?: boolean },
+): Promise<void> {
   const { provider, state, progress } = deps;
   progress.info(`rolling back: removing ${name} and its resources`);
   try {
     const found = vm ? [vm] : (await provider.list()).filter((v) => v.labels[LABEL.requestId] === requestId);
     for (const v of found) await provider.destroy(v, progress);
+    // A workspace volume this up created is empty: it goes. One that existed before holds work: it stays, detached.
+    if (workspace.requested) {
+      if (workspace.volume && !workspace.created) {
+        await markDetached(provider, workspace.volume, new Date());
+        progress.info(`kept the workspace volume ${workspace.volume.id} of ${name}: it existed before this up`);
+      } else {
+        for (const v of await volumesOfRequest(provider, requestId, workspace.volume)) await provider.deleteVolume?.(v, progress);
+      }
+    }
     // Leftovers of this up (a registered key...), not those of other ups still running on this machine.
     const busy = new Set(
       state

@@ -109,7 +109,7 @@ export class TuiServices {
     const provider = await app.provider(req.provider);
     const { up } = await import("../core/up.js");
     const result = await up(
-      { provider, config: app.config(), state: app.state(), owner: app.owner().id, progress, env: app.io.env },
+      { provider, config: app.config(), state: app.state(), owner: app.owner(), progress, env: app.io.env },
       { name: req.name, size: req.size, location: req.location, signal },
     );
     progress.finish();

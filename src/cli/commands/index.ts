@@ -14,6 +14,7 @@ import * as start from "./start.js";
 import * as status from "./status.js";
 import * as trust from "./trust.js";
 import * as up from "./up.js";
+import * as workspace from "./workspace.js";
 
 /** Every command, in `--help` order. Each file registers one command (or one group). */
 export const commands: ((program: Command, app: App) => void)[] = [
@@ -24,6 +25,7 @@ export const commands: ((program: Command, app: App) => void)[] = [
   start.register,
   down.register,
   extend.register,
+  workspace.register,
   reap.register,
   config.register,
   trust.register,

@@ -51,10 +51,13 @@ export function register(program: Command, app: App): void {
   program
     .command("ls")
     .alias("list")
-    .description("list spuff VMs with status, address, time to live and cost")
+    .description("list spuff VMs with status, address, time to live and cost, and kept workspaces")
     .addHelpText(
       "after",
       `
+Below the VMs: kept workspace volumes (docs/workspaces.md), with size, last use, price per month and the time until
+the reaper deletes them; \`spuff workspace ls --json\` lists them for scripts (\`ls --json\` lists VMs only).
+
 Examples:
   $ spuff ls
   $ spuff ls --provider hetzner --json`,
@@ -66,11 +69,16 @@ Examples:
         app.printJson(vms);
         return;
       }
-      if (vms.length === 0) {
+      const { listWorkspaces, renderWorkspaces, workspaceNotes } = await import("./workspace.js");
+      const ws = await listWorkspaces(app);
+      for (const e of ws.errors) app.warn(`${e.provider}: workspaces: ${e.message}`);
+      const kept = ws.workspaces.filter((w) => w.status === "kept" && w.mine);
+      if (vms.length === 0 && kept.length === 0) {
         app.info("no VMs; create one with `spuff up`");
         return;
       }
-      app.out(renderTable(vms, app.io.stdout.isTTY ? (app.io.stdout.columns ?? 80) : 200));
-      for (const line of notes(vms)) app.info(line);
+      if (vms.length) app.out(renderTable(vms, app.io.stdout.isTTY ? (app.io.stdout.columns ?? 80) : 200));
+      if (kept.length) app.out(`${vms.length ? "\n" : ""}${renderWorkspaces(kept)}`);
+      for (const line of [...notes(vms), ...workspaceNotes(kept)]) app.info(line);
     });
 }

@@ -26,6 +26,8 @@ What is reaped (docs/idle.md):
                 VM is kept until its TTL instead: \`spuff start NAME\` boots it again
   interrupted   its \`spuff up\` died before the VM was ready
   gone          the VM no longer exists; its local state (keys, known_hosts entry) is removed
+  workspace     a kept workspace volume whose \`workspace.keep\` (label spuff/keep) has passed since its
+                last detach; never one attached to a VM (docs/workspaces.md)
 plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses.
 This machine's VMs are those labelled with its owner id, or whose record (keys) it holds.
 Provider labels are the truth: a scheduled job with only a token can reap for a whole team.
@@ -95,12 +97,16 @@ Examples:
 
 function describe(r: ReapResult): string {
   const lines: string[] = [];
-  if (r.plan.length === 0 && r.orphans.length === 0) return "nothing to reap";
+  if (r.plan.length === 0 && r.orphans.length === 0 && r.workspaces.length === 0) return "nothing to reap";
   if (r.plan.length) {
     const state = (i: ReapResult["plan"][number]) => (r.dryRun ? "would " : i.done ? "" : "FAILED: ") + (i.action === "destroy" ? "destroy" : "forget");
     lines.push(table(["NAME", "PROVIDER", "REASON", "ACTION"], r.plan.map((i) => [i.name, i.provider, i.reason, i.error ? `FAILED: ${i.error}` : state(i)])));
   }
   for (const o of r.orphans) lines.push(`${r.dryRun ? "would delete" : "deleted"} ${o.provider} ${o.resource}`);
+  for (const w of r.workspaces) {
+    const what = `the kept workspace volume of ${w.name} (${w.provider} volume ${w.id}): its keep period has passed`;
+    lines.push(w.error ? `FAILED to delete ${what}: ${w.error}` : `${r.dryRun ? "would delete" : "deleted"} ${what}`);
+  }
   if (r.dryRun) lines.push("", "(dry run: nothing changed; run `spuff reap` to do it)");
   return lines.join("\n");
 }

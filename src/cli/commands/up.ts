@@ -52,7 +52,7 @@ Examples:
       const result = await app
         .interruptible((signal) =>
           up(
-            { provider, config, state: app.state(), owner: app.owner().id, progress, env: app.io.env, followCloudInit: app.verbose },
+            { provider, config, state: app.state(), owner: app.owner(), progress, env: app.io.env, followCloudInit: app.verbose },
             { name, ttl: opts.ttl, keepOnFailure: opts.keepOnFailure, size: opts.size, location: opts.location, signal },
           ),
         )
@@ -76,6 +76,9 @@ Examples:
           `${name} is ready (${view.address ?? "no address"}, ${provider.info().description})`,
           `  connect:  spuff ssh ${name}`,
           `  openssh:  ssh ${hostAlias(name)}   (after \`spuff ssh-config --install\`)`,
+          ...(result.workspace
+            ? [`  work:     ~/work is ${result.workspace.created ? "a new" : "the kept"} workspace volume ${result.workspace.volume.id} (${result.workspace.volume.sizeGiB} GiB), kept by \`spuff down\``]
+            : []),
           `  destroy:  spuff down ${name}`,
         ].join("\n"),
       );
