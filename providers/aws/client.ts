@@ -1,15 +1,20 @@
 import {
+  AttachVolumeCommand,
   AuthorizeSecurityGroupIngressCommand,
   CreateSecurityGroupCommand,
   CreateTagsCommand,
+  CreateVolumeCommand,
+  type CreateVolumeCommandInput,
   DeleteSecurityGroupCommand,
   DeleteTagsCommand,
+  DeleteVolumeCommand,
   DescribeImagesCommand,
   DescribeInstancesCommand,
   DescribeInstanceTypeOfferingsCommand,
   DescribeInstanceTypesCommand,
   DescribeSecurityGroupsCommand,
   DescribeSubnetsCommand,
+  DescribeVolumesCommand,
   DescribeVpcsCommand,
   EC2Client,
   type EC2ClientConfig,
@@ -17,6 +22,7 @@ import {
   type Instance,
   type InstanceTypeInfo,
   type IpPermission,
+  ModifyInstanceAttributeCommand,
   RevokeSecurityGroupIngressCommand,
   RunInstancesCommand,
   type RunInstancesCommandInput,
@@ -24,6 +30,7 @@ import {
   type Subnet,
   type Tag,
   TerminateInstancesCommand,
+  type Volume as EbsVolume,
   type Vpc,
   waitUntilInstanceRunning,
   waitUntilInstanceTerminated,
@@ -299,6 +306,74 @@ export class Ec2 {
   async deleteTags(id: string, keys: string[], signal?: AbortSignal): Promise<void> {
     if (!keys.length) return;
     await this.call("DeleteTags", (s) => this.send(this.client, new DeleteTagsCommand({ Resources: [id], Tags: keys.map((Key) => ({ Key })) }), s), signal);
+  }
+
+  // Workspace volumes (providers/aws/volumes.ts).
+
+  /** All volumes matching `input`, every page. */
+  async volumes(input: { VolumeIds?: string[]; Filters?: Filter[] }, signal?: AbortSignal): Promise<EbsVolume[]> {
+    const out: EbsVolume[] = [];
+    await this.pages(
+      "DescribeVolumes",
+      (NextToken) =>
+        this.call(
+          "DescribeVolumes",
+          (s) =>
+            this.send<{ Volumes?: EbsVolume[]; NextToken?: string }>(
+              this.client,
+              new DescribeVolumesCommand({ ...input, ...(input.VolumeIds ? {} : { MaxResults: 500 }), NextToken }),
+              s,
+            ),
+          signal,
+        ),
+      (page) => out.push(...(page.Volumes ?? [])),
+    );
+    return out;
+  }
+
+  /** One volume by id; undefined when EC2 does not know it (deleted). */
+  async volume(id: string, signal?: AbortSignal): Promise<EbsVolume | undefined> {
+    try {
+      return (await this.volumes({ VolumeIds: [id] }, signal))[0];
+    } catch (err) {
+      if (codeOf((err as { cause?: unknown }).cause) === "InvalidVolume.NotFound") return undefined;
+      throw err;
+    }
+  }
+
+  /** CreateVolume exactly once (no SDK retries); the raw SDK error is thrown so the caller can tell whether it may retry. */
+  async createVolumeOnce(input: CreateVolumeCommandInput, signal?: AbortSignal): Promise<EbsVolume> {
+    const out = await this.send<EbsVolume>(this.noRetry, new CreateVolumeCommand(input), signal);
+    if (!out.VolumeId) throw new ProviderError("EC2 accepted CreateVolume but answered without a volume id");
+    return out;
+  }
+
+  async attachVolume(volumeId: string, instanceId: string, device: string, signal?: AbortSignal): Promise<void> {
+    await this.call("AttachVolume", (s) => this.send(this.client, new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device }), s), signal);
+  }
+
+  /** Sets DeleteOnTermination=false on the instance's attachment `device`: terminating the instance then detaches the volume. */
+  async keepOnTermination(instanceId: string, device: string, signal?: AbortSignal): Promise<void> {
+    await this.call(
+      "ModifyInstanceAttribute",
+      (s) =>
+        this.send(
+          this.client,
+          new ModifyInstanceAttributeCommand({ InstanceId: instanceId, BlockDeviceMappings: [{ DeviceName: device, Ebs: { DeleteOnTermination: false } }] }),
+          s,
+        ),
+      signal,
+    );
+  }
+
+  /** Deletes a volume. Already gone = success; the rest (VolumeInUse...) is thrown, explained. */
+  async deleteVolume(id: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.call("DeleteVolume", (s) => this.send(this.client, new DeleteVolumeCommand({ VolumeId: id }), s), signal);
+    } catch (err) {
+      if (codeOf((err as { cause?: unknown }).cause) === "InvalidVolume.NotFound") return;
+      throw err;
+    }
   }
 
   /**

@@ -4,7 +4,19 @@ import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, SpuffError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import { ownerId } from "../../src/core/owner.js";
-import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, ProviderInfo, SshEndpoint, Vm } from "../../src/core/provider.js";
+import type {
+  CreateSpec,
+  Placement,
+  Progress,
+  Provider,
+  ProviderContext,
+  ProviderFactory,
+  ProviderInfo,
+  SshEndpoint,
+  Vm,
+  Volume,
+  VolumeSpec,
+} from "../../src/core/provider.js";
 import { Ec2 } from "./client.js";
 import { codeOf, isRetryable } from "./errors.js";
 import {
@@ -29,9 +41,21 @@ import {
   sshCidrs,
   sshPermission,
   sshRanges,
+  tagChanges,
   toTags,
   toVm,
 } from "./requests.js";
+import {
+  attachWorkspace,
+  checkAttachable,
+  createWorkspaceVolume,
+  deleteWorkspaceVolume,
+  detached,
+  listWorkspaceVolumes,
+  protectWorkspaces,
+  setWorkspaceVolumeTags,
+  volumeDevices,
+} from "./volumes.js";
 
 /** How often a create whose outcome is unknown (lost answer, 5xx, throttling) is looked up and sent again. */
 const RUN_ATTEMPTS = 4;
@@ -41,6 +65,8 @@ const SG_DELETE_MS = 3 * 60_000;
 class AwsProvider implements Provider {
   private ec2Client?: Ec2;
   private readonly plans = new Map<string, Promise<LaunchPlan>>();
+  /** The placement `up` validated last: its --size picks the zone of a new workspace volume (createVolume). */
+  private validated?: Placement;
 
   constructor(private readonly ctx: ProviderContext) {}
 
@@ -52,7 +78,8 @@ class AwsProvider implements Provider {
       description: c.endpoint ? `AWS EC2 API at ${showEndpoint(c.endpoint)}${region}` : `AWS EC2${region}`,
       // A poweroff inside the VM terminates it (InstanceInitiatedShutdownBehavior=terminate): billing ends with no AWS
       // credential on the VM. A stopped instance (stopped from the console) no longer bills compute, only its EBS volume.
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: false },
+      // Workspace volumes: EBS, attached after RunInstances with DeleteOnTermination=false (volumes.ts).
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: true },
     };
   }
 
@@ -206,12 +233,14 @@ class AwsProvider implements Provider {
   async validate(placement: Placement, signal?: AbortSignal): Promise<void> {
     sshCidrs(this.ctx.config.aws.ssh_cidr);
     await this.plan(placement, signal);
+    this.validated = placement;
   }
 
   async create(spec: CreateSpec, progress: Progress): Promise<Vm> {
     const { signal } = spec;
     const ec2 = this.ec2();
-    const plan = await this.plan(spec, signal);
+    const plan = await this.planFor(spec);
+    if (spec.volume) await checkAttachable(ec2, spec.volume, signal);
     const owner = spec.labels[LABEL.owner] ?? ownerId(this.ctx.env);
     progress.info(`${plan.instanceType}${plan.spot ? " (spot)" : ""} in ${plan.availabilityZone}, ${plan.image.name} (${plan.image.id})`);
 
@@ -221,9 +250,10 @@ class AwsProvider implements Provider {
 
     progress.phase("launch instance");
     try {
-      for (let attempt = 0; ; attempt++) {
+      let vm: Vm | undefined;
+      for (let attempt = 0; !vm; attempt++) {
         try {
-          return this.vm(await ec2.runInstancesOnce(runInstancesInput(spec, plan, groupId), signal));
+          vm = this.vm(await ec2.runInstancesOnce(runInstancesInput(spec, plan, groupId), signal));
         } catch (err) {
           if (signal?.aborted) throw signal.reason ?? err;
           if (codeOf(err) === "InvalidGroup.NotFound" && attempt < RUN_ATTEMPTS) {
@@ -243,14 +273,60 @@ class AwsProvider implements Provider {
           }
           progress.info(`RunInstances: ${codeOf(err) || (err as Error).message}; checking whether the instance was created before sending it again`);
           const found = await this.byRequest(spec.requestId, signal);
-          if (found) return this.vm(found);
-          await sleep(backoff(attempt, ec2.pollMs, 15_000), signal);
+          if (found) vm = this.vm(found);
+          else await sleep(backoff(attempt, ec2.pollMs, 15_000), signal);
         }
       }
+      return spec.volume ? await this.withWorkspace(vm, spec.volume, progress, signal) : vm;
     } catch (err) {
       await this.undoCreate(spec, progress);
       throw err;
     }
+  }
+
+  /**
+   * Where a VM with a workspace volume goes: the volume's availability zone. A zone the user chose elsewhere (--location,
+   * aws.subnet_id) is refused here, before anything is created.
+   */
+  private async planFor(spec: CreateSpec): Promise<LaunchPlan> {
+    const { volume, signal } = spec;
+    if (!volume) return this.plan(spec, signal);
+    const zone = volume.location ?? "";
+    const purge = `or \`spuff down ${spec.name} --purge\` deletes the workspace and the work on it; the next \`up\` creates a new one`;
+    if (spec.location && spec.location !== zone) {
+      throw new UserError(`--location ${spec.location} conflicts with the workspace volume ${volume.id} of ${spec.name}, which is in ${zone}`, {
+        hint: [`drop --location: the VM goes where its workspace is (${zone})`, purge],
+      });
+    }
+    const subnet = this.ctx.config.aws.subnet_id;
+    if (subnet) {
+      const plan = await this.plan({ size: spec.size }, signal);
+      if (plan.availabilityZone !== zone) {
+        throw new UserError(`aws.subnet_id ${subnet} is in ${plan.availabilityZone}, but the workspace volume ${volume.id} of ${spec.name} is in ${zone}`, {
+          hint: [`set aws.subnet_id to a subnet in ${zone} (an EBS volume attaches only to instances in its own zone)`, purge],
+        });
+      }
+      return plan;
+    }
+    try {
+      // Usually the plan `up` validated already lands there (the volume was created for it).
+      const validated = await this.plan({ size: spec.size, location: spec.location }, signal);
+      return validated.availabilityZone === zone ? validated : await this.plan({ size: spec.size, location: zone }, signal);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      throw new UserError(`the workspace volume ${volume.id} of ${spec.name} is in ${zone}, and there: ${err.message}`, {
+        hint: [...err.hints.filter((h) => !h.includes("--location")), purge],
+        cause: err,
+      });
+    }
+  }
+
+  /** After RunInstances: waits until the instance runs, then attaches the workspace (volumes.ts). */
+  private async withWorkspace(vm: Vm, volume: Volume, progress: Progress, signal?: AbortSignal): Promise<Vm> {
+    progress.phase("attach workspace");
+    const running = await this.waitReady(vm, progress, signal);
+    await attachWorkspace(this.ec2(), volume, running.id, progress, signal);
+    return running;
   }
 
   private async byRequest(requestId: string, signal?: AbortSignal): Promise<Instance | undefined> {
@@ -374,19 +450,23 @@ class AwsProvider implements Provider {
 
   /**
    * Terminates the instance and waits until it is gone, then deletes the owner's security group when no live
-   * instance uses it any more. Already terminated (or unknown) = success.
+   * instance uses it any more. Already terminated (or unknown) = success. Workspace volumes are kept: their
+   * DeleteOnTermination is made sure to be false first, and spuff waits until EC2 has detached them.
    */
   async destroy(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<void> {
     const ec2 = this.ec2();
     const instance = vm.id.startsWith("i-") ? await ec2.instance(vm.id, signal) : undefined;
     const groups = instance ? groupsOf(instance) : [];
+    let workspaces: string[] = [];
     if (instance && instance.State?.Name !== "terminated") {
+      workspaces = await protectWorkspaces(ec2, instance, signal);
       await ec2.terminate(vm.id, signal);
       progress.info(`terminating ${vm.id}`);
       const result = await ec2.wait("terminated", vm.id, { maxWaitSeconds: 10 * 60, signal });
       if (result.state !== "success") {
         throw new ProviderError(`instance ${vm.id} (${vm.name}) did not terminate within 10 minutes`, { hint: "check it in the EC2 console; `spuff reap` tries again" });
       }
+      await detached(ec2, workspaces, progress, signal);
     }
     const managed = groups.length
       ? (await ec2.securityGroups([MANAGED, { Name: "group-id", Values: groups }], signal)).filter((g) => g.GroupId && groups.includes(g.GroupId))
@@ -426,18 +506,40 @@ class AwsProvider implements Provider {
   /** Replaces the instance's tags (`spuff extend`): changed and new ones with CreateTags, removed ones with DeleteTags. */
   async setLabels(vm: Vm, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
     const ec2 = this.ec2();
-    const current = (await ec2.instance(vm.id, signal))?.Tags ?? [];
-    const have = Object.fromEntries(current.map((t) => [t.Key ?? "", t.Value ?? ""]));
-    const writable = (k: string) => !k.startsWith("aws:");
-    const changed = Object.entries(labels).filter(([k, v]) => writable(k) && have[k] !== v);
-    const removed = Object.keys(have).filter((k) => writable(k) && !(k in labels));
-    await ec2.createTags(vm.id, toTags(Object.fromEntries(changed)), signal);
-    await ec2.deleteTags(vm.id, removed, signal);
+    const { set, remove } = tagChanges((await ec2.instance(vm.id, signal))?.Tags, labels);
+    await ec2.createTags(vm.id, set, signal);
+    await ec2.deleteTags(vm.id, remove, signal);
+  }
+
+  async listVolumes(signal?: AbortSignal): Promise<Volume[]> {
+    return listWorkspaceVolumes(this.ec2(), signal);
   }
 
   /**
-   * Security groups tagged managed-by=spuff that no live instance uses. spuff creates no other resource that can
-   * outlive an instance (the per-VM key goes in user-data, the root volume and network interface go with the instance).
+   * In spec.location, else the zone spuff launches the instance type in (aws.subnet_id's, else the first default-VPC
+   * zone that offers the type, --size's if `up` validated one).
+   */
+  async createVolume(spec: VolumeSpec, progress: Progress): Promise<Volume> {
+    const plan = await this.plan({ size: this.validated?.size, location: spec.location }, spec.signal);
+    return createWorkspaceVolume(this.ec2(), spec, plan.availabilityZone, progress);
+  }
+
+  async deleteVolume(volume: Volume, progress: Progress, signal?: AbortSignal): Promise<void> {
+    await deleteWorkspaceVolume(this.ec2(), volume, progress, signal);
+  }
+
+  async setVolumeLabels(volume: Volume, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await setWorkspaceVolumeTags(this.ec2(), volume, labels, signal);
+  }
+
+  volumeDevices(volume: Volume): string[] {
+    return volumeDevices(volume.id);
+  }
+
+  /**
+   * Security groups tagged managed-by=spuff that no live instance uses. Workspace volumes outlive their instances on
+   * purpose and are never touched here (core's reap deletes them after workspace.keep); spuff creates nothing else that
+   * can outlive an instance (the per-VM key goes in user-data, the root volume and network interface go with it).
    * While an `up` of this owner runs here (`busy`), the owner's group is left alone: that `up` may be about to use it.
    */
   async reapOrphans(dryRun: boolean, progress: Progress, busy: ReadonlySet<string> = new Set()): Promise<string[]> {

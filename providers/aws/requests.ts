@@ -39,6 +39,16 @@ export function fromTags(tags: Tag[] | undefined): Record<string, string> {
   return out;
 }
 
+/** What replacing a resource's tags with `labels` takes: tags to set (new or changed) and keys to delete; `aws:` tags are EC2's own. */
+export function tagChanges(current: Tag[] | undefined, labels: Record<string, string>): { set: Tag[]; remove: string[] } {
+  const have = fromTags(current);
+  const writable = (k: string) => !k.startsWith("aws:");
+  return {
+    set: toTags(Object.fromEntries(Object.entries(labels).filter(([k, v]) => writable(k) && have[k] !== v))),
+    remove: Object.keys(have).filter((k) => writable(k) && !(k in labels)),
+  };
+}
+
 /** The Debian release spuff boots by default (aws.ami picks another image, e.g. a Debian 12 or Ubuntu 24.04 AMI). */
 export const DEBIAN_RELEASE = "Debian 13";
 /** Debian's AMI names for the default release: debian-13-amd64-YYYYMMDD-N (backports builds have another prefix). */

@@ -20,6 +20,9 @@ export type ServerType = Json<operations["list_server_types"], 200>["server_type
 export type Location = Json<operations["list_locations"], 200>["locations"][number];
 export type CreateServerBody = NonNullable<operations["create_server"]["requestBody"]>["content"]["application/json"];
 export type CreateSshKeyBody = NonNullable<operations["create_ssh_key"]["requestBody"]>["content"]["application/json"];
+export type HVolume = Json<operations["get_volume"], 200>["volume"];
+export type CreateVolumeBody = NonNullable<operations["create_volume"]["requestBody"]>["content"]["application/json"];
+export type Pricing = Json<operations["get_pricing"], 200>["pricing"];
 
 export const DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1";
 export const TOKEN_HINT =
@@ -81,6 +84,11 @@ export class HetznerClient {
 
   get pollMs(): number {
     return this.opts.pollMs;
+  }
+
+  /** How long a locked (423) resource is retried (SPUFF_HETZNER_LOCKED_TIMEOUT). */
+  get lockedMs(): number {
+    return this.opts.lockedMs;
   }
 
   get endpoint(): string {
@@ -300,10 +308,10 @@ export class HetznerClient {
   }
 
   /** POST /servers, once. A transport failure or 5xx throws `UncertainError`: the server may exist. */
-  async createServer(body: CreateServerBody, signal?: AbortSignal): Promise<{ server: Server; action?: Action }> {
+  async createServer(body: CreateServerBody, signal?: AbortSignal): Promise<{ server: Server; action?: Action; nextActions: Action[] }> {
     const data = await this.call(`create server ${body.name}`, (s) => this.http.POST("/servers", { body, signal: s }), { idempotent: false, signal });
     if (!data) throw new ProviderError(`create server ${body.name}: the Hetzner API answered without a server`);
-    return { server: data.server as Server, action: data.action };
+    return { server: data.server as Server, action: data.action, nextActions: Array.isArray(data.next_actions) ? data.next_actions : [] };
   }
 
   async setServerLabels(id: number, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
@@ -355,6 +363,52 @@ export class HetznerClient {
       signal,
       accept: [404],
     });
+  }
+
+  listVolumes(labelSelector: string, signal?: AbortSignal): Promise<HVolume[]> {
+    return this.all<HVolume, "volumes">(
+      "list volumes",
+      "volumes",
+      (page, s) => this.http.GET("/volumes", { params: { query: { label_selector: labelSelector, page, per_page: 50 } }, signal: s }),
+      signal,
+    );
+  }
+
+  async getVolume(id: number, signal?: AbortSignal): Promise<HVolume | undefined> {
+    const data = await this.call(`get volume ${id}`, (s) => this.http.GET("/volumes/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+      accept: [404],
+    });
+    return data?.volume;
+  }
+
+  /** POST /volumes, once (labels in the same request). A transport failure or 5xx throws `UncertainError`. */
+  async createVolume(body: CreateVolumeBody, signal?: AbortSignal): Promise<{ volume: HVolume; action?: Action }> {
+    const data = await this.call(`create volume ${body.name}`, (s) => this.http.POST("/volumes", { body, signal: s }), { idempotent: false, signal });
+    if (!data?.volume) throw new ProviderError(`create volume ${body.name}: the Hetzner API answered without a volume`);
+    return { volume: data.volume, action: data.action ?? undefined };
+  }
+
+  async setVolumeLabels(id: number, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.call(`relabel volume ${id}`, (s) => this.http.PUT("/volumes/{id}", { params: { path: { id } }, body: { labels }, signal: s }), {
+      idempotent: true,
+      signal,
+    });
+  }
+
+  /** DELETE /volumes/{id}; already gone is success. A locked volume (423) is retried like every call. */
+  async deleteVolume(id: number, signal?: AbortSignal): Promise<void> {
+    await this.call(`delete volume ${id}`, (s) => this.http.DELETE("/volumes/{id}", { params: { path: { id } }, signal: s }), {
+      idempotent: true,
+      signal,
+      accept: [404],
+    });
+  }
+
+  async pricing(signal?: AbortSignal): Promise<Pricing | undefined> {
+    const data = await this.call("get pricing", (s) => this.http.GET("/pricing", { signal: s }), { idempotent: true, signal });
+    return data?.pricing;
   }
 
   async getAction(id: number, signal?: AbortSignal): Promise<Action> {

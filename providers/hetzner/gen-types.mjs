@@ -20,6 +20,9 @@ export const USED = {
   "/actions/{id}": ["get"],
   "/server_types": ["get"],
   "/locations": ["get"],
+  "/volumes": ["get", "post"],
+  "/volumes/{id}": ["get", "put", "delete"],
+  "/pricing": ["get"],
 };
 
 /** Removes `datacenter` from server objects (properties and required lists), recursively. */

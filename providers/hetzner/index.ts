@@ -1,6 +1,6 @@
 import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, UserError } from "../../src/core/errors.js";
-import { LABEL } from "../../src/core/labels.js";
+import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import type {
   Catalog,
   CreateSpec,
@@ -12,10 +12,13 @@ import type {
   ProviderInfo,
   SshEndpoint,
   Vm,
+  Volume,
+  VolumeSpec,
 } from "../../src/core/provider.js";
 import {
   type Action,
   apiErrorOf,
+  type HVolume,
   DEFAULT_ENDPOINT,
   HetznerClient,
   INVALID_ENDPOINT,
@@ -27,6 +30,7 @@ import {
   UncertainError,
 } from "./client.js";
 import {
+  apiId,
   byName,
   byRequest,
   hourlyPrice,
@@ -34,6 +38,8 @@ import {
   locationDescription,
   MANAGED,
   MAX_USER_DATA,
+  MAX_VOLUME_GB,
+  MIN_VOLUME_GB,
   type Placement as HetznerPlacement,
   PROVIDER,
   serverAddress,
@@ -41,6 +47,11 @@ import {
   sshKeyBody,
   toCatalogSize,
   toVm,
+  toVolume,
+  volumeBody,
+  volumePricePerGb,
+  WORKSPACES,
+  workspacesOfRequest,
 } from "./requests.js";
 
 /** SSH keys younger than this are never orphans: an `up` may be between registering its key and creating its server. */
@@ -62,6 +73,7 @@ export function parseGoDuration(text: string): number | undefined {
 class HetznerProvider implements Provider {
   private client?: HetznerClient;
   private catalogCache?: Promise<{ types: ServerType[]; locations: Location[] }>;
+  private pricingCache?: Promise<{ amount: number; currency: string } | null>;
   /** Warnings found by validate() (which has no progress), shown when create() starts. */
   private pending: string[] = [];
 
@@ -72,7 +84,7 @@ class HetznerProvider implements Provider {
     return {
       name: PROVIDER,
       description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint, INVALID_ENDPOINT)}` : "Hetzner Cloud",
-      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64", volumes: false },
+      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64", volumes: true },
     };
   }
 
@@ -167,6 +179,8 @@ class HetznerProvider implements Provider {
     const api = this.api();
     const p = this.placement(spec);
     const { signal } = spec;
+    // The workspace volume decides where the server goes; checked before anything is created.
+    const volumeId = spec.volume ? await this.attachable(spec, p, signal) : undefined;
     if (!p.ipv4) progress.info("IPv6 only (hetzner.ipv4: false): your network must reach IPv6 addresses for SSH");
     try {
       progress.phase("register SSH key");
@@ -179,10 +193,10 @@ class HetznerProvider implements Provider {
       );
       signal?.throwIfAborted();
       progress.phase("create server");
-      const body = serverBody(spec, p, key.id);
-      let created: { server: Server; action?: Action };
+      const body = serverBody(spec, p, key.id, volumeId);
+      let created: { server: Server; action?: Action; nextActions?: Action[] };
       try {
-        created = await this.once<{ server: Server; action?: Action }>(
+        created = await this.once<{ server: Server; action?: Action; nextActions?: Action[] }>(
           () => api.createServer(body, signal),
           async () => {
             const found = (await api.listServers(byRequest(spec.requestId), signal))[0];
@@ -195,10 +209,61 @@ class HetznerProvider implements Provider {
         throw await this.explainUnavailable(err, p, signal);
       }
       if (created.action) await api.waitAction(created.action, `create server ${spec.name}`, signal);
+      for (const a of created.nextActions ?? []) if (a.command === "attach_volume") await api.waitAction(a, `attach the workspace volume of ${spec.name}`, signal);
+      if (volumeId !== undefined) await this.waitAttached(volumeId, apiId(created.server.id, `create server ${spec.name}`), spec.name, signal);
       return toVm(created.server);
     } catch (err) {
       await this.undoCreate(spec, progress);
       throw err;
+    }
+  }
+
+  /**
+   * The workspace volume `spec.volume` as Hetzner has it now: it must exist, be detached, and be in the location the
+   * server goes to. A requested (--location) or configured (hetzner.location) location elsewhere is a UserError that
+   * names both and the fix; nothing has been created yet. Returns its id.
+   */
+  private async attachable(spec: CreateSpec, p: HetznerPlacement, signal?: AbortSignal): Promise<number> {
+    const vol = spec.volume as Volume;
+    const id = apiId(vol.id, `the workspace volume of ${spec.name}`);
+    const current = await this.api().getVolume(id, signal);
+    if (!current) {
+      throw new ProviderError(`the workspace volume of ${spec.name} (Hetzner volume ${id}) no longer exists`, {
+        hint: `run \`spuff up ${spec.name}\` again: it creates a new, empty workspace`,
+      });
+    }
+    const where = typeof current.location?.name === "string" ? current.location.name : vol.location;
+    if (where !== p.location) {
+      const asked = spec.location !== undefined ? `--location ${spec.location}` : `hetzner.location is ${p.location}`;
+      throw new UserError(`the workspace of ${spec.name} is in ${where} (Hetzner volume ${id}), but ${asked}: a volume attaches only to a server in its own location`, {
+        hint: [
+          `\`spuff up ${spec.name} --location ${where}\` brings the workspace back where it is`,
+          `or \`spuff down ${spec.name} --purge\` deletes the old workspace (and the work on it), and the next \`spuff up ${spec.name}\` starts empty in ${p.location}`,
+        ],
+      });
+    }
+    if (current.server !== null && current.server !== undefined) {
+      throw new UserError(`the workspace of ${spec.name} (Hetzner volume ${id}) is attached to server ${apiId(current.server, `volume ${id}`)}`, {
+        hint: `\`spuff ls\` shows which VM uses it; \`spuff down ${spec.name}\` detaches it (and keeps it)`,
+      });
+    }
+    return id;
+  }
+
+  /** After POST /servers with `volumes`: polls until Hetzner reports the volume on that server (at most 2 minutes). */
+  private async waitAttached(volumeId: number, serverId: number, name: string, signal?: AbortSignal): Promise<void> {
+    const api = this.api();
+    const deadline = Date.now() + 2 * 60_000;
+    for (let i = 0; ; i++) {
+      const v = await api.getVolume(volumeId, signal);
+      if (!v) throw new ProviderError(`the workspace volume of ${name} (Hetzner volume ${volumeId}) disappeared while its server was created`);
+      if (v.server === serverId) return;
+      if (Date.now() > deadline) {
+        throw new ProviderError(`the workspace volume of ${name} (Hetzner volume ${volumeId}) is not attached to its new server ${serverId} after 2 minutes`, {
+          hint: "check the volume in the Hetzner Cloud Console",
+        });
+      }
+      await sleep(pollDelay(i, api.pollMs), signal);
     }
   }
 
@@ -260,7 +325,10 @@ class HetznerProvider implements Provider {
     return server ? toVm(server) : undefined;
   }
 
-  /** Deletes the server (waiting for the action) and its SSH key. Already gone = success. */
+  /**
+   * Deletes the server (waiting for the action) and its SSH key. Already gone = success. Deleting the server detaches
+   * its workspace volume, which is kept; the wait for the delete action is the wait for the detach.
+   */
   async destroy(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<void> {
     const api = this.api();
     if (/^\d+$/.test(vm.id)) await this.deleteServer(Number(vm.id), vm.name, signal);
@@ -268,6 +336,145 @@ class HetznerProvider implements Provider {
     const keys = await api.listSshKeys(rid ? byRequest(rid) : byName(vm.name), signal);
     for (const k of keys) await api.deleteSshKey(k.id, signal);
     if (keys.length) progress.info(`deleted SSH key ${keys.map((k) => k.name).join(", ")}`);
+  }
+
+  /** The gross price of a volume GB per month from GET /pricing, once per run; null when unknown (never invented). */
+  private volumePrice(signal?: AbortSignal): Promise<{ amount: number; currency: string } | null> {
+    this.pricingCache ??= this.api()
+      .pricing(signal)
+      .then(volumePricePerGb, () => null);
+    return this.pricingCache;
+  }
+
+  /**
+   * Workspace volumes, found by their labels (managed-by=spuff, spuff/kind=workspace). The answer is checked again
+   * here: a volume without those labels is never reported, whatever the API's filtering did.
+   */
+  async listVolumes(signal?: AbortSignal): Promise<Volume[]> {
+    const api = this.api();
+    const [volumes, perGb] = await Promise.all([api.listVolumes(WORKSPACES, signal), this.volumePrice(signal)]);
+    return volumes.filter(isWorkspace).map((v) => toVolume(v, perGb));
+  }
+
+  /**
+   * POST /volumes with every label in the same request, in the requested (or configured) location; waits for the
+   * create action and until the volume is "available". A failed or interrupted create deletes what this request made
+   * (found by its `spuff/request-id`): never a volume that existed before.
+   */
+  async createVolume(spec: VolumeSpec, progress: Progress): Promise<Volume> {
+    const api = this.api();
+    const { signal } = spec;
+    const location = spec.location ?? this.ctx.config.hetzner.location;
+    const size = Math.ceil(spec.sizeGiB);
+    if (!(size >= MIN_VOLUME_GB && size <= MAX_VOLUME_GB)) {
+      throw new UserError(`workspace.size is ${spec.sizeGiB} GiB: Hetzner volumes are ${MIN_VOLUME_GB} to ${MAX_VOLUME_GB} GB`, {
+        hint: `set workspace.size between ${MIN_VOLUME_GB}G and ${MAX_VOLUME_GB}G, or workspace.volume: false for no workspace volume`,
+      });
+    }
+    const requestId = spec.labels[LABEL.requestId];
+    if (!requestId) throw new Error("createVolume: the labels lack spuff/request-id");
+    const body = volumeBody({ ...spec, sizeGiB: size }, location);
+    try {
+      const created = await this.once<{ volume: HVolume; action?: Action }>(
+        () => api.createVolume(body, signal),
+        async () => {
+          const found = (await api.listVolumes(workspacesOfRequest(requestId), signal)).filter(isWorkspace)[0];
+          return found ? { volume: found } : undefined;
+        },
+        progress,
+        signal,
+      );
+      const id = apiId(created.volume.id, `create volume ${body.name}`);
+      if (created.action) await api.waitAction(created.action, `create the workspace volume of ${spec.name}`, signal);
+      const ready = await this.waitAvailable(id, spec.name, signal);
+      progress.info(`created workspace volume ${body.name} (${size} GB in ${location}, id ${id})`);
+      return toVolume(ready, await this.volumePrice(signal));
+    } catch (err) {
+      await this.undoVolume(requestId, spec.name, progress);
+      throw err;
+    }
+  }
+
+  private async waitAvailable(id: number, name: string, signal?: AbortSignal): Promise<HVolume> {
+    const api = this.api();
+    const deadline = Date.now() + 5 * 60_000;
+    for (let i = 0; ; i++) {
+      const v = await api.getVolume(id, signal);
+      if (!v) throw new ProviderError(`the workspace volume of ${name} (Hetzner volume ${id}) disappeared while it was created`);
+      if (v.status === "available") return v;
+      if (Date.now() > deadline) throw new ProviderError(`the workspace volume of ${name} (Hetzner volume ${id}) is still ${v.status} after 5 minutes`);
+      await sleep(pollDelay(i, api.pollMs), signal);
+    }
+  }
+
+  /** After a failed or interrupted createVolume: deletes the volumes labelled with this request's id (and only those). */
+  private async undoVolume(requestId: string, name: string, progress: Progress): Promise<void> {
+    try {
+      const api = this.api();
+      for (const v of (await api.listVolumes(workspacesOfRequest(requestId))).filter(isWorkspace)) {
+        if (v.labels[LABEL.requestId] !== requestId) continue;
+        await this.deleteVolume(toVolume(v, null), progress);
+      }
+    } catch (err) {
+      progress.warn(`cleaning up the failed workspace volume of ${name} failed: ${(err as Error).message}; \`spuff down ${name} --purge\` deletes it`);
+    }
+  }
+
+  /**
+   * Deletes a detached workspace volume. Already gone = success. Attached = ProviderError, nothing deleted. A volume
+   * locked by a running action (423) or changed by another request (409) is retried until SPUFF_HETZNER_LOCKED_TIMEOUT
+   * (default 2 minutes), then a clear error. Only a volume labelled as a spuff workspace is ever deleted.
+   */
+  async deleteVolume(volume: Volume, progress: Progress, signal?: AbortSignal): Promise<void> {
+    const api = this.api();
+    const id = apiId(volume.id, `delete the workspace volume of ${volume.name}`);
+    const started = Date.now();
+    for (let i = 0; ; i++) {
+      const current = await api.getVolume(id, signal);
+      if (!current) return;
+      if (!isWorkspace(current)) {
+        throw new ProviderError(`Hetzner volume ${id} is not labelled as a spuff workspace (managed-by=spuff, spuff/kind=workspace); spuff does not delete it`, {
+          hint: "delete it in the Hetzner Cloud Console if it is yours to delete",
+        });
+      }
+      if (current.server !== null && current.server !== undefined) {
+        const name = current.labels[LABEL.name] ?? volume.name;
+        throw new ProviderError(`the workspace volume of ${name} (Hetzner volume ${id}) is attached to server ${apiId(current.server, `volume ${id}`)}; nothing was deleted`, {
+          hint: `\`spuff down ${name}\` destroys the VM and keeps the volume; then \`spuff down ${name} --purge\` deletes it`,
+        });
+      }
+      try {
+        await api.deleteVolume(id, signal);
+        progress.info(`deleted workspace volume ${current.name} (${current.size} GB, id ${id})`);
+        return;
+      } catch (err) {
+        const e = apiErrorOf(err);
+        const waited = Date.now() - started;
+        // 422 service_error: attached meanwhile (the next look says to which server); 409: changed by another request.
+        const retry = (e?.status === 422 && e.code === "service_error") || e?.status === 409;
+        if (retry && waited < api.lockedMs) {
+          await sleep(backoff(i, api.pollMs, 5000), signal);
+          continue;
+        }
+        if (e?.status === 423 || e?.status === 409) {
+          throw new ProviderError(`the workspace volume of ${volume.name} (Hetzner volume ${id}) is still locked by a running Hetzner action after ${Math.round(waited / 1000)} s`, {
+            hint: [`run \`spuff down ${volume.name} --purge\` again in a minute`, "SPUFF_HETZNER_LOCKED_TIMEOUT waits longer (default 2m)"],
+            cause: err,
+          });
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** Replaces the volume's labels (PUT /volumes/{id}). */
+  async setVolumeLabels(volume: Volume, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.api().setVolumeLabels(apiId(volume.id, `relabel the workspace volume of ${volume.name}`), labels, signal);
+  }
+
+  /** Hetzner's stable device path of a volume: /dev/disk/by-id/scsi-0HC_Volume_<id>. */
+  volumeDevices(volume: Volume): string[] {
+    return [`/dev/disk/by-id/scsi-0HC_Volume_${apiId(volume.id, `the workspace volume of ${volume.name}`)}`];
   }
 
   /** Powers a stopped server on (POST .../actions/poweron) and waits for the action; its disk is as it was. */
@@ -334,6 +541,11 @@ class HetznerProvider implements Provider {
     }
     return removed;
   }
+}
+
+/** Labelled as a spuff workspace volume (checked on every answer, whatever label_selector the request had). */
+function isWorkspace(v: Pick<HVolume, "labels">): boolean {
+  return v.labels?.[LABEL.managedBy] === MANAGED_BY_VALUE && v.labels?.[LABEL.kind] === "workspace";
 }
 
 function price(t: ServerType, location: string): string {

@@ -1,7 +1,7 @@
-import { UserError } from "../../src/core/errors.js";
+import { ProviderError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
-import type { CatalogSize, CreateSpec, Vm, VmStatus } from "../../src/core/provider.js";
-import type { CreateServerBody, CreateSshKeyBody, Location, Server, ServerType } from "./client.js";
+import type { CatalogSize, CreateSpec, Volume, VolumeSpec, Vm, VmStatus } from "../../src/core/provider.js";
+import type { CreateServerBody, CreateSshKeyBody, CreateVolumeBody, HVolume, Location, Pricing, Server, ServerType } from "./client.js";
 
 /**
  * Pure request building and response reading for the Hetzner provider: what spuff sends (labels, bodies, label
@@ -23,6 +23,14 @@ export function labelSelector(match: Record<string, string>): string {
 export const MANAGED = labelSelector({ [LABEL.managedBy]: MANAGED_BY_VALUE });
 export const byName = (name: string) => labelSelector({ [LABEL.managedBy]: MANAGED_BY_VALUE, [LABEL.name]: name });
 export const byRequest = (requestId: string) => labelSelector({ [LABEL.managedBy]: MANAGED_BY_VALUE, [LABEL.requestId]: requestId });
+/** Workspace volumes (docs/workspaces.md): managed by spuff and of kind "workspace". */
+export const WORKSPACES = labelSelector({ [LABEL.managedBy]: MANAGED_BY_VALUE, [LABEL.kind]: "workspace" });
+export const workspacesOfRequest = (requestId: string) =>
+  labelSelector({ [LABEL.managedBy]: MANAGED_BY_VALUE, [LABEL.kind]: "workspace", [LABEL.requestId]: requestId });
+
+/** Hetzner's volume sizes, in GB: at least 10, at most 10 TB. */
+export const MIN_VOLUME_GB = 10;
+export const MAX_VOLUME_GB = 10240;
 
 /** The SSH key resource's name: unique per `up` (Hetzner names must be unique per project). */
 export function sshKeyName(vmName: string, requestId: string): string {
@@ -54,9 +62,13 @@ export interface Placement {
   ipv4: boolean;
 }
 
-/** POST /servers: always with the per-VM SSH key (without one Hetzner e-mails a root password), never `datacenter`. */
-export function serverBody(spec: Pick<CreateSpec, "name" | "labels" | "userData">, placement: Placement, sshKeyId: number): CreateServerBody {
+/**
+ * POST /servers: always with the per-VM SSH key (without one Hetzner e-mails a root password), never `datacenter`.
+ * A workspace volume is attached in the same request, automount off (the guest mounts it by its id).
+ */
+export function serverBody(spec: Pick<CreateSpec, "name" | "labels" | "userData">, placement: Placement, sshKeyId: number, volumeId?: number): CreateServerBody {
   return {
+    ...(volumeId === undefined ? {} : { volumes: [volumeId], automount: false }),
     name: spec.name,
     server_type: placement.serverType,
     image: placement.image,
@@ -143,4 +155,55 @@ export function isDeprecated(t: Pick<ServerType, "deprecated" | "deprecation">):
 
 export function locationDescription(l: Location): string {
   return `${l.city}, ${l.country} (${l.network_zone})`;
+}
+
+/** The volume resource's name: unique per `up` (names are unique per project); identity is in its labels. */
+export function volumeName(vmName: string, requestId: string): string {
+  return `spuff-${vmName}-${requestId.slice(0, 8)}`;
+}
+
+/**
+ * POST /volumes: labels in the same request (a volume never exists without them), a location (not a server: it is
+ * attached when its server is created), no `format` (the guest formats it on first use) and no `automount`.
+ */
+export function volumeBody(spec: Pick<VolumeSpec, "name" | "labels" | "sizeGiB">, location: string): CreateVolumeBody {
+  const requestId = spec.labels[LABEL.requestId];
+  if (!requestId) throw new Error("a workspace volume needs its spuff/request-id label");
+  return { name: volumeName(spec.name, requestId), size: spec.sizeGiB, location, labels: { ...spec.labels } };
+}
+
+/** A positive integer id from the API (ids end up in device paths and URLs: never trusted as they come). */
+export function apiId(value: unknown, what: string): number {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value > 0) return value;
+  if (typeof value === "string" && /^[1-9]\d{0,15}$/.test(value) && Number.isSafeInteger(Number(value))) return Number(value);
+  throw new ProviderError(`${what}: the Hetzner API answered an invalid id ${JSON.stringify(value)?.slice(0, 40)}`, {
+    hint: "the answers do not come from a working Hetzner API: check HCLOUD_ENDPOINT and any proxy in between",
+  });
+}
+
+/** The gross price of a volume's GB per month, or null when /pricing has none (never invented). */
+export function volumePricePerGb(pricing: Pick<Pricing, "currency" | "volume"> | undefined): { amount: number; currency: string } | null {
+  const gross = pricing?.volume?.price_per_gb_month?.gross;
+  const amount = typeof gross === "string" && /^\d+(\.\d+)?$/.test(gross) ? Number(gross) : Number.NaN;
+  const currency = typeof pricing?.currency === "string" && /^[A-Z]{3}$/.test(pricing.currency) ? pricing.currency : undefined;
+  return Number.isFinite(amount) && currency ? { amount, currency } : null;
+}
+
+/** A Hetzner volume as a spuff workspace volume; its name is the `spuff/name` label, never the volume's own name. */
+export function toVolume(v: HVolume, perGb: { amount: number; currency: string } | null): Volume {
+  const id = apiId(v.id, "list volumes");
+  const size = typeof v.size === "number" && Number.isFinite(v.size) && v.size > 0 ? v.size : undefined;
+  if (size === undefined) throw new ProviderError(`list volumes: the Hetzner API answered volume ${id} without a valid size`);
+  const labels = v.labels && typeof v.labels === "object" ? { ...v.labels } : {};
+  return {
+    id: String(id),
+    name: labels[LABEL.name] ?? "",
+    provider: PROVIDER,
+    sizeGiB: size,
+    location: typeof v.location?.name === "string" ? v.location.name : undefined,
+    labels,
+    attachedTo: v.server === null || v.server === undefined ? undefined : String(apiId(v.server, `volume ${id}`)),
+    createdAt: v.created,
+    pricePerMonth: perGb ? { amount: Math.round(perGb.amount * size * 10000) / 10000, currency: perGb.currency } : null,
+  };
 }

@@ -138,10 +138,11 @@ describe("reference config", () => {
     const cfg = loadFile(f, { ...t.env, HCLOUD_TOKEN: "x" });
     // Every top-level key of the schema is documented.
     expect(Object.keys(cfg).sort()).toEqual(
-      ["aws", "dotfiles", "git_hosts", "hetzner", "idle", "local", "packages", "provider", "repositories", "setup", "ssh"].sort(),
+      ["aws", "dotfiles", "git_hosts", "hetzner", "idle", "local", "packages", "provider", "repositories", "setup", "ssh", "workspace"].sort(),
     );
     // The values shown as defaults are the real defaults.
     expect(cfg.idle).toEqual(DEFAULTS.idle);
+    expect(cfg.workspace).toEqual(DEFAULTS.workspace);
     expect(cfg.local).toMatchObject(DEFAULTS.local);
     expect(cfg.ssh).toMatchObject(DEFAULTS.ssh);
     expect(cfg.provider).toBe(DEFAULTS.provider);

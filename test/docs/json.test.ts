@@ -81,7 +81,19 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
   });
 
   it("down, then reap (dry run and real), reap with an error (still one document), the timer", async () => {
-    one("down", (await spuff(["down", "box", "--yes", "--json"])).stdout);
+    const attached = one("workspace-ls", (await spuff(["workspace", "ls", "--json"])).stdout) as { name: string; status: string }[];
+    expect(attached.map((w) => [w.name, w.status])).toEqual([["box", "attached"]]);
+    const downed = one("down", (await spuff(["down", "box", "--yes", "--json"])).stdout) as { workspace: { action: string } }[];
+    expect(downed[0].workspace.action).toBe("kept");
+    const kept = one("workspace-ls", (await spuff(["workspace", "ls", "--json"])).stdout) as { name: string; status: string }[];
+    expect(kept.map((w) => [w.name, w.status])).toEqual([["box", "kept"]]);
+    expect((one("workspace-rm", (await spuff(["workspace", "rm", "box", "--yes", "--json"])).stdout) as { deleted: boolean }).deleted).toBe(true);
+    // A VM without a workspace volume: down asks it for unsaved work first.
+    const noVolume = join(h.home.home, "no-volume.yaml");
+    writeFileSync(noVolume, "ssh:\n  user: spuff-test\n  tmux: false\nworkspace:\n  volume: false\n");  // --config replaces the user config
+    expect((await spuff(["--config", noVolume, "up", "plain"])).code).toBe(0);
+    const plain = one("down", (await spuff(["down", "plain", "--yes", "--json"])).stdout) as { unsaved: { checked: boolean } }[];
+    expect(plain[0].unsaved.checked).toBe(true);
     const dry = one("reap", (await spuff(["reap", "--dry-run", "--json"])).stdout) as { plan: { name: string }[] };
     expect(dry.plan.map((p) => p.name)).toEqual(["ghost"]);
     one("reap", (await spuff(["reap", "--json"])).stdout);

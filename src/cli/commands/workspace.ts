@@ -57,6 +57,7 @@ Examples:
   ws.command("ls")
     .alias("list")
     .description("list workspace volumes: size, last use, price per month, time left")
+    .addHelpText("after", "\nExamples:\n  $ spuff workspace ls\n  $ spuff workspace ls --provider hetzner --json")
     .action(async () => {
       const { workspaces: list, errors } = await listWorkspaces(app);
       for (const e of errors) app.warn(`${e.provider}: ${e.message}`);
@@ -75,6 +76,7 @@ Examples:
     .alias("delete")
     .description("delete a kept workspace volume now (its work is gone for good)")
     .option("--id <id>", "the volume id, when several volumes carry the name")
+    .addHelpText("after", "\nA volume attached to a VM is not deleted: `spuff down NAME --purge` deletes both.\n\nExamples:\n  $ spuff workspace rm api\n  $ spuff workspace rm api --yes --json")
     .action(async (name: string, opts: { id?: string }) => {
       const { workspaces: list } = await listWorkspaces(app);
       const found = list.filter((w) => w.name === name && (!opts.id || w.id === opts.id));

@@ -4,7 +4,9 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import { gunzipSync } from "node:zlib";
 import { IMAGES, imageJson, LOCATIONS, SERVER_TYPES, serverTypeJson } from "./catalog.js";
 import { labelProblems, matches, parseSelector, SelectorError } from "./labels.js";
+import { pricingJson } from "./pricing.js";
 import { type Route, SpecValidator, SpecViolation } from "./spec.js";
+import { FakeVolumes, type VolumeRec } from "./volumes.js";
 
 /**
  * A stateful fake of the Hetzner Cloud API (node:http on 127.0.0.1, random port) for tests, demos
@@ -101,6 +103,8 @@ export interface RequestLog {
   /** 0 while the answer is pending. */
   status: number;
   operationId?: string;
+  /** The parsed JSON body, when the request had a valid one. */
+  body?: unknown;
   /** performance.now() when the request arrived and when it was answered (benchmarks subtract the fake's time). */
   start: number;
   end?: number;
@@ -229,13 +233,18 @@ export class HetznerFake {
   /** How many times the fake had to generate a root password (a create without ssh_keys). Must stay 0 for spuff. */
   rootPasswordsIssued = 0;
   /**
-   * Events: "server-created", "server-deleted", "ssh-key-created", "ssh-key-deleted" (with the resource's id and
-   * name) and "request" (a RequestLog), emitted when the state changed, before the response is sent.
+   * Events: "server-created", "server-deleted", "ssh-key-created", "ssh-key-deleted", "volume-created",
+   * "volume-deleted", "volume-detached" (with the resource's id and name) and "request" (a RequestLog), emitted when
+   * the state changed, before the response is sent.
    */
   readonly events = new EventEmitter();
   readonly servers = new Map<number, ServerRec>();
   readonly sshKeys = new Map<number, SshKeyRec>();
   readonly actions = new Map<number, ActionRec>();
+  /** The Volumes API (volumes.ts): `volumeApi.volumes` holds the volumes, `volumeApi.seed()` adds one. */
+  readonly volumeApi: FakeVolumes;
+  /** What GET /pricing says a volume's GB costs per month (gross EUR). */
+  volumePricePerGbMonth = 0.0524;
   faults: Fault[] = [];
   /** The project's rate limit; `rateLimit.setRemaining(0)` makes the next request a 429 (then one per second passes). */
   readonly rateLimit: RateLimitBucket;
@@ -256,6 +265,30 @@ export class HetznerFake {
     this.rateLimit = new RateLimitBucket(opts.rateLimit);
     sharedSpec ??= new SpecValidator();
     this.spec = sharedSpec;
+    this.volumeApi = new FakeVolumes({
+      id: () => this.id(),
+      stamp: () => stamp(),
+      actionDelayMs: () => this.opts.actionDelayMs ?? 0,
+      action: (command, resources, delayMs, onDone, gate) => this.action(command, resources, delayMs, onDone, gate),
+      actionJson: (a) => this.actionJson(a as ActionRec),
+      actions: () => this.actions.values(),
+      serverLocation: (id) => this.servers.get(id)?.location,
+      serverLocked: (id) => {
+        const s = this.servers.get(id);
+        return s ? this.locked(s) : false;
+      },
+      list: (key, all, q) => this.list(key, all, q),
+      selector: (text) => this.selector(text),
+      emit: (event, payload) => this.events.emit(event, payload),
+      error: (status, code, message, details) => new HttpError(status, code, message, details ?? null),
+      invalid,
+      notFound,
+    });
+  }
+
+  /** The volumes (by id). */
+  get volumes(): Map<number, VolumeRec> {
+    return this.volumeApi.volumes;
   }
 
   /** Starts a fake on 127.0.0.1 and a random port (or `port`). */
@@ -389,6 +422,7 @@ export class HetznerFake {
       }
       route = checked.route;
       operationId = route.op.operationId;
+      log.body = checked.body;
       if (!this.rateLimit.take()) {
         const limit = this.rateLimit.limit;
         throw new HttpError(429, "rate_limit_exceeded", `limit of ${limit} requests per hour reached`, null, this.rateLimit.headers());
@@ -518,7 +552,9 @@ export class HetznerFake {
         this.assertUnlocked(s);
         s.status = "deleting";
         const info = this.info(s);
-        const a = this.action("delete_server", [{ id, type: "server" }], this.opts.actionDelayMs ?? 0, () => {
+        // Its volumes are detached by the delete (locked until it is done) and kept.
+        const a = this.action("delete_server", [{ id, type: "server" }, ...this.volumeApi.resourcesOf(id)], this.opts.actionDelayMs ?? 0, () => {
+          this.volumeApi.detachAll(id);
           this.servers.delete(id);
           this.events.emit("server-deleted", { id, name: s.name });
           if (this.opts.onServerDeleted) this.track(Promise.resolve().then(() => this.opts.onServerDeleted?.(info)));
@@ -579,6 +615,9 @@ export class HetznerFake {
         return [204, undefined];
       }
     }
+    if (`${method} ${template}` === "GET /pricing") return [200, pricingJson({ volumePerGbMonth: this.volumePricePerGbMonth })];
+    const volumes = this.volumeApi.dispatch(method, template, id, q, b);
+    if (volumes) return volumes;
     this.unimplemented.push(`${method} ${template}`);
     throw new HttpError(501, "not_implemented", `the fake does not implement ${method} ${template}`);
   }
@@ -609,6 +648,7 @@ export class HetznerFake {
     if (!type?.sold.includes(location?.name ?? "") || this.unavailable.has(`${type?.name}@${location?.name}`)) {
       throw new HttpError(412, "resource_unavailable", `server type ${type?.name} is unavailable in ${location?.name}`);
     }
+    const volumes = this.volumeApi.checkForServer(b.volumes, location?.name ?? "");
     const net = (b.public_net ?? {}) as { enable_ipv4?: boolean; enable_ipv6?: boolean };
     const s = this.newServer({
       name,
@@ -637,7 +677,7 @@ export class HetznerFake {
     const create = this.action("create_server", [{ id: s.id, type: "server" }], delay, () => {
       if (s.status === "initializing") s.status = b.start_after_create === false ? "off" : "starting";
     });
-    const next: ActionRec[] = [];
+    const next = this.volumeApi.attachAtCreate(volumes, s.id, b.automount === true) as ActionRec[];
     if (b.start_after_create !== false) {
       next.push(
         this.action("start_server", [{ id: s.id, type: "server" }], delay + (this.opts.bootDelayMs ?? 0), () => {
@@ -808,7 +848,7 @@ export class HetznerFake {
       included_traffic: 21990232555520,
       protection: { delete: false, rebuild: false },
       labels: { ...s.labels },
-      volumes: [],
+      volumes: this.volumeApi.attachedTo(s.id),
       load_balancers: [],
       primary_disk_size: type.disk,
       placement_group: null,

@@ -50,11 +50,16 @@ describe.skipIf(SKIP)(`aws: what up launches${SKIP ? ` (skipped: ${SKIP})` : ""}
     expect(i.IamInstanceProfile).toBeUndefined();
     expect(i.KeyName).toBeUndefined();
     expect(i.InstanceLifecycle).toBeUndefined(); // on-demand by default
-    expect(i.BlockDeviceMappings?.map((b) => [b.DeviceName, b.Ebs?.DeleteOnTermination])).toEqual([["/dev/xvda", true]]);
+    // The root volume goes with the instance; the workspace volume (test/providers/aws/workspace.test.ts) stays.
+    expect(i.BlockDeviceMappings?.map((b) => [b.DeviceName, b.Ebs?.DeleteOnTermination])).toEqual([
+      ["/dev/xvda", true],
+      ["/dev/sdf", false],
+    ]);
 
     const vols = await h.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: "attachment.instance-id", Values: [id] }] }));
-    expect(vols.Volumes).toHaveLength(1);
-    expect(tagMap(vols.Volumes?.[0].Tags)).toEqual(tags);
+    const root = i.BlockDeviceMappings?.[0].Ebs?.VolumeId;
+    expect(vols.Volumes).toHaveLength(2);
+    expect(tagMap(vols.Volumes?.find((v) => v.VolumeId === root)?.Tags)).toEqual(tags);
     const enis = await h.ec2.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "attachment.instance-id", Values: [id] }] }));
     expect(enis.NetworkInterfaces).toHaveLength(1);
     // moto does not apply TagSpecifications of type network-interface; the request below carries them.

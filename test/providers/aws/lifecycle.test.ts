@@ -3,6 +3,8 @@ import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
 import { events, SKIP, useHarness } from "./harness.js";
 
+const tagMap = (tags: { Key?: string; Value?: string }[] | undefined) => Object.fromEntries((tags ?? []).map((t) => [t.Key, t.Value]));
+
 // The real CLI (the built binary) against moto behind the test proxy, with a real OpenSSH sshd standing in for each
 // instance on the loopback address the proxy hands out (127.0.81.N:22).
 describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skipped: ${SKIP})` : ""}`, () => {
@@ -38,8 +40,11 @@ describe.skipIf(SKIP)(`aws: up → ls → down through the CLI${SKIP ? ` (skippe
     expect(down.stderr).toContain("deleted security group spuff-testowner0001");
     expect(await h.live()).toEqual([]);
     expect(await h.spuffGroups()).toEqual([]);
-    const vols = await h.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: "tag:managed-by", Values: ["spuff"] }] }));
-    expect(vols.Volumes).toEqual([]);
+    // The root volume went with the instance; the workspace volume is kept (test/providers/aws/workspace.test.ts).
+    const vols = async () => (await h.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: "tag:managed-by", Values: ["spuff"] }] }))).Volumes ?? [];
+    expect((await vols()).map((v) => [v.State, tagMap(v.Tags)[LABEL.kind]])).toEqual([["available", "workspace"]]);
+    await h.spuffOk(["down", "box", "--purge", "--yes"]);
+    expect(await vols()).toEqual([]);
 
     const again = await h.spuff(["down", "box", "--yes"]);
     expect(again.code, again.stderr).toBe(1);
