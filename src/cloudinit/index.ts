@@ -2,6 +2,7 @@ export {
   BAKE_CLEAN,
   DEFAULT_PACKAGES,
   encodeUserData,
+  MOUNT_WORKSPACE,
   type RenderOptions,
   renderUserData,
   ROTATE_HOST_KEY,
