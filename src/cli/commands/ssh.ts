@@ -1,8 +1,8 @@
-import { createReadStream, fstatSync } from "node:fs";
 import type { Command } from "commander";
 import { ProviderError } from "../../core/errors.js";
 import { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } from "../../core/session.js";
 import type { App } from "../app.js";
+import { sessionInput } from "../session-input.js";
 
 interface SshOpts {
   agent: boolean;
@@ -10,21 +10,6 @@ interface SshOpts {
   t?: boolean;
   L?: string[];
   direct?: boolean;
-}
-
-/**
- * The session's input. Node reads a file on stdin (`spuff ssh vm -- 'tar x' < backup.tar`) 64 KiB at a time, each read
- * a round trip to its thread pool; 1 MiB reads make the transfer ~1.7× faster (docs/performance.md). Pipes and
- * terminals stay as they are: a read from them can block, and a pending read would keep spuff from exiting.
- */
-function sessionInput(io: App["io"]): App["io"]["stdin"] {
-  if (io.stdin !== process.stdin) return io.stdin;
-  try {
-    if (!fstatSync(0).isFile()) return io.stdin;
-  } catch {
-    return io.stdin;
-  }
-  return createReadStream("", { fd: 0, highWaterMark: 1 << 20, autoClose: false });
 }
 
 export function register(program: Command, app: App): void {
@@ -60,16 +45,20 @@ Examples:
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
       const { dial, parseForward } = await import("../../ssh/dial.js");
       const forwards = (opts.L ?? []).map(parseForward);
-      const stdin = sessionInput(app.io);
+      const stdin = sessionInput(app.io.stdin);
       // A command with the agent forwarded runs on the guard daemon's warm connection when there is one
       // (src/ssh/warm.ts): this process then loads neither ssh2 nor the config. Anything else connects directly.
       const warmable = command.length > 0 && !opts.t && forwards.length === 0 && opts.agent && !opts.direct;
       let warm: Awaited<ReturnType<typeof import("../../ssh/warm-client.js").warmSession>> | undefined;
       if (warmable) {
-        const { warmSession } = await import("../../ssh/warm-client.js");
-        const env = Object.fromEntries(Object.entries(app.io.env).filter((e): e is [string, string] => e[1] !== undefined));
-        const req = { op: "session" as const, vm: name, env, cwd: app.io.cwd, configFile: app.globals.config, command: command.join(" "), build: spuffBuild() };
-        warm = await warmSession(guardDir(app.io.env), req, { stdin, stdout: app.io.stdout, stderr: app.io.stderr });
+        // bin.ts may have tried already (src/cli/warm-ssh.ts), before loading the CLI.
+        warm = (await import("../warm-ssh.js")).takeWarmResult();
+        if (!warm) {
+          const { warmSession } = await import("../../ssh/warm-client.js");
+          const env = Object.fromEntries(Object.entries(app.io.env).filter((e): e is [string, string] => e[1] !== undefined));
+          const req = { op: "session" as const, vm: name, env, cwd: app.io.cwd, configFile: app.globals.config, command: command.join(" "), build: spuffBuild() };
+          warm = await warmSession(guardDir(app.io.env), req, { stdin, stdout: app.io.stdout, stderr: app.io.stderr });
+        }
         if (warm.kind === "done") {
           process.exitCode = warm.code;
           return;
