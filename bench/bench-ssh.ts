@@ -63,7 +63,7 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     const perRoundPersist = s.medians.map((m, i) => m / p.medians[i]);
     const row = (label: string, t: typeof s) => {
       const m = spread(t.medians);
-      return `| ${label} | ${ms(m.median)} | ${ms(m.min)} – ${ms(m.max)} | **${ms(m.worst)}** | ${ms(t.min)} – ${ms(t.max)} | ${t.runs} |`;
+      return `| ${label} | ${ms(m.median)} | ${ms(m.min)} – ${ms(m.max)} | **${ms(m.worst)}** | ${ms(t.min)} – ${ms(t.max)} | ${ms(median(t.cpus))} | ${t.runs} |`;
     };
     const out = [
       `## 3. SSH: spuff (ssh2, guarded agent) vs OpenSSH on the same loopback sshd
@@ -72,10 +72,11 @@ whole command, file and pipe, in every round. ${ROUNDS} rounds, each timing ever
 
 "Warm": a connection already logged in is reused: spuff's guard daemon's (ssh.persist, the default) and OpenSSH's
 ControlMaster with ControlPersist. "Cold": each command does its own key exchange and login (\`spuff ssh --direct\`,
-plain \`ssh -A\`). \`node -e 0\` is the floor of any Node CLI.
+plain \`ssh -A\`). \`node -e 0\` is the floor of any Node CLI. CPU is the command's own process tree (not sshd's, not
+the guard daemon's): on a loaded machine it moves less than the wall time.
 
-| command | median of the round medians | their range | worst median | all runs | runs |
-|---|---|---|---|---|---|
+| command | median of the round medians | their range | worst median | all runs | CPU per run (user + sys, median of round means) | runs |
+|---|---|---|---|---|---|---|
 ${row("`spuff ssh bench -- true` (warm, the default)", s)}
 ${row("`spuff ssh bench --direct -- true` (cold)", d)}
 ${row("`ssh -A … true` (cold)", o)}

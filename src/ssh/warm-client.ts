@@ -13,24 +13,45 @@ export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, statu
 /** One frame: type (1 byte), length (4 bytes, big-endian), payload. */
 export function frame(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === "string" ? Buffer.from(payload) : payload;
-  const head = Buffer.allocUnsafe(5);
-  head[0] = type;
-  head.writeUInt32BE(body.length, 1);
-  return Buffer.concat([head, body]);
+  return Buffer.concat([frameHead(type, body.length), body]);
 }
 
-/** Splits a byte stream into frames. */
+function frameHead(type: number, length: number): Buffer {
+  const head = Buffer.allocUnsafe(5);
+  head[0] = type;
+  head.writeUInt32BE(length, 1);
+  return head;
+}
+
+/** Writes a frame without copying its payload (a file on stdin comes in 1 MiB chunks); false: wait for "drain". */
+export function writeFrame(sock: { write(b: Buffer): boolean; cork(): void; uncork(): void }, type: number, payload: Buffer): boolean {
+  sock.cork();
+  sock.write(frameHead(type, payload.length));
+  const ok = sock.write(payload);
+  sock.uncork();
+  return ok;
+}
+
+/** Splits a byte stream into frames; a frame's bytes are joined once, when all of them are there. */
 export class FrameReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private length = 0;
   constructor(private readonly onFrame: (type: number, payload: Buffer) => void) {}
   push(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    while (this.buf.length >= 5) {
-      const len = this.buf.readUInt32BE(1);
-      if (this.buf.length < 5 + len) break;
-      const type = this.buf[0];
-      const payload = this.buf.subarray(5, 5 + len);
-      this.buf = this.buf.subarray(5 + len);
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    for (;;) {
+      if (this.length < 5) return;
+      if (this.chunks[0].length < 5) this.chunks = [Buffer.concat(this.chunks)];
+      const head = this.chunks[0];
+      const need = 5 + head.readUInt32BE(1);
+      if (this.length < need) return;
+      const all = this.chunks.length === 1 ? head : Buffer.concat(this.chunks, this.length);
+      const type = all[0];
+      const payload = all.subarray(5, need);
+      const rest = all.subarray(need);
+      this.chunks = rest.length ? [rest] : [];
+      this.length = rest.length;
       this.onFrame(type, payload);
     }
   }
@@ -81,7 +102,7 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
     };
     const timer = setTimeout(() => finish({ kind: "fallback", why: `the guard daemon did not answer within ${replyTimeoutMs / 1000} s` }), replyTimeoutMs);
     const onStdin = (d: Buffer | string) => {
-      if (!sock.write(frame(FRAME.stdin, typeof d === "string" ? Buffer.from(d) : d))) {
+      if (!writeFrame(sock, FRAME.stdin, typeof d === "string" ? Buffer.from(d) : d)) {
         io.stdin.pause();
         sock.once("drain", () => io.stdin.resume());
       }

@@ -4,7 +4,7 @@ import type { Client, ClientChannel } from "ssh2";
 import type { GuardedAgent } from "./agent.js";
 import { connect, fingerprintOfLine, type VmTarget } from "./connect.js";
 import { forwardAgentWithoutWaiting } from "./ssh2.js";
-import { FRAME, FrameReader, frame, type SessionReply } from "./warm-client.js";
+import { FRAME, FrameReader, frame, type SessionReply, writeFrame } from "./warm-client.js";
 
 /**
  * The guard daemon's warm connections, one per VM (like OpenSSH's ControlMaster with ControlPersist): `spuff ssh NAME
@@ -151,7 +151,7 @@ export class WarmPool {
     if (rest.length) frames.push(rest);
     c.resume();
     const out = (type: number) => (d: Buffer) => {
-      if (!c.write(frame(type, d))) {
+      if (!writeFrame(c, type, d)) {
         channel.pause();
         c.once("drain", () => channel.resume());
       }
