@@ -16,3 +16,17 @@ export function sessionInput(stdin: Input): Input {
   }
   return createReadStream("", { fd: 0, highWaterMark: 1 << 20, autoClose: false });
 }
+
+/**
+ * A file of 8 MiB or more on stdin: `spuff ssh` sends it on a connection of its own rather than through the guard
+ * daemon's warm one, whose extra hop costs more throughput than the login it saves (docs/performance.md).
+ */
+export function largeFileOnStdin(stdin: Input): boolean {
+  if (stdin !== process.stdin) return false;
+  try {
+    const st = fstatSync(0);
+    return st.isFile() && st.size >= 8 << 20;
+  } catch {
+    return false;
+  }
+}

@@ -1,6 +1,6 @@
 import { guardDir, spuffBuild } from "../core/session.js";
 import { type WarmResult, warmSession } from "../ssh/warm-client.js";
-import { sessionInput } from "./session-input.js";
+import { largeFileOnStdin, sessionInput } from "./session-input.js";
 
 // `spuff [--config FILE] ssh [NAME] -- COMMAND` as bin.ts runs it before loading the CLI: over the guard daemon's warm
 // connection (src/ssh/warm.ts), without commander, the commands or the config (the daemon settles those). Anything it
@@ -35,6 +35,7 @@ export function takeWarmResult(): WarmResult | undefined {
 
 /** Runs the session on the warm connection; the exit code, or undefined when the CLI must take over. */
 export async function runWarm(a: { vm?: string; configFile?: string; command: string }, io: { stdin: NodeJS.ReadableStream; stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream; env: NodeJS.ProcessEnv; cwd: string }): Promise<number | undefined> {
+  if (largeFileOnStdin(io.stdin)) return undefined;
   const env = Object.fromEntries(Object.entries(io.env).filter((e): e is [string, string] => e[1] !== undefined));
   const req = { op: "session" as const, vm: a.vm, env, cwd: io.cwd, configFile: a.configFile, command: a.command, build: spuffBuild() };
   const r = await warmSession(guardDir(io.env), req, { stdin: sessionInput(io.stdin), stdout: io.stdout, stderr: io.stderr });

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive, StateStore } from "../../src/core/state.js";
@@ -83,6 +83,23 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     const sum = spuff(["ssh", "box", "--", "sha256sum"], blob);
     expect(sum.stdout.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
     expect(status().warm).toEqual(["box"]);
+  });
+
+  it("a file of 8 MiB or more on stdin goes on a connection of its own, byte for byte", () => {
+    const warm = connection();
+    const file = join(t.home, "big");
+    const blob = randomBytes(9 << 20);
+    writeFileSync(file, blob);
+    const fd = openSync(file, "r");
+    try {
+      const r = spawnSync(process.execPath, [BIN, "ssh", "box", "--", "sha256sum; echo $SSH_CONNECTION"], { env, cwd: t.home, stdio: [fd, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+      const [sum, conn] = r.stdout.trim().split("\n");
+      expect(sum.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
+      expect(conn).not.toBe(warm);
+    } finally {
+      closeSync(fd);
+    }
+    expect(connection()).toBe(warm);
   });
 
   it("the guard stands on the reused path: only the allowed key, git logins signed, every signature logged", () => {

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { ProviderError } from "../../core/errors.js";
 import { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } from "../../core/session.js";
 import type { App } from "../app.js";
-import { sessionInput } from "../session-input.js";
+import { largeFileOnStdin, sessionInput } from "../session-input.js";
 
 interface SshOpts {
   agent: boolean;
@@ -30,10 +30,10 @@ bound (OpenSSH 8.9+ session-bind) to a pinned git host's key, as the user that h
 request is logged with its destination to ~/.local/state/spuff/agent.log.
 The remote command's exit code becomes spuff's exit code; when spuff itself fails (unknown VM, unreachable, host key
 mismatch, bad config) it exits 255, as OpenSSH's ssh does, and its messages on stderr start with "error:" or "spuff:".
-A command (\`-- COMMAND\`, without -t or -L) runs on the guard daemon's warm connection to the VM when there is one
-(like OpenSSH's ControlPersist; ssh.persist, default 10m): no key exchange or login of its own, the same guard, pinned
-host key and agent log. Without a daemon it connects directly and starts one for the next command (--direct: always
-directly, starting nothing).
+A command (\`-- COMMAND\`, without -t or -L, and no file of 8 MiB or more on stdin) runs on the guard daemon's
+warm connection to the VM when there is one (like OpenSSH's ControlPersist; ssh.persist, default 10m): no key
+exchange or login of its own, the same guard, pinned host key and agent log. Without a daemon it connects
+directly and starts one for the next command (--direct: always directly, starting nothing).
 
 Examples:
   $ spuff ssh                             shell on your only VM, attached to tmux session "spuff"
@@ -48,7 +48,7 @@ Examples:
       const stdin = sessionInput(app.io.stdin);
       // A command with the agent forwarded runs on the guard daemon's warm connection when there is one
       // (src/ssh/warm.ts): this process then loads neither ssh2 nor the config. Anything else connects directly.
-      const warmable = command.length > 0 && !opts.t && forwards.length === 0 && opts.agent && !opts.direct;
+      const warmable = command.length > 0 && !opts.t && forwards.length === 0 && opts.agent && !opts.direct && !largeFileOnStdin(app.io.stdin);
       let warm: Awaited<ReturnType<typeof import("../../ssh/warm-client.js").warmSession>> | undefined;
       if (warmable) {
         // bin.ts may have tried already (src/cli/warm-ssh.ts), before loading the CLI.
