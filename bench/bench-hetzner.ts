@@ -3,7 +3,7 @@
 //  b) `spuff up` with zero configured delays and a stand-in sshd: wall time, spuff's phases, and spuff's own time
 //     (wall time minus the time the fake spent answering and the stand-in sshd spent starting). Goal ≤ 0.5 s.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HetznerFake } from "../test/fakes/hetzner/fake.js";
@@ -117,7 +117,9 @@ async function upBench(home: string, perRound: number): Promise<string> {
     ipv4Prefix: "127.0.99.",
     ...standinHooks(standins),
   });
-  writeFileSync(join(home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+  // The user's own config: a spuff.yaml in the working directory is a project file, which may not set ssh.*.
+  mkdirSync(join(home, "cfg", "spuff"), { recursive: true });
+  writeFileSync(join(home, "cfg", "spuff", "config.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
   const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: TOKEN, SPUFF_OWNER: "benchowner01" };
   type Event = { phase: string; status: string; t: number };
   const run = (args: string[]) =>
