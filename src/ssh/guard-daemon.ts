@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { type AgentPolicy, askpassConfirm, GuardedAgent, refusalLine } from "./agent.js";
 import type { VmTarget } from "./connect.js";
 import { controlSocket, type GuardReply, type GuardRequest, type GuardSettings, guardRequest, type ServedVm, type SessionRequest, vmSocket } from "./guard-client.js";
-import type { SessionReply } from "./warm-client.js";
+import { OTHER_BUILD, type SessionReply } from "./warm-client.js";
 
 /**
  * The guard daemon: spuff's guarded agent for plain OpenSSH (ssh, scp, rsync, VS Code Remote-SSH). One process serves
@@ -179,7 +179,7 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
   const session = async (c: Socket, req: SessionRequest, rest: Buffer) => {
     const refuse = (error: string) => c.end(`${JSON.stringify({ ok: false, error, fallback: true } satisfies SessionReply)}\n`);
     if (!warm || !o.session) return refuse("this daemon runs no sessions");
-    if (req.build !== o.build) return refuse("the guard daemon is another build of spuff");
+    if (req.build !== o.build) return refuse(OTHER_BUILD);
     let s: Awaited<ReturnType<NonNullable<GuardServerOptions["session"]>>>;
     try {
       s = await o.session(req);

@@ -63,6 +63,9 @@ export type SessionReply =
   /** `fallback`: nothing ran on the VM; connect directly instead. Otherwise the command may have started: do not rerun it. */
   | { ok: false; error: string; fallback: boolean };
 
+/** Why a daemon does not run a session: it is another build of spuff (the caller starts this build's instead). */
+export const OTHER_BUILD = "the guard daemon is another build of spuff";
+
 export type WarmResult =
   | { kind: "done"; code: number }
   /** No daemon answers: connect directly (and start one for the next time). */
@@ -131,6 +134,8 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
         return finish({ kind: "fallback", why: "the guard daemon answered something else" });
       }
       if (!reply.ok) return finish(reply.fallback ? { kind: "fallback", why: reply.error } : { kind: "failed", error: reply.error });
+      // A daemon from before warm sessions answers a request it does not know with its status: nothing ran.
+      if (typeof reply.reused !== "boolean") return finish({ kind: "fallback", why: OTHER_BUILD });
       started = true;
       io.stdin.on("data", onStdin);
       io.stdin.on("end", onStdinEnd);

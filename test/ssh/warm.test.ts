@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive, StateStore } from "../../src/core/state.js";
@@ -149,6 +149,20 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     expect(spuff(["guard", "stop"]).status).toBe(0);
     expect(connection()).not.toBe(direct);
     await until("a daemon answers again", () => status().pid !== undefined);
+  });
+
+  it("a daemon of another build (spuff was upgraded) runs nothing: the command goes direct and this build's daemon replaces it", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    const old = status().pid as number;
+    const now = Date.now() / 1000;
+    utimesSync(BIN, now, now); // what spuffBuild() compares, as after an upgrade
+    const direct = connection();
+    await until("the old daemon is gone", () => !pidAlive(old));
+    const warm = connection();
+    expect(status().pid).not.toBe(old);
+    expect(connection()).toBe(warm);
+    expect(direct).not.toBe(warm);
   });
 
   it("--direct and ssh.persist: 0m neither use nor start a daemon; persist closes an idle connection", async () => {

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { ProviderError } from "../../core/errors.js";
 import { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } from "../../core/session.js";
 import type { App } from "../app.js";
+import { OTHER_BUILD } from "../../ssh/warm-client.js";
 import { largeFileOnStdin, sessionInput } from "../session-input.js";
 
 interface SshOpts {
@@ -94,7 +95,7 @@ Examples:
         if (!agent || parseDuration(app.config().ssh.persist) <= 0) {
           // ssh.persist 0 or no agent: nothing to start
         } else if (warm.kind === "absent") spawnGuardDaemon(guardDir(app.io.env), app.io.env);
-        else if (warm.why === "the guard daemon is another build of spuff") await restartGuardDaemon(app.io.env).catch(() => {});
+        else if (warm.why === OTHER_BUILD) await restartGuardDaemon(app.io.env).catch(() => {});
       }
       if (code !== 0 && !agent && !interactive) {
         const [why, fix] = opts.agent
