@@ -120,11 +120,10 @@ async function upBench(home: string, perRound: number, config = false, bake = co
     ipv4Prefix: "127.0.99.",
     ...standinHooks(standins),
   });
-  if (config) {
-    // The user's own config: ssh.* may not come from a project file.
-    mkdirSync(join(home, "cfg", "spuff"), { recursive: true });
-    writeFileSync(join(home, "cfg", "spuff", "config.yaml"), 'ssh:\n  user: spuff-test\n  tmux: false\npackages: [jq]\nimage:\n  setup: ["mkdir -p ~/.cache/baked"]\n');
-  } else writeFileSync(join(home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+  // The user's own config: a spuff.yaml in the working directory is a project file, which may not set ssh.*.
+  mkdirSync(join(home, "cfg", "spuff"), { recursive: true });
+  const baked = config ? 'packages: [jq]\nimage:\n  setup: ["mkdir -p ~/.cache/baked"]\n' : "";
+  writeFileSync(join(home, "cfg", "spuff", "config.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n${baked}`);
   const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: TOKEN, SPUFF_OWNER: "benchowner01" };
   type Event = { phase: string; status: string; t: number };
   const run = (args: string[]) =>

@@ -34,6 +34,7 @@ export const PROJECT_KEYS: Record<string, true | string> = {
   "ssh.sign_policy": "it decides what your forwarded agent may sign",
   "ssh.confirm": "it decides whether you are asked before each signature",
   "ssh.tmux": "ssh settings decide who logs in to the VM and what your forwarded agent may do",
+  "ssh.persist": "it decides how long a logged-in connection to the VM stays open on this machine",
   "ssh.public_keys": "it decides who may log in to the VM, where your forwarded agent arrives",
   "idle.timeout": true,
   "idle.ttl": true,

@@ -87,6 +87,8 @@ export const configSchema = z.strictObject({
       sign_policy: z.enum(["git-only", "any"]).optional(),
       confirm: z.boolean().optional(),
       tmux: z.boolean().optional(),
+      /** How long the guard daemon keeps a logged-in connection to a VM after the last `spuff ssh -- COMMAND` ("0m": none). */
+      persist: duration.optional(),
       public_keys: z.array(z.string().min(1)).optional(),
     })
     .optional(),
