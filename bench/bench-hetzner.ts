@@ -2,11 +2,13 @@
 //  a) `spuff ls --json` with 0 and 60 servers vs `hcloud server list -o json` (Debian's hcloud-cli) on the same fake;
 //  b) `spuff up` with zero configured delays and a stand-in sshd: wall time, spuff's phases, and spuff's own time
 //     (wall time minus the time the fake spent answering and the stand-in sshd spent starting). Goal ≤ 0.5 s.
+//  c) (`bench.ts bake`) the same `spuff up`, booting a baked image (docs/images.md) made by `spuff image bake` first:
+//     the user-data of every server is checked to carry no package or image.setup work. Goal ≤ 0.5 s.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HetznerFake } from "../test/fakes/hetzner/fake.js";
+import { decodeUserData, HetznerFake } from "../test/fakes/hetzner/fake.js";
 import { type StandinVm, standinHooks } from "../test/helpers/standin-vm.js";
 import { goal, median, ms, ratio, rounds, SPUFF, spread } from "./lib.js";
 
@@ -109,7 +111,8 @@ function covered(intervals: [number, number][]): number {
   return total + (cur ? cur[1] - cur[0] : 0);
 }
 
-async function upBench(home: string, perRound: number): Promise<string> {
+/** `config`: write the bake config (packages, image.setup); `bake`: run `spuff image bake` first and boot the bake. */
+async function upBench(home: string, perRound: number, config = false, bake = config): Promise<string> {
   const runs = perRound * ROUNDS;
   const standins = new Map<number, StandinVm>();
   const fake = await HetznerFake.start({
@@ -117,7 +120,10 @@ async function upBench(home: string, perRound: number): Promise<string> {
     ipv4Prefix: "127.0.99.",
     ...standinHooks(standins),
   });
-  writeFileSync(join(home, "spuff.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+  // The user's own config: a spuff.yaml in the working directory is a project file, which may not set ssh.*.
+  mkdirSync(join(home, "cfg", "spuff"), { recursive: true });
+  const baked = config ? 'packages: [jq]\nimage:\n  setup: ["mkdir -p ~/.cache/baked"]\n' : "";
+  writeFileSync(join(home, "cfg", "spuff", "config.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n${baked}`);
   const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: TOKEN, SPUFF_OWNER: "benchowner01" };
   type Event = { phase: string; status: string; t: number };
   const run = (args: string[]) =>
@@ -153,7 +159,13 @@ async function upBench(home: string, perRound: number): Promise<string> {
   const fakeShare: number[] = [];
   const downs: number[] = [];
   const phases = new Map<string, [number, number][]>();
+  let bakedId = "";
   try {
+    if (bake) {
+      const b = await run(["image", "bake"]);
+      if (b.code !== 0) throw new Error(`spuff image bake failed:\n${b.stdout}\n${b.stderr}`);
+      bakedId = String([...fake.images.snapshots.keys()][0]);
+    }
     // Warm-up: the fake compiles each schema validator on first use.
     const warm = await run(["up", "bench-warm", "--json"]);
     if (warm.code !== 0) throw new Error(`spuff up failed:\n${warm.stdout}\n${warm.stderr}`);
@@ -163,6 +175,12 @@ async function upBench(home: string, perRound: number): Promise<string> {
       const bootsBefore = fake.boots.length;
       const r = await run(["up", `bench-${i}`, "--json"]);
       if (r.code !== 0) throw new Error(`spuff up failed:\n${r.stdout}\n${r.stderr}`);
+      if (bake) {
+        const server = [...fake.servers.values()].find((x) => x.name === `bench-${i}`);
+        if (server?.image !== bakedId || /spuff-install-packages|\.cache\/baked/.test(decodeUserData(server.userData).replace(/^#.*$/gm, ""))) {
+          throw new Error(`bench-${i} did not boot the bake ${bakedId} without package and image.setup work (image ${server?.image})`);
+        }
+      }
       const fakeBusy: [number, number][] = [
         ...fake.requests.slice(before).map((q): [number, number] => [q.start, q.end ?? r.end]),
         ...fake.boots.slice(bootsBefore).map((b): [number, number] => [b.start, b.end ?? r.end]),
@@ -194,8 +212,14 @@ async function upBench(home: string, perRound: number): Promise<string> {
   }
   const s = (v: number) => `${Math.round(v)} ms`;
   const roundMedians = ownByRound.map(median);
-  return `### \`spuff up\` against the fake: zero configured delays, a stand-in sshd per server
-${runs} runs (after one warm-up; ${ROUNDS} rounds of ${perRound}), each \`spuff up NAME --json\` then \`spuff down NAME --yes\`, as separate processes.
+  const title = config && !bake
+    ? "### `spuff up` of the same config without a bake (the base image; packages and image.setup at boot)\n"
+    : bake
+    ? `### \`spuff up\` from a baked image against the fake (packages [jq] and an image.setup step baked with \`spuff image bake\`)
+Every server booted the bake (snapshot ${bakedId}) and its user-data carried no package step and no image.setup (checked per run).
+`
+    : "### `spuff up` against the fake: zero configured delays, a stand-in sshd per server\n";
+  return `${title}${runs} runs (after one warm-up; ${ROUNDS} rounds of ${perRound}), each \`spuff up NAME --json\` then \`spuff down NAME --yes\`, as separate processes.
 "Fake + sshd start" is the time the fake spent answering requests plus the stand-in sshd's start (the fake reports the
 server running only once its sshd listens), as intervals merged over the run; spuff's own time is the rest, including
 Node's start-up, spuff's polling waits and its share of the SSH handshakes (sshd's share is not separated).
@@ -207,7 +231,7 @@ Node's start-up, spuff's polling waits and its share of the SSH handshakes (sshd
 | **spuff's own time** | **${s(median(own))}** | ${s(Math.min(...own))} | ${s(Math.max(...own))} |
 | \`spuff down\` wall time | ${s(median(downs))} | ${s(Math.min(...downs))} | ${s(Math.max(...downs))} |
 
-spuff's own time, median per round: ${roundMedians.map(s).join(", ")}; worst: ${goal("`spuff up` against the fake, spuff's own time, worst round median", Math.max(...roundMedians) / 1000, "≤", 0.5, (v) => s(v * 1000))}.
+spuff's own time, median per round: ${roundMedians.map(s).join(", ")}; worst: ${goal(`\`spuff up\`${bake ? " from a bake" : config ? " (bake config, no bake)" : ""} against the fake, spuff's own time, worst round median`, Math.max(...roundMedians) / 1000, "≤", 0.5, (v) => s(v * 1000))}.
 
 By phase (medians; a phase runs from its \`--json\` "started" event to the next one):
 
@@ -221,7 +245,25 @@ ${[...phases.entries()].map(([p, v]) => `| ${p} | ${s(median(v.map((x) => x[0]))
 }
 
 export async function run(want: (n: string) => boolean): Promise<string[]> {
-  if (!want("hetzner")) return [];
+  const out: string[] = [];
+  if (want("hetzner")) out.push(...(await hetzner()));
+  if (want("bake")) {
+    const home = mkdtempSync(join(tmpdir(), "spuff-bench-bake-"));
+    try {
+      const root = process.getuid?.() === 0;
+      out.push(
+        root
+          ? `## 5. Baked images (against the Hetzner fake)\n\nThe same config (packages [jq], one image.setup step), side by side in one run: booting the bake, then the base image.\n\n${await upBench(home, 3, true)}\n${await upBench(mkdtempSync(join(tmpdir(), "spuff-bench-base-")), 3, true, false)}`
+          : "## 5. Baked images (against the Hetzner fake)\n\nskipped: needs root and the `spuff-test` user for the stand-in sshd.\n",
+      );
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  }
+  return out;
+}
+
+async function hetzner(): Promise<string[]> {
   const home = mkdtempSync(join(tmpdir(), "spuff-bench-hetzner-"));
   try {
     const parts = [await listBench(home)];

@@ -11,6 +11,8 @@ export interface Timing {
   min: number;
   max: number;
   runs: number;
+  /** Mean CPU time (user + system) per run: less swayed by other work on the machine than the wall time. */
+  cpu: number;
 }
 
 /** Times whole commands with hyperfine; returns seconds. */
@@ -23,8 +25,8 @@ export function hyperfine(commands: string[], opts: { runs?: number; warmup?: nu
       ["-N", "--style", "none", "-w", String(opts.warmup ?? 3), "-r", String(opts.runs ?? 20), "--export-json", out, ...commands],
       { stdio: ["ignore", "ignore", "inherit"], env: opts.env ?? process.env },
     );
-    const json = JSON.parse(readFileSync(out, "utf8")) as { results: { command: string; median: number; min: number; max: number; times: number[] }[] };
-    return json.results.map((r) => ({ command: r.command, median: r.median, min: r.min, max: r.max, runs: r.times.length }));
+    const json = JSON.parse(readFileSync(out, "utf8")) as { results: { command: string; median: number; min: number; max: number; times: number[]; user: number; system: number }[] };
+    return json.results.map((r) => ({ command: r.command, median: r.median, min: r.min, max: r.max, runs: r.times.length, cpu: r.user + r.system }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -96,11 +98,12 @@ export function spread(values: number[], worst: "high" | "low" = "high") {
  * `rounds` hyperfine runs of the same commands, side by side (each round runs every command), so a slow moment of a
  * shared machine hits all of them: per command, every round's median and the extremes of all runs.
  */
-export function rounds(commands: string[], opts: { rounds: number; runs: number; warmup?: number; env?: NodeJS.ProcessEnv }): { medians: number[]; min: number; max: number; runs: number }[] {
-  const out = commands.map(() => ({ medians: [] as number[], min: Infinity, max: 0, runs: 0 }));
+export function rounds(commands: string[], opts: { rounds: number; runs: number; warmup?: number; env?: NodeJS.ProcessEnv }): { medians: number[]; cpus: number[]; min: number; max: number; runs: number }[] {
+  const out = commands.map(() => ({ medians: [] as number[], cpus: [] as number[], min: Infinity, max: 0, runs: 0 }));
   for (let r = 0; r < opts.rounds; r++) {
     hyperfine(commands, { runs: opts.runs, warmup: opts.warmup, env: opts.env }).forEach((t, i) => {
       out[i].medians.push(t.median);
+      out[i].cpus.push(t.cpu);
       out[i].min = Math.min(out[i].min, t.min);
       out[i].max = Math.max(out[i].max, t.max);
       out[i].runs += t.runs;

@@ -4,7 +4,7 @@
 # boot. Runs once per user: a marker file records success; on failure (no agent, clone refused) the next login retries.
 # Lines of the config: KIND<TAB>URL<TAB>INSTALL, KIND "dotfiles" (cloned to ~/.dotfiles, then INSTALL runs there,
 # or the first of install.sh, install, bootstrap.sh, bootstrap, setup.sh, setup that is executable) or "repo" (cloned
-# to ~/src/NAME).
+# to ~/work/NAME, unless it is there: the workspace volume keeps it from an earlier VM).
 set -u
 conf=${SPUFF_FIRST_LOGIN_CONF:-/etc/spuff/first-login.conf}
 state="${XDG_STATE_HOME:-$HOME/.local/state}/spuff"
@@ -45,10 +45,10 @@ while IFS=$'\t' read -r kind url install; do
     repo)
       name=$(basename "${url%.git}")
       name=${name##*:}
-      dir="$HOME/src/$name"
+      dir="$HOME/work/$name"
       if [ ! -d "$dir" ]; then
-        mkdir -p "$HOME/src"
-        echo "spuff: cloning $url into ~/src/$name" >&2
+        mkdir -p "$HOME/work"
+        echo "spuff: cloning $url into ~/work/$name" >&2
         git clone -q -- "$url" "$dir" || ok=0
       fi ;;
   esac

@@ -285,6 +285,11 @@ export class Ec2 {
     return instance;
   }
 
+  /** Any EC2 command (providers/aws/images.ts), errors explained; `once`: without SDK retries (creates). */
+  command<T>(action: string, command: unknown, signal?: AbortSignal, once = false): Promise<T> {
+    return this.call(action, (s) => this.send<T>(once ? this.noRetry : this.client, command, s), signal);
+  }
+
   explain(err: unknown, action: string, ctx: ErrorContext = {}) {
     return explain(err, action, { ...this.context, ...ctx });
   }

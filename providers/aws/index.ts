@@ -6,6 +6,8 @@ import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import { ownerId } from "../../src/core/owner.js";
 import type {
   CreateSpec,
+  Image,
+  ImageSpec,
   Placement,
   Progress,
   Provider,
@@ -18,6 +20,7 @@ import type {
   VolumeSpec,
 } from "../../src/core/provider.js";
 import { Ec2 } from "./client.js";
+import { AwsImages } from "./images.js";
 import { codeOf, isRetryable } from "./errors.js";
 import {
   archOf,
@@ -67,6 +70,7 @@ class AwsProvider implements Provider {
   private readonly plans = new Map<string, Promise<LaunchPlan>>();
   /** The placement `up` validated last: its --size picks the zone of a new workspace volume (createVolume). */
   private validated?: Placement;
+  private readonly images = new AwsImages(() => this.ec2());
 
   constructor(private readonly ctx: ProviderContext) {}
 
@@ -79,7 +83,7 @@ class AwsProvider implements Provider {
       // A poweroff inside the VM terminates it (InstanceInitiatedShutdownBehavior=terminate): billing ends with no AWS
       // credential on the VM. A stopped instance (stopped from the console) no longer bills compute, only its EBS volume.
       // Workspace volumes: EBS, attached after RunInstances with DeleteOnTermination=false (volumes.ts).
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: true },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, prices: false, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "bytes", volumes: true, images: true },
     };
   }
 
@@ -542,6 +546,31 @@ class AwsProvider implements Provider {
    * can outlive an instance (the per-VM key goes in user-data, the root volume and network interface go with it).
    * While an `up` of this owner runs here (`busy`), the owner's group is left alone: that `up` may be about to use it.
    */
+  // ---- baked images (providers/aws/images.ts) ----
+
+  /** The region and the AMI the plan boots (aws.ami, or the newest official Debian AMI): a newer base makes bakes stale. */
+  async imageBase(over: Placement, signal?: AbortSignal): Promise<string> {
+    const plan = await this.plan(over, signal);
+    return `${plan.region}:${plan.image.id}`;
+  }
+
+  listImages(signal?: AbortSignal): Promise<Image[]> {
+    return this.images.list(signal);
+  }
+
+  createImage(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image> {
+    return this.images.create(vm.id, spec, progress);
+  }
+
+  async deleteImage(image: Image, progress: Progress, signal?: AbortSignal): Promise<void> {
+    await this.images.delete(image, signal);
+    progress.info(`deleted AMI ${image.id} and its snapshots`);
+  }
+
+  setImageLabels(image: Image, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    return this.images.setLabels(image, labels, signal);
+  }
+
   async reapOrphans(dryRun: boolean, progress: Progress, busy: ReadonlySet<string> = new Set()): Promise<string[]> {
     const ec2 = this.ec2();
     const me = ownerId(this.ctx.env);

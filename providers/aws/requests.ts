@@ -155,10 +155,11 @@ export function userDataBase64(userData: string | Buffer): string {
  * IMDSv2 only, no instance profile, the root volume deleted with the instance, and `ClientToken` = the request id so a
  * retried call can never start a second instance.
  */
-export function runInstancesInput(spec: Pick<CreateSpec, "name" | "labels" | "userData" | "requestId">, plan: LaunchPlan, securityGroupId: string): RunInstancesCommandInput {
+export function runInstancesInput(spec: Pick<CreateSpec, "name" | "labels" | "userData" | "requestId" | "image">, plan: LaunchPlan, securityGroupId: string): RunInstancesCommandInput {
   const tags = toTags({ Name: spec.name, ...spec.labels });
   return {
-    ImageId: plan.image.id,
+    // A baked AMI of this base (docs/images.md): same root device, same size.
+    ImageId: spec.image?.id ?? plan.image.id,
     InstanceType: plan.instanceType as RunInstancesCommandInput["InstanceType"],
     MinCount: 1,
     MaxCount: 1,

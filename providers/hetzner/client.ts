@@ -64,7 +64,7 @@ export const INVALID_ENDPOINT = "(invalid HCLOUD_ENDPOINT)";
 export const MAX_PAGES = 200;
 
 export class HetznerClient {
-  private readonly http: Client<paths>;
+  readonly http: Client<paths>;
   private readonly opts: Required<ClientOptions>;
 
   constructor(opts: ClientOptions) {
@@ -257,7 +257,7 @@ export class HetznerClient {
    * as `next_page` (or none), never one past `last_page`, and at most MAX_PAGES are read; any other answer is an error
    * (a partial list is never returned as if it were whole).
    */
-  private async all<T, K extends string>(
+  async all<T, K extends string>(
     what: string,
     key: K,
     page: (p: number, signal: AbortSignal) => Promise<Result<{ [k in K]: T[] } & { meta?: { pagination?: { next_page?: number | null; last_page?: number | null } } }>>,

@@ -22,6 +22,12 @@ export const USED = {
   "/locations": ["get"],
   "/volumes": ["get", "post"],
   "/volumes/{id}": ["get", "put", "delete"],
+  // Baked images (providers/hetzner/images.ts).
+  "/images": ["get"],
+  "/images/{id}": ["get", "put", "delete"],
+  "/servers/{id}/actions/create_image": ["post"],
+  "/servers/{id}/actions/shutdown": ["post"],
+  "/servers/{id}/actions/poweroff": ["post"],
   "/pricing": ["get"],
 };
 

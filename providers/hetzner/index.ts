@@ -4,6 +4,8 @@ import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import type {
   Catalog,
   CreateSpec,
+  Image,
+  ImageSpec,
   Placement,
   Progress,
   Provider,
@@ -53,6 +55,7 @@ import {
   WORKSPACES,
   workspacesOfRequest,
 } from "./requests.js";
+import { HetznerImages } from "./images.js";
 
 /** SSH keys younger than this are never orphans: an `up` may be between registering its key and creating its server. */
 const ORPHAN_MIN_AGE_MS = 5 * 60_000;
@@ -76,6 +79,7 @@ class HetznerProvider implements Provider {
   private pricingCache?: Promise<{ amount: number; currency: string } | null>;
   /** Warnings found by validate() (which has no progress), shown when create() starts. */
   private pending: string[] = [];
+  private readonly images = new HetznerImages(() => this.api());
 
   constructor(private readonly ctx: ProviderContext) {}
 
@@ -84,7 +88,7 @@ class HetznerProvider implements Provider {
     return {
       name: PROVIDER,
       description: endpoint && endpoint !== DEFAULT_ENDPOINT ? `Hetzner Cloud API at ${showEndpoint(endpoint, INVALID_ENDPOINT)}` : "Hetzner Cloud",
-      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64", volumes: true },
+      features: { selfTerminatesOnPoweroff: false, billsWhenStopped: true, prices: true, free: false, maxUserDataBytes: MAX_USER_DATA, userDataBinary: "base64", volumes: true, images: true },
     };
   }
 
@@ -540,6 +544,32 @@ class HetznerProvider implements Provider {
       }
     }
     return removed;
+  }
+
+  // ---- baked images (providers/hetzner/images.ts) ----
+
+  /** The base image's name and the server type's architecture: a snapshot boots only on the architecture it ran on. */
+  async imageBase(over: Placement, signal?: AbortSignal): Promise<string> {
+    const p = this.placement(over);
+    const { types } = await this.loadCatalog(signal);
+    return `${p.image}:${types.find((t) => t.name === p.serverType)?.architecture ?? "unknown"}`;
+  }
+
+  listImages(signal?: AbortSignal): Promise<Image[]> {
+    return this.images.list(signal);
+  }
+
+  createImage(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image> {
+    return this.images.create(Number(vm.id), spec, progress);
+  }
+
+  async deleteImage(image: Image, progress: Progress, signal?: AbortSignal): Promise<void> {
+    await this.images.delete(Number(image.id), signal);
+    progress.info(`deleted image ${image.name} (id ${image.id})`);
+  }
+
+  setImageLabels(image: Image, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    return this.images.setLabels(Number(image.id), labels, signal);
   }
 }
 

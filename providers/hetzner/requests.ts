@@ -66,12 +66,18 @@ export interface Placement {
  * POST /servers: always with the per-VM SSH key (without one Hetzner e-mails a root password), never `datacenter`.
  * A workspace volume is attached in the same request, automount off (the guest mounts it by its id).
  */
-export function serverBody(spec: Pick<CreateSpec, "name" | "labels" | "userData">, placement: Placement, sshKeyId: number, volumeId?: number): CreateServerBody {
+export function serverBody(
+  spec: Pick<CreateSpec, "name" | "labels" | "userData" | "image">,
+  placement: Placement,
+  sshKeyId: number,
+  volumeId?: number,
+): CreateServerBody {
   return {
     ...(volumeId === undefined ? {} : { volumes: [volumeId], automount: false }),
     name: spec.name,
     server_type: placement.serverType,
-    image: placement.image,
+    // A baked snapshot by its id (docs/images.md), else the configured image by name.
+    image: spec.image ? spec.image.id : placement.image,
     location: placement.location,
     ssh_keys: [String(sshKeyId)],
     user_data: userDataString(spec.userData),

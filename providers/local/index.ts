@@ -1,12 +1,29 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
-import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
+import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
+import type {
+  CreateSpec,
+  Image,
+  ImageSpec,
+  Placement,
+  Progress,
+  Provider,
+  ProviderContext,
+  ProviderFactory,
+  SshEndpoint,
+  StopReason,
+  Vm,
+  Volume,
+  VolumeSpec,
+} from "../../src/core/provider.js";
 import { writeFileAtomic } from "../../src/core/state.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
+import { LocalBakes } from "./bakes.js";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
 
 interface Meta {
@@ -19,7 +36,26 @@ interface Meta {
   memoryMiB: number;
   /** The base image the overlay was made on (its kernel and initrd boot it again on `start`). */
   image?: BaseImage;
+  /** The id of the workspace volume attached to this VM (it stays attached while the VM exists, stopped or not). */
+  workspace?: string;
 }
+
+/**
+ * A workspace volume: <stateDir>/local-workspaces/<id>/{meta.json,disk.qcow2}, beside the VM directories (so nothing
+ * that removes a VM's directory can reach it). Made in a ".tmp-<id>" directory, labels first, and renamed into place
+ * whole; deleted by renaming it to ".del-<id>" first: a crash never leaves a disk under an id without its labels.
+ */
+interface WorkspaceMeta {
+  id: string;
+  name: string;
+  sizeGiB: number;
+  labels: Record<string, string>;
+  createdAt: string;
+}
+
+/** A workspace id: 10 hex digits, so that its disk serial "spuff-ws-<id>" fits virtio's 20 characters. */
+const WORKSPACE_ID_RE = /^[0-9a-f]{10}$/;
+const workspaceSerial = (id: string) => `spuff-ws-${id}`;
 
 /**
  * Why a local VM whose QEMU is gone stopped, from the end of its serial console: the idle watcher writes its decision
@@ -76,15 +112,19 @@ async function probe(child: ChildProcess, accel: Accel, files: { log: string; co
 
 class LocalProvider implements Provider {
   private readonly root: string;
+  private readonly bakes: LocalBakes;
+  private readonly workspaces: string;
   constructor(private readonly ctx: ProviderContext) {
     this.root = join(ctx.stateDir, "local");
+    this.bakes = new LocalBakes(join(ctx.cacheDir, "bakes"));
+    this.workspaces = join(ctx.stateDir, "local-workspaces");
   }
 
   info() {
     return {
       name: "local",
       description: "QEMU on this machine",
-      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true, volumes: false },
+      features: { selfTerminatesOnPoweroff: true, billsWhenStopped: false, maxUserDataBytes: 1 << 20, userDataBinary: "bytes" as const, prices: true, free: true, volumes: true, images: true },
     };
   }
 
@@ -151,9 +191,11 @@ class LocalProvider implements Provider {
   }
 
   async create(spec: CreateSpec, progress: Progress): Promise<Vm> {
-    const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+    // A baked image (docs/images.md) is a base image like any other: the overlay goes on its flattened disk.
+    const image = spec.image ? this.bakes.baseOf(spec.image) : findImage(this.ctx.cacheDir, this.ctx.config.local.image);
     const dir = this.dir(spec.name);
     if (existsSync(join(dir, "meta.json"))) throw new UserError(`a local VM named ${spec.name} already exists`, { hint: `spuff down ${spec.name}` });
+    if (spec.volume) this.checkAttachable(spec.volume, spec.name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const r = this.resources();
     const meta: Meta = {
@@ -164,6 +206,8 @@ class LocalProvider implements Provider {
       cpus: r.cpus,
       memoryMiB: r.memoryMiB,
       image,
+      // Recorded before QEMU opens it: from here on the workspace counts as attached to this VM.
+      ...(spec.volume ? { workspace: spec.volume.id } : {}),
     };
     writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
 
@@ -232,6 +276,7 @@ class LocalProvider implements Provider {
           qmp: join(dir, "qmp.sock"),
           console: join(dir, "console.log"),
           network,
+          ...(meta.workspace ? { workspace: { file: this.workspaceDisk(meta.workspace), serial: workspaceSerial(meta.workspace) } } : {}),
         }),
         { detached: true, stdio: ["ignore", fd, fd, ...(passt ? [passt.socket] : [])] },
       );
@@ -316,7 +361,7 @@ class LocalProvider implements Provider {
       });
     }
     const image = meta.image ?? findImage(this.ctx.cacheDir, this.ctx.config.local.image);
-    for (const f of [image.disk, image.kernel, image.initrd, join(dir, "disk.qcow2"), join(dir, "seed.iso")]) {
+    for (const f of [image.disk, image.kernel, image.initrd, join(dir, "disk.qcow2"), join(dir, "seed.iso"), ...(meta.workspace ? [this.workspaceDisk(meta.workspace)] : [])]) {
       if (f && !existsSync(f)) throw new ProviderError(`${vm.name} cannot boot: ${f} is missing`, { hint: `its disk is ${join(dir, "disk.qcow2")}; \`spuff down ${vm.name}\` removes it` });
     }
     if (!(await portFree(meta.sshPort))) {
@@ -345,7 +390,10 @@ class LocalProvider implements Provider {
     return vm.endpoint;
   }
 
-  /** Stops QEMU (QMP quit, then SIGKILL by pid) and removes the overlay, seed and metadata. */
+  /**
+   * Stops QEMU (QMP quit, then SIGKILL by pid) and removes the overlay, seed and metadata. A workspace volume lives
+   * elsewhere (local-workspaces/) and is kept: with the metadata gone it is detached.
+   */
   async destroy(vm: Vm): Promise<void> {
     const dir = this.dir(vm.name);
     const pidfile = join(dir, "qemu.pid");
@@ -359,6 +407,157 @@ class LocalProvider implements Provider {
     }
     await stopPasst(dir);
     rmSync(dir, { recursive: true, force: true });
+  }
+
+  // ---- baked images (providers/local/bakes.ts) ----
+
+  /** The base image's disk and when it was written: a rebuilt or re-pulled base makes bakes stale. */
+  async imageBase(): Promise<string> {
+    const disk = findImage(this.ctx.cacheDir, this.ctx.config.local.image).disk;
+    return `${disk}:${Math.floor(statSync(disk).mtimeMs)}`;
+  }
+
+  async listImages(): Promise<Image[]> {
+    return this.bakes.list();
+  }
+
+  async createImage(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image> {
+    const meta = this.readMeta(vm.name);
+    if (!meta?.image) throw new ProviderError(`the bake VM ${vm.name} has no metadata`);
+    return this.bakes.create(this.dir(vm.name), meta.image, spec, progress);
+  }
+
+  /** Deletes a bake's directory; refused while a local VM's overlay still sits on its disk. */
+  async deleteImage(image: Image, progress: Progress): Promise<void> {
+    const users = (existsSync(this.root) ? readdirSync(this.root) : [])
+      .map((n) => this.readMeta(n))
+      .filter((m) => m?.image?.disk?.includes(`/bakes/${image.id}/`));
+    if (users.length) {
+      throw new ProviderError(`the baked image ${image.id} is the base of ${users.map((m) => m?.name).join(", ")}`, {
+        hint: `remove ${users.length === 1 ? "that VM" : "those VMs"} first (\`spuff down NAME\`)`,
+      });
+    }
+    this.bakes.delete(image);
+    progress.info(`deleted baked image ${image.name} (${image.id})`);
+  }
+
+  async setImageLabels(image: Image, labels: Record<string, string>): Promise<void> {
+    this.bakes.setLabels(image, labels);
+  }
+
+  // ---- workspace volumes ----
+
+  private workspaceDir(id: string): string {
+    if (!WORKSPACE_ID_RE.test(id)) throw new ProviderError(`"${id}" is not a local workspace id`);
+    return join(this.workspaces, id);
+  }
+
+  private workspaceDisk(id: string): string {
+    return join(this.workspaceDir(id), "disk.qcow2");
+  }
+
+  private readWorkspaceMeta(dir: string): WorkspaceMeta | undefined {
+    try {
+      return JSON.parse(readFileSync(join(dir, "meta.json"), "utf8")) as WorkspaceMeta;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Workspace id → the local VM (running or stopped) whose metadata has it attached. */
+  private attachments(): Map<string, string> {
+    const map = new Map<string, string>();
+    if (!existsSync(this.root)) return map;
+    for (const n of readdirSync(this.root)) {
+      const ws = this.readMeta(n)?.workspace;
+      if (ws) map.set(ws, n);
+    }
+    return map;
+  }
+
+  private toVolume(meta: WorkspaceMeta, attachedTo: string | undefined): Volume {
+    return {
+      id: meta.id,
+      name: meta.name,
+      provider: "local",
+      sizeGiB: meta.sizeGiB,
+      location: "localhost",
+      labels: meta.labels,
+      ...(attachedTo ? { attachedTo } : {}),
+      createdAt: meta.createdAt,
+      // A disk on this machine: free, like the local VMs.
+      pricePerMonth: { amount: 0, currency: "EUR" },
+    };
+  }
+
+  /** Every workspace volume (labelled managed-by=spuff, spuff/kind=workspace), with the VM it is attached to. */
+  async listVolumes(): Promise<Volume[]> {
+    if (!existsSync(this.workspaces)) return [];
+    const attached = this.attachments();
+    const volumes: Volume[] = [];
+    for (const id of readdirSync(this.workspaces)) {
+      if (!WORKSPACE_ID_RE.test(id)) continue;
+      const meta = this.readWorkspaceMeta(join(this.workspaces, id));
+      if (!meta || meta.id !== id || meta.labels?.[LABEL.managedBy] !== MANAGED_BY_VALUE || meta.labels[LABEL.kind] !== "workspace") continue;
+      volumes.push(this.toVolume(meta, attached.get(id)));
+    }
+    return volumes;
+  }
+
+  /** An empty qcow2 of spec.sizeGiB (sparse: it takes space as it fills) with its labels. */
+  async createVolume(spec: VolumeSpec): Promise<Volume> {
+    spec.signal?.throwIfAborted();
+    if (!(Number.isInteger(spec.sizeGiB) && spec.sizeGiB > 0)) throw new UserError(`a workspace size must be a whole number of GiB, got ${spec.sizeGiB}`, { hint: "set workspace.size, e.g. 10G" });
+    if (spec.location && spec.location !== "localhost") throw new UserError("the local provider has no locations", { hint: "leave out --location" });
+    const id = randomBytes(5).toString("hex");
+    const tmp = join(this.workspaces, `.tmp-${id}`);
+    mkdirSync(tmp, { recursive: true, mode: 0o700 });
+    const meta: WorkspaceMeta = { id, name: spec.name, sizeGiB: spec.sizeGiB, labels: spec.labels, createdAt: new Date().toISOString() };
+    try {
+      writeFileAtomic(join(tmp, "meta.json"), JSON.stringify(meta, null, 2));
+      run("qemu-img", ["create", "-q", "-f", "qcow2", join(tmp, "disk.qcow2"), `${spec.sizeGiB}G`]);
+      renameSync(tmp, this.workspaceDir(id));
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+    return this.toVolume(meta, undefined);
+  }
+
+  /** Deletes a detached workspace (its disk and labels). Already gone = success; attached to a VM = ProviderError. */
+  async deleteVolume(volume: Volume): Promise<void> {
+    const dir = this.workspaceDir(volume.id);
+    if (!existsSync(dir)) return;
+    const vm = this.attachments().get(volume.id);
+    if (vm) {
+      throw new ProviderError(`the workspace of ${volume.name} is attached to the local VM ${vm}; nothing was deleted`, { hint: `\`spuff down ${vm}\` first` });
+    }
+    const doomed = join(this.workspaces, `.del-${volume.id}`);
+    renameSync(dir, doomed);
+    rmSync(doomed, { recursive: true, force: true });
+  }
+
+  async setVolumeLabels(volume: Volume, labels: Record<string, string>): Promise<void> {
+    const dir = this.workspaceDir(volume.id);
+    const meta = this.readWorkspaceMeta(dir);
+    if (!meta) throw new ProviderError(`there is no local workspace ${volume.id} (${volume.name})`, { hint: `look at ${dir}` });
+    writeFileAtomic(join(dir, "meta.json"), JSON.stringify({ ...meta, labels }, null, 2));
+  }
+
+  /** The guest sees the workspace as a virtio disk with the serial spuff-ws-<id>. */
+  volumeDevices(volume: Volume): string[] {
+    this.workspaceDir(volume.id);
+    return [`/dev/disk/by-id/virtio-${workspaceSerial(volume.id)}`];
+  }
+
+  /** Before `create` with a workspace: its disk is there and no other local VM (running or stopped) has it. */
+  private checkAttachable(volume: Volume, vmName: string): void {
+    const disk = this.workspaceDisk(volume.id);
+    if (!existsSync(disk)) throw new ProviderError(`the workspace of ${volume.name} has no disk (${disk} is missing)`);
+    const other = this.attachments().get(volume.id);
+    if (other && other !== vmName) {
+      throw new UserError(`the workspace of ${volume.name} is attached to the local VM ${other}`, { hint: `\`spuff down ${other}\` first, or \`spuff ssh ${other}\`` });
+    }
   }
 
   /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */
@@ -400,10 +599,24 @@ class LocalProvider implements Provider {
     writeFileAtomic(join(this.dir(vm.name), "meta.json"), JSON.stringify({ ...meta, labels }, null, 2));
   }
 
-  /** Removes VM directories without metadata: what a crash between creating the directory and writing it leaves. */
-  async reapOrphans(dryRun: boolean): Promise<string[]> {
-    if (!existsSync(this.root)) return [];
+  /**
+   * Removes VM directories without metadata (what a crash between creating the directory and writing it leaves) and
+   * the leftovers of a workspace create or delete that a crash cut short (".tmp-<id>", ".del-<id>"). Never a workspace.
+   */
+  async reapOrphans(dryRun: boolean, _progress?: Progress, busy?: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
+    if (existsSync(this.workspaces)) {
+      for (const entry of readdirSync(this.workspaces)) {
+        const m = /^\.(tmp|del)-([0-9a-f]{10})$/.exec(entry);
+        if (!m) continue;
+        const dir = join(this.workspaces, entry);
+        const meta = this.readWorkspaceMeta(dir);
+        if (m[1] === "tmp" && (Date.now() - statSync(dir).mtimeMs < 60_000 || (meta && busy?.has(meta.name)))) continue;
+        removed.push(`${m[1] === "tmp" ? "unfinished" : "half-deleted"} workspace disk ${dir}`);
+        if (!dryRun) rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    if (!existsSync(this.root)) return removed;
     for (const name of readdirSync(this.root)) {
       const dir = this.dir(name);
       // A meta.json that cannot be read is not "no metadata": spuff cannot tell what the VM is, so it stays.

@@ -59,6 +59,12 @@ export interface QemuSpec {
    * NIC is the connected passt socket QEMU inherits as fd 3 (see passtArgs), which also forwards SSH.
    */
   network: "nat" | "none";
+  /**
+   * The workspace volume (a qcow2 that outlives the VM): a second virtio disk with this serial, which the guest finds as
+   * /dev/disk/by-id/virtio-SERIAL (at most 20 characters). In a PCI slot above the automatic ones, so the VM's own
+   * disk stays /dev/vda.
+   */
+  workspace?: { file: string; serial: string };
 }
 
 /** The fd the passt socket is handed to QEMU on (its stdio index in spawn). */
@@ -101,6 +107,9 @@ export function qemuArgs(s: QemuSpec): string[] {
     ...(s.kernel && s.initrd ? ["-kernel", s.kernel, "-initrd", s.initrd, "-append", "root=/dev/vda rw console=ttyS0"] : []),
     "-drive", `file=${s.overlay},if=virtio,format=qcow2`,
     "-drive", `file=${s.seed},media=cdrom,readonly=on`,
+    ...(s.workspace
+      ? ["-drive", `file=${s.workspace.file},if=none,id=workspace-disk,format=qcow2`, "-device", `virtio-blk-pci,id=workspace,drive=workspace-disk,serial=${s.workspace.serial},addr=0x10`]
+      : []),
     ...(s.network === "nat" ? ["-netdev", `socket,id=net0,fd=${PASST_FD}`, "-device", "virtio-net-pci,netdev=net0"] : ["-nic", nic]),
   ];
 }

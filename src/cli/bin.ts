@@ -17,6 +17,16 @@ if (argv[0] === "guard" && argv[1] === "ensure" && argv.length === 3 && !argv[2]
     const { ensureForOpenSsh } = await import("./commands/guard.js");
     process.exitCode = await ensureForOpenSsh(argv[2], process.env, process.cwd(), (l) => process.stderr.write(`${l}\n`));
   }
+} else if (argv.includes("ssh") && argv.includes("--") && (await import("./warm-ssh.js")).warmArgv(argv)) {
+  // `spuff ssh NAME -- COMMAND` on the guard daemon's warm connection, without loading the CLI; else the CLI as usual.
+  const { runWarm, warmArgv } = await import("./warm-ssh.js");
+  const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
+  const code = await runWarm(warmArgv(argv) as NonNullable<ReturnType<typeof warmArgv>>, io);
+  if (code !== undefined) process.exitCode = code;
+  else {
+    const { main } = await import("./main.js");
+    process.exitCode = await main(argv);
+  }
 } else if (argv.length === 1 && argv[0] === "--version") {
   const { VERSION } = await import("./version.js");
   process.stdout.write(`${VERSION}\n`);

@@ -1,6 +1,8 @@
 export {
+  BAKE_CLEAN,
   DEFAULT_PACKAGES,
   encodeUserData,
+  MOUNT_WORKSPACE,
   type RenderOptions,
   renderUserData,
   ROTATE_HOST_KEY,

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import ssh2 from "ssh2";
-import { parseDocument } from "yaml";
+import { type Document, parseDocument, visit } from "yaml";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
 import { UserError } from "../core/errors.js";
@@ -21,8 +21,14 @@ export const DEFAULT_PACKAGES = ["git", "tmux", "curl", "ca-certificates"];
 /** Where the sshd hardening drop-in goes. Low number: sshd uses the first value it reads for most keywords. */
 export const SSHD_DROP_IN = "/etc/ssh/sshd_config.d/10-spuff.conf";
 
+/** The script `spuff image bake` runs (sudo -n) to remove everything per-VM before the image is made (docs/images.md). */
+export const BAKE_CLEAN = "/usr/local/lib/spuff/bake-clean";
+
 /** The script spuff runs (sudo -n) over its first pinned connection to replace the host key from user-data. */
 export const ROTATE_HOST_KEY = "/usr/local/lib/spuff/rotate-host-key";
+
+/** The script runcmd runs (as root) to format on first use and mount the workspace volume at ~/work. */
+export const MOUNT_WORKSPACE = "/usr/local/lib/spuff/mount-workspace";
 
 const HOST_RE = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -30,6 +36,11 @@ const IPV6_RE = /^[0-9A-Fa-f:]+$/;
 const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const FINGERPRINT_RE = /^SHA256:[A-Za-z0-9+/]{43}$/;
 const HOST_KEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}$/;
+/**
+ * A workspace volume's guest path, as a provider's volumeDevices gives it (from its API's answer, so untrusted): a
+ * device node directly under /dev or a link in /dev/disk/by-id, one name without "/" that starts with a letter or digit.
+ */
+const DEVICE_RE = /^\/dev\/(disk\/by-id\/)?[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$/;
 const ONE_LINE = /^[^\n\r\0]*$/;
 const NO_TABS = /^[^\t\n\r\0]*$/;
 /**
@@ -123,13 +134,20 @@ export function validateTemplateArgs(args: TemplateArgs): void {
     checkCloneSource("dotfiles.repo", args.dotfiles.repo, problems);
     if (!NO_TABS.test(args.dotfiles.install ?? "")) problems.push("dotfiles.install: must be one line without tabs");
   }
+  if (args.workspace) {
+    const { devices } = args.workspace;
+    if (devices.length === 0 || devices.length > 8) problems.push(`workspace.devices: expected 1 to 8 device paths, got ${devices.length}`);
+    devices.forEach((d, i) => {
+      if (!DEVICE_RE.test(d)) problems.push(`workspace.devices[${i}]: "${d}" is not a device path (/dev/NAME or /dev/disk/by-id/NAME)`);
+    });
+  }
   if (!(Number.isFinite(args.idle.timeoutSeconds) && args.idle.timeoutSeconds > 0)) problems.push("idle.timeoutSeconds: must be a positive number of seconds");
   if (!(Number.isInteger(args.idle.expiresAt) && args.idle.expiresAt > 0)) problems.push("idle.expiresAt: must be a Unix time in seconds");
   if (args.idle.action !== "poweroff") problems.push(`idle.action: "${args.idle.action}" is not supported (only poweroff)`);
   if (problems.length) {
     throw new UserError("cannot render the VM's cloud-init user-data", {
       notes: problems,
-      hint: "fix the config keys behind the fields above (ssh.user, ssh.public_keys, git_hosts, packages, setup, dotfiles, repositories, idle)",
+      hint: "fix the config keys behind the fields above (ssh.user, ssh.public_keys, git_hosts, packages, setup, dotfiles, repositories, idle; workspace.devices come from the provider)",
     });
   }
 }
@@ -202,6 +220,18 @@ function idleFiles(dir: string): WriteFile[] {
     });
 }
 
+/** The template's comments are for its readers here; the VM does not need them, and user-data has a size limit. */
+function dropComments(doc: Document): void {
+  doc.commentBefore = null;
+  doc.comment = null;
+  visit(doc, {
+    Node(_, node) {
+      node.commentBefore = null;
+      node.comment = null;
+    },
+  });
+}
+
 /**
  * Renders `#cloud-config` user-data: the template cloud-init/user-data.yaml is parsed as YAML and the values from the
  * validated args are set into the document, so the yaml package does all quoting.
@@ -225,12 +255,13 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
       content: `${asset("known_hosts")}${pinned.length ? `\n# git_hosts from the spuff config\n${pinned.join("\n")}\n` : ""}`,
       permissions: "0644",
     },
-    { path: "/usr/local/bin/spuff-install-packages", content: asset("files/spuff-install-packages.sh"), permissions: "0755" },
+    ...(args.baked === "boot" ? [] : [{ path: "/usr/local/bin/spuff-install-packages", content: asset("files/spuff-install-packages.sh"), permissions: "0755" }]),
     { path: "/etc/profile.d/spuff-agent.sh", content: asset("files/profile-agent.sh"), permissions: "0644" },
     { path: `${home}/.ssh/rc`, content: asset("files/ssh-rc.sh"), permissions: "0644", owner: own, defer: true },
     { path: `${home}/.ssh/config`, content: sshConfigFor(args.gitHosts), permissions: "0600", owner: own, defer: true },
     { path: `${home}/.tmux.conf`, content: asset("files/tmux.conf"), permissions: "0644", owner: own, defer: true },
   ];
+  if (args.baked === "bake") files.push({ path: BAKE_CLEAN, content: asset("files/spuff-bake-clean.sh"), permissions: "0755", owner: "root:root" });
   if (scanned.length) {
     files.push(
       { path: "/usr/local/bin/spuff-keyscan", content: asset("files/spuff-keyscan.sh"), permissions: "0755" },
@@ -251,6 +282,7 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
       { path: "/etc/spuff/first-login.conf", content: `${firstLogin.join("\n")}\n`, permissions: "0644" },
     );
   }
+  if (args.workspace) files.push({ path: MOUNT_WORKSPACE, content: asset("files/spuff-mount-workspace.sh"), permissions: "0755", owner: "root:root" });
   if (args.setup.length) {
     files.push({ path: "/etc/spuff/setup.sh", content: `#!/bin/bash\n# spuff: config \`setup\`, run once as ${args.user} at first boot\nset -e\ncd ~\n${args.setup.join("\n")}\n`, permissions: "0755" });
   }
@@ -272,7 +304,12 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   const runcmd: (string | string[])[] = ["set -e"];
   for (const f of idle.filter((f) => f.path.startsWith("/etc/tmpfiles.d/"))) runcmd.push(["systemd-tmpfiles", "--create", f.path]);
   if (idle.some((f) => f.path === "/etc/systemd/system/spuff-idle.timer")) runcmd.push(["systemctl", "enable", "--now", "spuff-idle.timer"]);
-  runcmd.push(["/usr/local/bin/spuff-install-packages", ...packages]);
+  // ~/work before anything that may use it (setup, the first login's clones): the workspace volume mounted there
+  // (waiting for it to appear, formatted if empty), or a plain directory.
+  const work = `${home}/work`;
+  runcmd.push(args.workspace ? [MOUNT_WORKSPACE, args.user, work, ...args.workspace.devices] : ["install", "-d", "-o", args.user, "-g", args.user, work]);
+  // A VM from a current bake has its packages already (the bake installed exactly these): no package step.
+  if (args.baked !== "boot") runcmd.push(["/usr/local/bin/spuff-install-packages", ...packages]);
   if (scanned.length) runcmd.push(["/usr/local/bin/spuff-keyscan"]);
   if (args.setup.length) runcmd.push(["runuser", "-l", args.user, "-c", "/etc/spuff/setup.sh"]);
 
@@ -282,7 +319,9 @@ export function renderUserData(args: TemplateArgs, options: RenderOptions = {}):
   doc.setIn(["users", 0, "ssh_authorized_keys"], args.authorizedKeys);
   doc.set("write_files", files);
   doc.set("runcmd", runcmd);
-  const text = doc.toString({ lineWidth: 0 });
+  dropComments(doc);
+  // Top-level lists unindented: two bytes less on every line of every file (Hetzner takes 32 KiB as text).
+  const text = doc.toString({ lineWidth: 0, indentSeq: false });
   return text.startsWith("#cloud-config\n") ? text : `#cloud-config\n${text}`;
 }
 
@@ -314,6 +353,8 @@ export function templateArgsFromConfig(
     expiresAt: Date;
     /** The attached workspace volume's guest paths (Provider.volumeDevices); absent: no volume. */
     workspaceDevices?: string[];
+    /** The VM boots a current bake (docs/images.md): its packages and image.setup are already on the image. */
+    baked?: boolean;
   },
 ): TemplateArgs {
   const dotfiles = typeof config.dotfiles === "string" ? { repo: config.dotfiles } : config.dotfiles;
@@ -329,11 +370,13 @@ export function templateArgsFromConfig(
       hostKeys: h.host_keys,
       fingerprints: h.fingerprints,
     })),
-    packages: config.packages,
+    packages: parts.baked ? [] : config.packages,
     dotfiles,
-    setup: config.setup,
+    // image.setup runs in the bake; without one it runs here, before the per-VM setup.
+    setup: parts.baked ? config.setup : [...(config.image?.setup ?? []), ...config.setup],
     repositories: config.repositories,
     ...(parts.workspaceDevices ? { workspace: { devices: parts.workspaceDevices } } : {}),
+    ...(parts.baked ? { baked: "boot" as const } : {}),
     idle: {
       timeoutSeconds: parseDuration(config.idle.timeout) / 1000,
       expiresAt: Math.floor(parts.expiresAt.getTime() / 1000),

@@ -33,6 +33,12 @@ export interface TemplateArgs {
    * login user. Absent: ~/work is a plain directory on the VM's own disk. Repositories are cloned into ~/work either way.
    */
   workspace?: { devices: string[] };
+  /**
+   * Baked images (docs/images.md). "boot": the VM boots a current bake, which already has the packages and
+   * image.setup: no package step at all. "bake": this is the VM that bakes one; it gets the cleaning script
+   * (/usr/local/lib/spuff/bake-clean) that spuff runs before the image is made.
+   */
+  baked?: "boot" | "bake";
   idle: {
     /** Seconds without activity before the idle action. */
     timeoutSeconds: number;

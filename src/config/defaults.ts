@@ -6,9 +6,10 @@ export const DEFAULTS = {
   hetzner: { location: "fsn1", server_type: "cx22", image: "debian-13", ipv4: true },
   aws: { instance_type: "t3.small", ssh_cidr: "0.0.0.0/0", spot: false },
   local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto", image: "debian-13", network: "nat" },
-  ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true },
+  ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true, persist: "10m" },
   idle: { timeout: "30m", ttl: "24h" },
   workspace: { volume: true, size: "10G", keep: "14d" },
+  image: { setup: [], keep: "30d" },
   git_hosts: [],
   packages: [],
   setup: [],
@@ -37,9 +38,11 @@ export type Config = Omit<ConfigFile, keyof Defaults> & {
     sign_policy: "git-only" | "any";
     confirm: boolean;
     tmux: boolean;
+    persist: string;
   };
   idle: { timeout: string; ttl: string };
   workspace: { volume: boolean; size: string | number; keep: string };
+  image: { setup: string[]; keep: string };
   git_hosts: NonNullable<ConfigFile["git_hosts"]>;
   packages: string[];
   setup: string[];

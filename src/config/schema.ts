@@ -87,6 +87,8 @@ export const configSchema = z.strictObject({
       sign_policy: z.enum(["git-only", "any"]).optional(),
       confirm: z.boolean().optional(),
       tmux: z.boolean().optional(),
+      /** How long the guard daemon keeps a logged-in connection to a VM after the last `spuff ssh -- COMMAND` ("0m": none). */
+      persist: duration.optional(),
       public_keys: z.array(z.string().min(1)).optional(),
     })
     .optional(),
@@ -102,6 +104,17 @@ export const configSchema = z.strictObject({
       volume: z.boolean().optional(),
       size: size.optional(),
       /** How long a kept workspace volume lives after its last detach. */
+      keep: duration.optional(),
+    })
+    .optional(),
+  image: z
+    .strictObject({
+      /**
+       * Setup steps whose result is the same for every VM (tools, caches): run once in `spuff image bake`, and at first
+       * boot (before `setup`) only when no current bake exists. Nothing per-VM: no keys, tokens or host names.
+       */
+      setup: z.array(z.string()).optional(),
+      /** How long a baked image lives after the last `up` that matched it (the reaper deletes it then). */
       keep: duration.optional(),
     })
     .optional(),

@@ -10,13 +10,17 @@ export const LABEL = {
   createdAt: "spuff/created-at",
   expiresAt: "spuff/expires-at",
   requestId: "spuff/request-id",
-  /** "workspace" on workspace volumes (docs/workspaces.md). */
+  /** "workspace" on workspace volumes (docs/workspaces.md), "bake" on baked images and their VMs (docs/images.md). */
   kind: "spuff/kind",
   /** Workspace volumes: when a VM last had it attached (set by `up`) and when it was last seen detached. */
   attachedAt: "spuff/attached-at",
   detachedAt: "spuff/detached-at",
   /** Workspace volumes: seconds to keep it after its last detach (workspace.keep when it was created or attached). */
   keep: "spuff/keep",
+  /** Baked images and the VMs that bake them: the hash of the bake's inputs (src/core/bake.ts). */
+  bake: "spuff/bake",
+  /** Baked images: when an `up` last matched it (set by the bake and moved by `up`); the reaper counts image.keep from it. */
+  lastMatched: "spuff/last-matched",
 } as const;
 
 export const MANAGED_BY_VALUE = "spuff";

@@ -26,6 +26,11 @@ export interface ProviderFeatures {
    * setVolumeLabels and volumeDevices, attaches `CreateSpec.volume`, and its `destroy` keeps (detaches) every volume.
    */
   volumes: boolean;
+  /**
+   * Baked images (docs/images.md): the provider implements imageBase, listImages, createImage, deleteImage and
+   * setImageLabels, and `create` boots `CreateSpec.image` instead of its configured base image.
+   */
+  images?: boolean;
 }
 
 export interface ProviderInfo {
@@ -86,6 +91,35 @@ export interface CreateSpec {
    * off; the guest mounts it by the path volumeDevices gives.
    */
   volume?: Volume;
+  /** A baked image (from listImages) to boot instead of the configured base image (features.images). */
+  image?: Image;
+  signal?: AbortSignal;
+}
+
+/**
+ * A baked image (docs/images.md): a provider image of a VM that ran the image-level part of the config. Found by its
+ * labels (`managed-by=spuff`, `spuff/kind=bake`, `spuff/bake=<hash of its inputs>`, `spuff/owner`), never by name.
+ */
+export interface Image {
+  /** The provider's id (Hetzner image id, AMI id). */
+  id: string;
+  name: string;
+  provider: string;
+  /** "creating" until the provider can boot it. */
+  status: "creating" | "available" | "failed" | "unknown";
+  labels: Record<string, string>;
+  createdAt?: string;
+  /** Stored size in GB as the provider reports it (what it bills); `null` = not reported. */
+  sizeGB?: number | null;
+  /** Price per month as the provider reports it; `null` = unknown, never invented. */
+  pricePerMonth?: { amount: number; currency: string } | null;
+}
+
+export interface ImageSpec {
+  /** The image's name or description (Hetzner snapshot description, AMI name: unique per account and region). */
+  name: string;
+  /** Set in the create request itself (image and, where separate, its snapshots): never an unlabelled image. */
+  labels: Record<string, string>;
   signal?: AbortSignal;
 }
 
@@ -203,6 +237,23 @@ export interface Provider {
    * names VMs whose `spuff up` is still running: their resources may not have a VM yet and must be left alone.
    */
   reapOrphans?(dryRun: boolean, progress: Progress, busy?: ReadonlySet<string>): Promise<string[]>;
+  /**
+   * Baked images (features.images): what the configured base image is for this placement, as a stable string that
+   * changes when the base does (Hetzner: image name and architecture; AWS: region and AMI id). Part of a bake's hash.
+   */
+  imageBase?(placement: Placement, signal?: AbortSignal): Promise<string>;
+  /** Every spuff-labelled baked image of this provider (`managed-by=spuff`, `spuff/kind=bake`), any status. */
+  listImages?(signal?: AbortSignal): Promise<Image[]>;
+  /**
+   * Stops the VM (cleanly, from the provider's side) and makes an image of its disk with `spec.labels` in that same
+   * request; waits until the image is available. The caller deletes the VM afterwards, and on failure or interrupt
+   * deletes the VM and every image labelled with its request id.
+   */
+  createImage?(vm: Vm, spec: ImageSpec, progress: Progress): Promise<Image>;
+  /** Deletes a baked image (and its snapshots, where they are separate). Already gone = success. */
+  deleteImage?(image: Image, progress: Progress, signal?: AbortSignal): Promise<void>;
+  /** Replaces the image's labels with `labels` (all of them): `up` moves `spuff/last-matched`. */
+  setImageLabels?(image: Image, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
   /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
   buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
   /** Optional: downloads the provider's official base image, verified against its published checksums. */

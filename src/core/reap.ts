@@ -1,3 +1,4 @@
+import { reapImages } from "./bake.js";
 import { down, inventory, volumeOf, workspaces } from "./inventory.js";
 import { type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider } from "./provider.js";
@@ -21,6 +22,8 @@ export interface ReapDeps {
   progress: Progress;
   now?: Date;
   signal?: AbortSignal;
+  /** image.keep: baked images no `up` matched for this long are deleted (docs/images.md). Absent: bakes are kept. */
+  imageKeepMs?: number;
 }
 
 export interface ReapItem {
@@ -87,6 +90,10 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
     try {
       const p = await deps.provider(name);
       for (const resource of (await p.reapOrphans?.(dryRun, progress, busy)) ?? []) orphans.push({ provider: name, resource });
+      if (deps.imageKeepMs !== undefined) {
+        const opts = { keepMs: deps.imageKeepMs, owner: deps.owner.id, aliases: deps.owner.aliases, allOwners: deps.allOwners, dryRun, now: deps.now };
+        for (const resource of await reapImages(p, opts, progress)) orphans.push({ provider: name, resource });
+      }
     } catch (err) {
       errors.push({ provider: name, message: `orphans: ${(err as Error).message}` });
     }

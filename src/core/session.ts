@@ -374,16 +374,11 @@ export async function ensureForOpenSsh(env: NodeJS.ProcessEnv, cwd: string, vm: 
   return guardRequest(dir, { op: "ensure", vm, env: defined, cwd }, 30_000).catch((err: Error) => ({ ok: false as const, error: err.message }));
 }
 
-/** Starts the guard daemon unless one of this build answers: detached (it outlives this command), its output in daemon.log. */
-async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
-  const { guardRequest } = await import("../ssh/guard-client.js");
-  const running = await guardRequest(dir, { op: "ping" }, 2000).catch(() => undefined);
-  if (running?.ok && running.build === spuffBuild()) return;
-  // Another spuff's daemon (this one was upgraded or moved): its guard code is not this one's. Replace it.
-  if (running) {
-    await guardRequest(dir, { op: "stop" }, 2000).catch(() => {});
-    for (let i = 0; i < 40 && (await guardRequest(dir, { op: "ping" }, 500).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 50));
-  }
+/**
+ * Starts a guard daemon, detached (it outlives this command), without waiting for it; its output goes to daemon.log
+ * (returned). `spuff ssh` starts one this way after a direct session, so that the next command finds a warm connection.
+ */
+export function spawnGuardDaemon(dir: string, env: NodeJS.ProcessEnv): string {
   const log = join(dir, "daemon.log");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // One line per connection adds up over months: past 1 MiB the log starts again (the previous one kept as .1).
@@ -395,6 +390,25 @@ async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
   const [node, bin] = spuffCommand();
   spawn(node, [bin, "guard", "serve"], { detached: true, stdio: ["ignore", fd, fd], cwd: dir, env }).unref();
   closeSync(fd);
+  return log;
+}
+
+/** Replaces a guard daemon of another build (after an upgrade) with this one, and waits until it answers. */
+export async function restartGuardDaemon(env: NodeJS.ProcessEnv): Promise<void> {
+  await startDaemon(guardDir(env), env);
+}
+
+/** Starts the guard daemon unless one of this build answers: detached (it outlives this command), its output in daemon.log. */
+async function startDaemon(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const { guardRequest } = await import("../ssh/guard-client.js");
+  const running = await guardRequest(dir, { op: "ping" }, 2000).catch(() => undefined);
+  if (running?.ok && running.build === spuffBuild()) return;
+  // Another spuff's daemon (this one was upgraded or moved): its guard code is not this one's. Replace it.
+  if (running) {
+    await guardRequest(dir, { op: "stop" }, 2000).catch(() => {});
+    for (let i = 0; i < 40 && (await guardRequest(dir, { op: "ping" }, 500).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 50));
+  }
+  const log = spawnGuardDaemon(dir, env);
   const deadline = Date.now() + 10_000;
   for (let delay = 20; Date.now() < deadline; delay = Math.min(delay * 2, 200)) {
     await new Promise((r) => setTimeout(r, delay));

@@ -4,6 +4,7 @@ import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
 import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
+import { chooseBake } from "./bake.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
@@ -73,7 +74,9 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const expiresAt = new Date(now.getTime() + ttlMs);
   const clientKey = ed25519KeyPair(`spuff-${name}`);
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
-  const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt });
+  // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.
+  const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, { size: req.size, location: req.location }, signal);
+  const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, baked: Boolean(bake.image) });
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
   // Rendered here, before anything is created, so bad input fails first; again below with the workspace's device.
   let userData = encodeUserData(renderUserData(args), info.features.maxUserDataBytes, info.features.userDataBinary);
@@ -114,13 +117,24 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal });
       Object.assign(workspace, ws);
       const devices = provider.volumeDevices?.(ws.volume) ?? [];
-      const withVolume = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, workspaceDevices: devices });
+      const withVolume = { ...args, workspace: { devices } };
       userData = encodeUserData(renderUserData(withVolume), info.features.maxUserDataBytes, info.features.userDataBinary);
       signal.throwIfAborted();
     }
     // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
-      { name, labels, userData, publicKey: clientKey.public, requestId, size: req.size, location: req.location, volume: workspace.volume, signal },
+      {
+        name,
+        labels,
+        userData,
+        publicKey: clientKey.public,
+        requestId,
+        size: req.size,
+        location: req.location,
+        volume: workspace.volume,
+        image: bake.image,
+        signal,
+      },
       progress,
     );
     await state.update(name, (r) => ({ ...r, id: vm?.id }));

@@ -48,7 +48,8 @@ export function toView(vm: Vm, now: Date, features: ViewFeatures, mine = false):
   let reap: string | null = null;
   if (vm.status === "gone") reap = "gone";
   else if (expires && expires.getTime() < now.getTime()) reap = "expired";
-  else if (vm.status === "stopped" && !free) reap = billsWhenStopped ? "idle-stopped" : "stopped";
+  // A bake VM (docs/images.md) is powered off on purpose while its image is made: reaped only once expired.
+  else if (vm.status === "stopped" && !free && vm.labels[LABEL.kind] !== "bake") reap = billsWhenStopped ? "idle-stopped" : "stopped";
   return {
     name: vm.name,
     provider: vm.provider,

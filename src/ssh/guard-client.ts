@@ -45,9 +45,25 @@ export type GuardRequest =
   /** Settle the settings as the caller would (its environment and directory: config, agent, preflight), then arm. */
   | { op: "ensure"; vm: string; env: Record<string, string>; cwd: string }
   | { op: "rescan" }
-  | { op: "stop" };
+  | { op: "stop" }
+  /** Run a command over the warm connection to the VM (src/ssh/warm.ts); the socket then carries its frames. */
+  | SessionRequest;
+
+/** `spuff ssh [NAME] -- COMMAND` through the daemon: settled in the caller's environment, directory and --config. */
+export interface SessionRequest {
+  op: "session";
+  /** Undefined: the only VM, as `spuff ssh` picks it. */
+  vm?: string;
+  env: Record<string, string>;
+  cwd: string;
+  configFile?: string;
+  command: string;
+  /** The caller's build: a daemon of another build (from before an upgrade) does not run its sessions. */
+  build: string;
+}
 export type GuardReply =
-  | { ok: true; pid: number; build: string; vms: ServedVm[] }
+  /** `warm`: the VMs with a warm connection (`spuff ssh` sessions reuse it). */
+  | { ok: true; pid: number; build: string; vms: ServedVm[]; warm?: string[] }
   /** `quiet`: not a failure to report (ssh.forward_agent: false). */
   | { ok: false; error: string; hint?: string; quiet?: boolean };
 

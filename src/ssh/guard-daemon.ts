@@ -1,7 +1,9 @@
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { type AgentPolicy, askpassConfirm, GuardedAgent, refusalLine } from "./agent.js";
-import { controlSocket, type GuardReply, type GuardRequest, type GuardSettings, guardRequest, type ServedVm, vmSocket } from "./guard-client.js";
+import type { VmTarget } from "./connect.js";
+import { controlSocket, type GuardReply, type GuardRequest, type GuardSettings, guardRequest, type ServedVm, type SessionRequest, vmSocket } from "./guard-client.js";
+import { OTHER_BUILD, type SessionReply } from "./warm-client.js";
 
 /**
  * The guard daemon: spuff's guarded agent for plain OpenSSH (ssh, scp, rsync, VS Code Remote-SSH). One process serves
@@ -38,6 +40,13 @@ export interface GuardServerOptions {
    * (ssh.forward_agent: false).
    */
   settle(vm: string, env: Record<string, string>, cwd: string): Promise<GuardSettings | undefined>;
+  /**
+   * Settles a `spuff ssh NAME -- COMMAND` session in the caller's environment, directory and --config: the guard's
+   * settings, the VM's target (pinned host key, per-VM key) and how long its warm connection stays after the last
+   * session (ssh.persist). Undefined settings: no agent (ssh.forward_agent: false); 0: no warm connection. Without
+   * this option the daemon runs no sessions (callers connect directly).
+   */
+  session?(req: SessionRequest): Promise<{ vm: string; settings?: GuardSettings; target: VmTarget; persistMs: number }>;
   /** Which spuff this is (its files); `ensure` replaces a daemon of another build, e.g. one from before an upgrade. */
   build: string;
   /** How often the records are looked at (a `rescan` request looks at once). */
@@ -68,7 +77,9 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
   if (await guardRequest(o.dir, { op: "ping" }, 2000).then(() => true, () => false)) return undefined;
   rmSync(controlSocket(o.dir), { force: true }); // left by a daemon that died
 
-  const served = new Map<string, ServedVm & { server: Server; guard: GuardedAgent; sockets: Set<Socket> }>();
+  const served = new Map<string, ServedVm & { server: Server; guard: GuardedAgent; sockets: Set<Socket>; listeners: Set<(line: string) => void> }>();
+  const { WarmPool } = o.session ? await import("./warm.js") : { WarmPool: undefined };
+  const warm = WarmPool ? new WarmPool(o.log) : undefined;
   let stopped!: () => void;
   const done = new Promise<void>((r) => (stopped = r));
   let stopping = false;
@@ -77,6 +88,7 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
     const s = served.get(vm);
     if (!s) return;
     served.delete(vm);
+    warm?.close(vm, why);
     s.server.close();
     for (const sock of s.sockets) sock.destroy();
     rmSync(s.socket, { force: true });
@@ -88,6 +100,7 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
     stopping = true;
     clearInterval(timer);
     for (const vm of [...served.keys()]) unserve(vm, why);
+    warm?.closeAll(why);
     control.close();
     rmSync(controlSocket(o.dir), { force: true });
     o.log(`stopped: ${why}`);
@@ -129,18 +142,24 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
       });
       rmSync(socket, { force: true });
       await listen(server, socket);
-      entry = { vm: s.vm, socket, agent: s.agent, allowedKeys: [], signPolicy: "", armedAt: "", connections: 0, server, guard, sockets };
+      entry = { vm: s.vm, socket, agent: s.agent, allowedKeys: [], signPolicy: "", armedAt: "", connections: 0, server, guard, sockets, listeners: new Set() };
       served.set(s.vm, entry);
     }
+    // Refusals and notices go to the log, and to the `spuff ssh` sessions running on the warm connection (their stderr).
+    const listeners = entry.listeners;
+    const tell = (line: string) => {
+      o.log(line);
+      for (const l of listeners) l(line);
+    };
     entry.guard.arm(
       s.agent.path,
       guardPolicy(
         s,
         (d) => {
           const line = refusalLine(d);
-          if (line) o.log(line);
+          if (line) tell(line);
         },
-        (line) => o.log(line),
+        tell,
       ),
     );
     Object.assign(entry, { agent: s.agent, allowedKeys: s.allowedKeys, signPolicy: s.signPolicy, armedAt: new Date().toISOString() });
@@ -152,22 +171,50 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
     ok: true,
     pid: process.pid,
     build: o.build,
-    vms: [...served.values()].map(({ server: _s, guard: _g, sockets: _k, ...v }) => v),
+    vms: [...served.values()].map(({ server: _s, guard: _g, sockets: _k, listeners: _l, ...v }) => v),
+    warm: warm?.vms() ?? [],
   });
 
+  /** A `spuff ssh -- COMMAND` session over the warm connection; `rest`: what the caller sent after its request line. */
+  const session = async (c: Socket, req: SessionRequest, rest: Buffer) => {
+    const refuse = (error: string) => c.end(`${JSON.stringify({ ok: false, error, fallback: true } satisfies SessionReply)}\n`);
+    if (!warm || !o.session) return refuse("this daemon runs no sessions");
+    if (req.build !== o.build) return refuse(OTHER_BUILD);
+    let s: Awaited<ReturnType<NonNullable<GuardServerOptions["session"]>>>;
+    try {
+      s = await o.session(req);
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    if (!s.settings) return refuse("ssh.forward_agent is false");
+    if (s.persistMs <= 0) return refuse("ssh.persist is 0");
+    try {
+      await arm(s.settings);
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    const entry = served.get(s.vm);
+    if (!entry) return refuse(`${s.vm} is not served`);
+    await warm.serve(s.vm, { target: s.target, guard: entry.guard, command: req.command, persistMs: s.persistMs }, c, rest, entry.listeners);
+  };
+
   const control = createServer((c) => {
-    let buf = "";
+    let buf = Buffer.alloc(0);
     c.on("error", () => c.destroy());
-    c.on("data", async (d) => {
-      buf += d.toString();
-      const nl = buf.indexOf("\n");
+    const onData = async (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const nl = buf.indexOf(0x0a);
       if (nl < 0) return;
-      const line = buf.slice(0, nl);
-      buf = "";
+      const line = buf.subarray(0, nl).toString();
+      const rest = buf.subarray(nl + 1);
+      buf = Buffer.alloc(0);
+      c.off("data", onData);
+      c.pause();
       let reply: GuardReply;
       let after: (() => void) | undefined;
       try {
         const req = JSON.parse(line) as GuardRequest;
+        if (req.op === "session") return void session(c, req, rest);
         if (req.op === "arm") await arm(req.settings);
         else if (req.op === "ensure") {
           const settings = await o.settle(req.vm, req.env, req.cwd);
@@ -182,7 +229,8 @@ export async function startGuardServer(o: GuardServerOptions): Promise<{ done: P
       }
       c.end(`${JSON.stringify(reply)}\n`);
       after?.();
-    });
+    };
+    c.on("data", onData);
   });
   await listen(control, controlSocket(o.dir));
   const timer = setInterval(rescan, o.pollMs ?? 5000);

@@ -20,9 +20,9 @@ export const { parseKey } = require("ssh2/lib/protocol/keyParser.js") as { parse
  * before the session's exec or shell request, as OpenSSH sends it. ssh2's `agentForward` option waits a round trip for
  * the reply before it sends the command (~50 ms of `spuff ssh -- true` on loopback, docs/performance.md). A refused
  * request then goes unanswered, as with OpenSSH: the session runs without an agent (`spuff doctor` reports it). The agent
- * that answers is still the one given to connect(). Uses ssh2 1.x's protocol object (test/ssh covers it).
+ * that answers is still the one given to connect(). `onSent` hears when the request (and the command) went out. Uses ssh2 1.x's protocol object (test/ssh covers it).
  */
-export function forwardAgentWithoutWaiting(client: SSH2.Client): void {
+export function forwardAgentWithoutWaiting(client: SSH2.Client, onSent?: () => void): void {
   type Request = (id: number, ...rest: unknown[]) => void;
   const c = client as unknown as { _agentFwdEnabled?: boolean; _protocol: { exec: Request; shell: Request; openssh_agentForward(id: number, wantReply: boolean): void } };
   const proto = c._protocol;
@@ -34,6 +34,7 @@ export function forwardAgentWithoutWaiting(client: SSH2.Client): void {
       c._agentFwdEnabled = true;
       proto.openssh_agentForward(id, false);
       original[name].call(proto, id, ...rest);
+      onSent?.();
     };
   }
 }

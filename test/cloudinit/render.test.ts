@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import {
   encodeUserData,
+  MOUNT_WORKSPACE,
   renderUserData,
   ROTATE_HOST_KEY,
   SSHD_DROP_IN,
@@ -37,6 +38,12 @@ const bare = (pub: string) => pub.split(" ").slice(0, 2).join(" ");
 function minimal(): TemplateArgs {
   const { config } = loadConfig({ env: { HOME: dir }, cwd: dir });
   return templateArgsFromConfig(config, { hostname: "box", hostKey: host, clientPublicKey: client.public, expiresAt: new Date(2_000_000_000_000) });
+}
+
+/** The default config with a workspace volume attached, as `spuff up` maps it on a provider with volumes. */
+function withWorkspace(devices = ["/dev/disk/by-id/scsi-0HC_Volume_123456789"]): TemplateArgs {
+  const { config } = loadConfig({ env: { HOME: dir }, cwd: dir });
+  return templateArgsFromConfig(config, { hostname: "box", hostKey: host, clientPublicKey: client.public, expiresAt: new Date(2_000_000_000_000), workspaceDevices: devices });
 }
 
 /** Every optional part set, from a real config file through the loader. */
@@ -100,6 +107,7 @@ describe("rendered user-data", () => {
 
   for (const [label, make] of [
     ["minimal (default config)", minimal],
+    ["default config with a workspace volume", withWorkspace],
     ["maximal", maximal],
   ] as const) {
     it(`${label}: valid for \`cloud-init schema\`, every top-level key known to cloud-init 22.4`, () => {
@@ -210,6 +218,41 @@ describe("rendered user-data", () => {
     expect(doc.users[0].name).toBe("alice");
     expect(doc.users[0].ssh_authorized_keys).toEqual([client.public, extra.public]);
     expect(trustWarnings(args.gitHosts)).toEqual([expect.stringContaining("git host githost.test has neither host_keys nor fingerprints")]);
+  });
+
+  it("a workspace volume: the root-owned mount script runs after the idle watcher and before packages and setup", () => {
+    const devices = ["/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0", "/dev/xvdf"];
+    const args = { ...maximal(), workspace: { devices } };
+    const doc = parse(renderUserData(args));
+    expect(filesOf(doc)[MOUNT_WORKSPACE]).toEqual({
+      path: MOUNT_WORKSPACE,
+      content: readFileSync("cloud-init/files/spuff-mount-workspace.sh", "utf8"),
+      permissions: "0755",
+      owner: "root:root",
+    });
+    expect(doc.runcmd).toContainEqual([MOUNT_WORKSPACE, "alice", "/home/alice/work", ...devices]);
+    const order = doc.runcmd.map((c: string | string[]) => (Array.isArray(c) ? c[0] : c));
+    const mount = order.indexOf(MOUNT_WORKSPACE);
+    expect(mount).toBeGreaterThan(order.indexOf("systemctl"));
+    expect(mount).toBeLessThan(order.indexOf("/usr/local/bin/spuff-install-packages"));
+    expect(mount).toBeLessThan(order.indexOf("runuser"));
+    expect(JSON.stringify(doc.runcmd)).not.toContain('"install","-d"');
+  });
+
+  it("without a workspace volume ~/work is a plain directory of the login user, made before setup", () => {
+    const doc = parse(renderUserData(maximal()));
+    expect(filesOf(doc)[MOUNT_WORKSPACE]).toBeUndefined();
+    const order = doc.runcmd.map((c: string | string[]) => (Array.isArray(c) ? c[0] : c));
+    expect(doc.runcmd).toContainEqual(["install", "-d", "-o", "alice", "-g", "alice", "/home/alice/work"]);
+    expect(order.indexOf("install")).toBeLessThan(order.indexOf("runuser"));
+    expect(JSON.stringify(parse(renderUserData(minimal())).runcmd)).not.toContain("mount-workspace");
+  });
+
+  it("the template's comments stay out of the user-data; #cloud-config is its first line", () => {
+    const ud = renderUserData(minimal());
+    expect(readFileSync("cloud-init/user-data.yaml", "utf8")).toContain("# filled in");
+    expect(ud.startsWith("#cloud-config\nhostname: box\n")).toBe(true);
+    expect(ud).not.toContain("filled in");
   });
 
   it("runcmd, as cloud-init turns it into a script, stops at the first failed step", () => {
@@ -350,8 +393,15 @@ describe("validateTemplateArgs", () => {
     }
   }
 
-  it("accepts the default and the maximal config", () => {
+  it("accepts the default and the maximal config, and the providers' workspace device paths", () => {
     expect(problems({})).toEqual([]);
+    expect(
+      problems({
+        workspace: {
+          devices: ["/dev/disk/by-id/scsi-0HC_Volume_102938", "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc", "/dev/xvdf", "/dev/disk/by-id/virtio-spuff-ws-3f2a9c1d"],
+        },
+      }),
+    ).toEqual([]);
     expect(() => validateTemplateArgs(maximal())).not.toThrow();
   });
 
@@ -384,6 +434,13 @@ describe("validateTemplateArgs", () => {
     ["dotfiles with a space", { dotfiles: { repo: "git@github.com:me/dot files.git" } }, /^dotfiles.repo: /],
     ["a zero idle timeout", { idle: { timeoutSeconds: 0, expiresAt: 2_000_000_000, action: "poweroff" } }, /^idle.timeoutSeconds: /],
     ["a fractional expiry", { idle: { timeoutSeconds: 60, expiresAt: 1.5, action: "poweroff" } }, /^idle.expiresAt: /],
+    ["no workspace device", { workspace: { devices: [] } }, /^workspace.devices: expected 1 to 8 device paths, got 0/],
+    ["a workspace device outside /dev", { workspace: { devices: ["/etc/passwd"] } }, /^workspace.devices\[0\]: "\/etc\/passwd" is not a device path/],
+    ["a workspace device path that climbs out", { workspace: { devices: ["/dev/disk/by-id/../../sda"] } }, /^workspace.devices\[0\]: /],
+    ["a workspace device with a space", { workspace: { devices: ["/dev/disk/by-id/virtio-a b"] } }, /^workspace.devices\[0\]: /],
+    ["a workspace device with a newline", { workspace: { devices: ["/dev/xvdf\n/dev/sda"] } }, /^workspace.devices\[0\]: /],
+    ["a workspace device by label", { workspace: { devices: ["/dev/disk/by-label/work"] } }, /^workspace.devices\[0\]: /],
+    ["a workspace device that is an option", { workspace: { devices: ["-rf"] } }, /^workspace.devices\[0\]: /],
   ];
   for (const [label, patch, expected] of cases) {
     it(`rejects ${label}`, () => {
@@ -424,13 +481,14 @@ describe("encodeUserData (provider size limits)", () => {
     }
   });
 
-  it("the default user-data fits Hetzner's 32 KiB as text and EC2's 16 KiB gzipped; the maximal one at least gzipped", () => {
-    const min = renderUserData(minimal());
-    expect(Buffer.byteLength(min)).toBeLessThan(32768);
-    expect(encodeUserData(min, 32768)).toBe(min);
-    const gz = encodeUserData(min, 16384);
-    expect(Buffer.isBuffer(gz)).toBe(true);
-    expect(gunzipSync(gz as Buffer).toString("utf8")).toBe(min);
+  it("the default user-data (with or without a workspace volume) fits Hetzner's 32 KiB as text and EC2's 16 KiB gzipped; the maximal one at least gzipped", () => {
+    for (const min of [renderUserData(minimal()), renderUserData(withWorkspace())]) {
+      expect(Buffer.byteLength(min)).toBeLessThan(32768);
+      expect(encodeUserData(min, 32768)).toBe(min);
+      const gz = encodeUserData(min, 16384);
+      expect(Buffer.isBuffer(gz)).toBe(true);
+      expect(gunzipSync(gz as Buffer).toString("utf8")).toBe(min);
+    }
     expect(() => encodeUserData(renderUserData(maximal()), 16384)).not.toThrow();
   });
 });

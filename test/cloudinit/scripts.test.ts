@@ -1,10 +1,10 @@
-import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { renderUserData, type TemplateArgs, templateArgsFromConfig } from "../../src/cloudinit/index.js";
+import { MOUNT_WORKSPACE, renderUserData, type TemplateArgs, templateArgsFromConfig } from "../../src/cloudinit/index.js";
 import { loadConfig } from "../../src/config/load.js";
 import { type Agent, type Sshd, startAgent, startGitServer } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
@@ -166,13 +166,30 @@ describe("spuff-first-login (dotfiles and repositories, cloned through the agent
     expect(r.stderr).toContain(`spuff: cloning dotfiles git@githost.test:${git.path}`);
     expect(readFileSync(join(home, ".dotfiles", "README"), "utf8")).toBe("private\n");
     expect(readFileSync(join(home, "installed"), "utf8")).toBe("private\n");
-    expect(readFileSync(join(home, "src", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
+    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/work/${git.path.replace(/\.git$/, "")}`);
+    expect(readFileSync(join(home, "work", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
     expect(existsSync(join(home, ".local", "state", "spuff", "first-login-done"))).toBe(true);
     // Once only: a second login does nothing.
-    rmSync(join(home, "src"), { recursive: true });
+    rmSync(join(home, "work"), { recursive: true });
     const again = spawnSync("spuff-first-login", [], { env, encoding: "utf8" });
     expect(again.stderr).toBe("");
-    expect(existsSync(join(home, "src"))).toBe(false);
+    expect(existsSync(join(home, "work"))).toBe(false);
+  });
+
+  it("a repository already in ~/work (a kept workspace on a new VM) is not cloned again, and its work is untouched", () => {
+    const { files } = render(hosts(), { repositories: [`git@githost.test:${git.path}`, `git@githost.test:${git.path.replace(/\.git$/, "")}-gone.git`] });
+    const { home, env } = vmHome(files);
+    // A new VM: no first-login marker in its home, but the workspace volume holds the clone with unpushed work.
+    const kept = join(home, "work", git.path.replace(/\.git$/, ""));
+    mkdirSync(kept, { recursive: true });
+    writeFileSync(join(kept, "unpushed.txt"), "mine\n");
+    const r = spawnSync("spuff-first-login", [], { env, encoding: "utf8" });
+    expect(r.status).toBe(0);
+    expect(r.stderr).not.toContain(`into ~/work/${git.path.replace(/\.git$/, "")}\n`);
+    expect(readFileSync(join(kept, "unpushed.txt"), "utf8")).toBe("mine\n");
+    expect(existsSync(join(kept, "README"))).toBe(false);
+    // The other repository is not there, so it is cloned (and fails: it does not exist on the server).
+    expect(r.stderr).toContain(`into ~/work/${git.path.replace(/\.git$/, "")}-gone`);
   });
 
   it("without a forwarded agent it explains and retries at the next login", () => {
@@ -182,10 +199,10 @@ describe("spuff-first-login (dotfiles and repositories, cloned through the agent
     const r = spawnSync("spuff-first-login", [], { env: noAgent, encoding: "utf8" });
     expect(r.status).toBe(0);
     expect(r.stderr).toContain("no usable forwarded SSH agent");
-    expect(existsSync(join(home, "src"))).toBe(false);
+    expect(existsSync(join(home, "work"))).toBe(false);
     expect(existsSync(join(home, ".local", "state", "spuff", "first-login-done"))).toBe(false);
     expect(spawnSync("spuff-first-login", [], { env, encoding: "utf8" }).status).toBe(0);
-    expect(readFileSync(join(home, "src", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
+    expect(readFileSync(join(home, "work", git.path.replace(/\.git$/, ""), "README"), "utf8")).toBe("private\n");
   });
 
   it("a failed clone is reported and not marked done", () => {
@@ -228,5 +245,127 @@ describe("spuff-install-packages (real dpkg and apt, no network, no system chang
     expect(r.status).toBe(0);
     expect(r.stdout).toContain("spuff: installing spuff-no-such-package");
     expect(r.stderr).toContain("WARNING: could not install spuff-no-such-package");
+  });
+});
+
+describe.runIf(process.getuid?.() === 0 && spawnSync("losetup", ["-f"]).status === 0)("mount-workspace (real loop devices, mounted in a private mount namespace)", () => {
+  const USER = "spuff-test";
+  const loops: string[] = [];
+  afterAll(() => {
+    for (const l of loops) spawnSync("losetup", ["-d", l]);
+  });
+
+  /** The script as the rendered user-data writes it. */
+  function script(): string {
+    const { files } = render([], { workspace: { devices: ["/dev/disk/by-id/virtio-spuff-ws-test"] } });
+    const f = join(mkdtempSync(join(dir, "ws-")), "mount-workspace");
+    writeFileSync(f, files[MOUNT_WORKSPACE], { mode: 0o755 });
+    return f;
+  }
+
+  /** A 64 MiB disk image as a loop device; `prepare` may write to the image first. */
+  function disk(prepare?: (image: string) => void): string {
+    const image = join(mkdtempSync(join(dir, "disk-")), "disk.img");
+    execFileSync("truncate", ["-s", "64M", image]);
+    prepare?.(image);
+    const dev = execFileSync("losetup", ["-f", "--show", image], { encoding: "utf8" }).trim();
+    loops.push(dev);
+    return dev;
+  }
+
+  const blkid = (dev: string, tag: string) => spawnSync("blkid", ["-p", "-o", "value", "-s", tag, dev], { encoding: "utf8" }).stdout.trim();
+
+  /**
+   * Runs the script as runcmd does (root), in a mount namespace of its own so nothing stays mounted here, then looks
+   * at the result from inside: what is mounted at the work directory, its owner, and whether the user can write there.
+   */
+  function mountWorkspace(devices: string[], opts: { work?: string; fstab?: string; wait?: number } = {}) {
+    const work = opts.work ?? join(mkdtempSync(join(dir, "home-")), "work");
+    chmodSync(join(work, ".."), 0o755);
+    const fstab = opts.fstab ?? join(work, "..", "fstab");
+    const check = [
+      '"$0" "$@" || exit',
+      'findmnt -n -o SOURCE,FSTYPE --mountpoint "$2"',
+      'stat -c "%U %a" "$2"',
+      `runuser -u ${USER} -- touch "$2/by-user"`,
+      'ls -A "$2"',
+    ].join("\n");
+    const r = spawnSync("unshare", ["--mount", "--propagation", "private", "bash", "-c", check, script(), USER, work, ...devices], {
+      env: { PATH: process.env.PATH, SPUFF_FSTAB: fstab, SPUFF_WORKSPACE_WAIT: String(opts.wait ?? 5) },
+      // Not a socket on stdin (node's default pipe), which makes bash read ~/.bashrc as if started by rshd.
+      stdio: ["ignore", "pipe", "pipe"],
+      encoding: "utf8",
+    });
+    return { ...r, work, fstab: existsSync(fstab) ? readFileSync(fstab, "utf8") : "" };
+  }
+
+  it("an empty volume is formatted ext4, mounted at ~/work (fstab by UUID, nofail) and owned by the login user", () => {
+    const dev = disk();
+    const r = mountWorkspace(["/dev/disk/by-id/virtio-not-attached", dev]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const uuid = blkid(dev, "UUID");
+    expect(uuid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(r.stdout).toContain(`spuff: formatting the new workspace volume ${dev} (ext4)\n`);
+    expect(r.stdout).toContain(`${dev} ext4\n${USER} 755\n`);
+    expect(r.stdout).toContain("by-user\nlost+found\n");
+    expect(r.fstab).toBe(`UUID=${uuid} ${r.work} ext4 defaults,nofail 0 2\n`);
+    // The namespace is gone, so is the mount: the work directory on the VM's own disk is empty.
+    expect(readdirSync(r.work)).toEqual([]);
+  });
+
+  it("a volume with a filesystem is never formatted: its files and UUID stay; a second run adds no fstab line", () => {
+    const dev = disk((image) => {
+      const src = mkdtempSync(join(dir, "src-"));
+      writeFileSync(join(src, "marker"), "kept\n");
+      execFileSync("mkfs.ext4", ["-q", "-d", src, image]);
+    });
+    const uuid = blkid(dev, "UUID");
+    const r = mountWorkspace([dev]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout).not.toContain("formatting");
+    expect(r.stdout).toContain(`spuff: workspace ${dev} (ext4, UUID ${uuid}) mounted at ${r.work}\n`);
+    expect(r.stdout).toContain("by-user\nlost+found\nmarker\n");
+    expect(blkid(dev, "UUID")).toBe(uuid);
+    const again = mountWorkspace([dev], { work: r.work, fstab: join(r.work, "..", "fstab") });
+    expect(again.status).toBe(0);
+    expect(again.stdout).not.toContain("formatting");
+    expect(again.fstab).toBe(`UUID=${uuid} ${r.work} ext4 defaults,nofail 0 2\n`);
+  });
+
+  it("waits for a volume that appears after boot (a cloud volume attached later)", async () => {
+    const dev = disk();
+    const link = join(mkdtempSync(join(dir, "by-id-")), "virtio-spuff-ws-late");
+    const work = join(mkdtempSync(join(dir, "home-")), "work");
+    chmodSync(join(work, ".."), 0o755);
+    const child = spawn("unshare", ["--mount", "--propagation", "private", script(), USER, work, link], {
+      env: { PATH: process.env.PATH, SPUFF_FSTAB: join(work, "..", "fstab"), SPUFF_WORKSPACE_WAIT: "20" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(child.exitCode).toBeNull(); // still waiting
+    symlinkSync(dev, link);
+    const code = await new Promise((r) => child.once("exit", r));
+    expect(out).toContain(`spuff: workspace ${dev} (ext4, UUID `);
+    expect(code).toBe(0);
+  });
+
+  it("fails the boot, touching nothing, when no device appears or the volume holds something other than a filesystem", () => {
+    const gone = mountWorkspace(["/dev/disk/by-id/virtio-spuff-ws-none"], { wait: 1 });
+    expect(gone.status).toBe(1);
+    expect(gone.stderr).toBe("spuff: the workspace volume did not appear within 1 s (looked for /dev/disk/by-id/virtio-spuff-ws-none)\n");
+    expect(gone.fstab).toBe("");
+    const swap = disk((image) => execFileSync("mkswap", ["-q", image]));
+    const uuid = blkid(swap, "UUID");
+    const r = mountWorkspace([swap]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^spuff: ${swap} holds something other than one filesystem \\(.*TYPE=swap.*\\); not touching it\\n$`));
+    expect(blkid(swap, "TYPE")).toBe("swap");
+    expect(blkid(swap, "UUID")).toBe(uuid);
+    expect(r.fstab).toBe("");
   });
 });

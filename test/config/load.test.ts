@@ -138,7 +138,7 @@ describe("reference config", () => {
     const cfg = loadFile(f, { ...t.env, HCLOUD_TOKEN: "x" });
     // Every top-level key of the schema is documented.
     expect(Object.keys(cfg).sort()).toEqual(
-      ["aws", "dotfiles", "git_hosts", "hetzner", "idle", "local", "packages", "provider", "repositories", "setup", "ssh", "workspace"].sort(),
+      ["aws", "dotfiles", "git_hosts", "hetzner", "idle", "image", "local", "packages", "provider", "repositories", "setup", "ssh", "workspace"].sort(),
     );
     // The values shown as defaults are the real defaults.
     expect(cfg.idle).toEqual(DEFAULTS.idle);

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtImageDir, pulledImageDir } from "../../providers/local/image.js";
 import { StateStore } from "../../src/core/state.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
-import { runCli } from "../helpers/cli.js";
+import { stringify } from "yaml";
+import { runCli, writeUserConfig } from "../helpers/cli.js";
 import { docShapes, mismatches, one, used } from "../helpers/json-shapes.js";
 import { type Harness, harness } from "../providers/hetzner/harness.js";
 
@@ -166,6 +167,15 @@ describe("docs/json.md: every documented --json output, through the real CLI", (
     const r = await spuff(["status", "nope", "--json"]);
     expect(r.code).toBe(1);
     one("Error", r.stdout);
+  });
+
+  it("image bake, image ls, image rm (a baked snapshot of the fake)", async () => {
+    writeUserConfig(h.env, stringify({ ssh: { user: "spuff-test", tmux: false }, packages: ["jq"] }));
+    const baked = one("image-bake", (await spuff(["image", "bake", "--json"])).stdout) as { id: string; created: boolean };
+    expect(baked.created).toBe(true);
+    const ls = one("image-ls", (await spuff(["image", "ls", "--json"])).stdout) as { id: string }[];
+    expect(ls.map((i) => i.id)).toEqual([baked.id]);
+    expect(one("image-rm", (await spuff(["image", "rm", baked.id, "--json"])).stdout)).toEqual({ removed: [baked.id] });
   });
 
   it("every shape in the doc was met", () => {

@@ -66,6 +66,9 @@ describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the l
       expect(r.stderr).toContain("stopping and cleaning up");
       expect(r.stderr).toMatch(/rolled back int-/);
       await nothingLeft();
+      // The workspace volume this up created (before its first create phase) went with it.
+      const ws = join(stateDir, "local-workspaces");
+      expect(existsSync(ws) ? readdirSync(ws) : []).toEqual([]);
     });
   }
 

@@ -11,7 +11,8 @@ import { type Agent, freePort, startAgent, startGitServer } from "../helpers/ssh
 
 // The end-to-end proof on a real VM (Debian 13, the default image, built by test/setup.d/50-local-image.sh): QEMU (TCG
 // here), the rendered cloud-init, pinned host keys both ways, a private git clone through the guarded, forwarded agent
-// from a git server on this machine's loopback, the idle watcher, and a clean `down`.
+// from a git server on this machine's loopback, the idle watcher, and a clean `down`; and the workspace volume at ~/work
+// (docs/workspaces.md) across `down` and `up` (kept, its clone not repeated) and `down --purge` (the next `up` is empty).
 const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
 const imageReady = existsSync(join(builtImageDir(cacheDir, "debian-13"), "disk.qcow2"));
 
@@ -39,7 +40,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
 
   afterAll(async () => {
     // Whatever happened, leave no VM behind: down by name, then kill any QEMU whose pidfile is under this state dir.
-    await runCli(["down", "e2e", "--yes"], { env, cwd: t.home }).catch(() => {});
+    await runCli(["down", "e2e", "--purge", "--yes"], { env, cwd: t.home }).catch(() => {});
     spawnSync("sh", ["-c", `for f in ${stateDir}/local/*/qemu.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")"; done`]);
     agent?.stop();
     await git?.stop();
@@ -159,10 +160,26 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
 
   it("the first login shell clones the configured repository through the forwarded agent (spuff-first-login)", async () => {
     const name = git.path.replace(/\.git$/, "");
-    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/src/${name}/README'`);
-    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/src/${name}`);
+    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/work/${name}/README'`);
+    expect(r.stderr).toContain(`spuff: cloning git@githost.test:${git.path} into ~/work/${name}`);
     expect(r.stdout, r.stderr).toBe("private\n");
     expect(r.code).toBe(0);
+  });
+
+  const repoName = () => git.path.replace(/\.git$/, "");
+  /** This machine's workspaces (`spuff workspace ls --json`, the shape docs/json.md gives). */
+  const workspaceList = async () => one("workspace-ls", (await spuff("--json", "workspace", "ls")).stdout) as { id: string; name: string; status: string; attachedTo: string | null; sizeGiB: number }[];
+  let workspaceId = "";
+
+  it("~/work is the workspace volume: ext4 on the virtio disk with its serial, owned by the login user; the VM's own disk is vda", async () => {
+    const [ws] = await workspaceList();
+    expect(ws).toMatchObject({ name: "e2e", status: "attached", attachedTo: "e2e", sizeGiB: 10 });
+    workspaceId = ws.id;
+    const r = await spuff("ssh", "e2e", "--", "findmnt", "-n", "-o", "SOURCE,FSTYPE", "/", "&&", "findmnt", "-n", "-o", "SOURCE,FSTYPE", "/home/dev/work", "&&", "readlink", "-f", `/dev/disk/by-id/virtio-spuff-ws-${ws.id}`, "&&", "stat", "-c", "%U", "/home/dev/work", "&&", "grep", "-c", "nofail", "/etc/fstab");
+    expect(r.stdout, r.stderr).toBe("/dev/vda ext4\n/dev/vdb ext4\n/dev/vdb\ndev\n1\n");
+    // Work to find again after `down` and `up`: a file, and an uncommitted one in the clone.
+    const w = await spuff("ssh", "e2e", "--", "echo", "kept", ">", "~/work/marker", "&&", "echo", "wip", ">", `~/work/${repoName()}/wip.txt`, "&&", "sync");
+    expect(w.code, w.stderr).toBe(0);
   });
 
   it("the guard refuses signatures for anything but git logins", async () => {
@@ -218,8 +235,8 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     expect(start.stderr).toContain("✓ wait SSH");
     expect(start.stdout).toContain("e2e is running again (127.0.0.1:");
     // spuff ssh checks the host key pinned before the first boot: the same VM, its file still there.
-    const read = await spuff("ssh", "e2e", "--", "cat", "crash-marker");
-    expect(read.stdout, read.stderr).toBe("written-before-the-crash\n");
+    const read = await spuff("ssh", "e2e", "--", "cat", "crash-marker", "~/work/marker", "&&", "findmnt", "-n", "-o", "SOURCE", "/home/dev/work");
+    expect(read.stdout, read.stderr).toBe("written-before-the-crash\nkept\n/dev/vdb\n");
   });
 
   it("the VM runs Debian 13 with OpenSSH's split sshd, whose session titles the idle watcher does not depend on", async () => {
@@ -317,7 +334,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     expect(log).not.toMatch(/poweroff$/m);
   });
 
-  it("powers off once idle; spuff reap keeps the stopped local VM (it costs nothing) and spuff down removes everything", { timeout: 8 * 60_000 }, async () => {
+  it("powers off once idle; spuff reap keeps the stopped local VM (it costs nothing) and its workspace; spuff down removes the VM and keeps the workspace", { timeout: 8 * 60_000 }, async () => {
     const deadline = Date.now() + 6 * 60_000;
     let vm: { status?: string; stopReason?: string; reap?: string | null } = {};
     while (Date.now() < deadline) {
@@ -332,14 +349,51 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     const reap = await spuff("reap");
     expect(reap).toMatchObject({ code: 0, stdout: "nothing to reap\n" });
     expect(existsSync(join(stateDir, "local", "e2e", "disk.qcow2"))).toBe(true);
+    expect(await workspaceList()).toMatchObject([{ id: workspaceId, status: "attached", attachedTo: "e2e" }]);
     const r = await spuff("down", "e2e", "--yes");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain("destroyed e2e (local)");
+    expect(r.stdout).toContain(`kept the workspace volume ${workspaceId} (10 GiB, €0.00/month): \`spuff up e2e\` brings ~/work back`);
+    expect(await workspaceList()).toMatchObject([{ id: workspaceId, status: "kept", attachedTo: null }]);
+    expect(existsSync(join(stateDir, "local-workspaces", workspaceId, "disk.qcow2"))).toBe(true);
     expect(existsSync(join(stateDir, "local", "e2e"))).toBe(false);
     expect(existsSync(join(stateDir, "vms", "e2e"))).toBe(false);
     expect(spawnSync("pgrep", ["-f", `${stateDir}/local/e2e`]).status).toBe(1);
     const ls = await spuff("--json", "ls");
     expect(JSON.parse(ls.stdout)).toEqual([]);
+    expect(readdirSync(join(stateDir, "local"))).toEqual([]);
+  });
+
+  it("spuff up e2e again attaches the kept workspace: the work is there and the repository is not cloned again", { timeout: 6 * 60_000 }, async () => {
+    const up = await spuff("up", "e2e");
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stderr).toContain(`attaching the kept workspace volume ${workspaceId} (10 GiB): ~/work is as it was`);
+    // A login shell on the new VM runs spuff-first-login again (its marker was on the old VM's disk): the clone is
+    // on the volume, so it is left as it is.
+    const r = await spuff("ssh", "e2e", "--", "bash", "-lc", `'cat ~/work/marker ~/work/${repoName()}/wip.txt ~/work/${repoName()}/README'`);
+    expect(r.stderr).not.toContain("cloning");
+    expect(r.stdout, r.stderr).toBe("kept\nwip\nprivate\n");
+    expect(r.code).toBe(0);
+    expect(await workspaceList()).toMatchObject([{ id: workspaceId, status: "attached", attachedTo: "e2e" }]);
+  });
+
+  it("spuff down e2e --purge deletes the workspace too; the next up starts with an empty ~/work", { timeout: 6 * 60_000 }, async () => {
+    const down = await spuff("down", "e2e", "--purge", "--yes");
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stdout).toContain(`deleted the workspace volume ${workspaceId} of e2e`);
+    expect(await workspaceList()).toEqual([]);
+    expect(readdirSync(join(stateDir, "local-workspaces"))).toEqual([]);
+    const up = await spuff("up", "e2e");
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stderr).not.toContain("attaching the kept workspace");
+    const [fresh] = await workspaceList();
+    expect(fresh.id).not.toBe(workspaceId);
+    // No login shell, so no first-login clone: only what mkfs made.
+    const r = await spuff("ssh", "e2e", "--", "ls", "-A", "/home/dev/work");
+    expect(r.stdout, r.stderr).toBe("lost+found\n");
+    const gone = await spuff("down", "e2e", "--purge", "--yes");
+    expect(gone.code, gone.stderr).toBe(0);
+    expect(await workspaceList()).toEqual([]);
     expect(readdirSync(join(stateDir, "local"))).toEqual([]);
   });
 

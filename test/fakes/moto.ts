@@ -35,6 +35,9 @@ import { type StandinVm, startStandinVm } from "../helpers/standin-vm.js";
  * - boot time: moto's instances run at the first DescribeInstances. With `bootDelayMs`, the proxy reports an instance
  *   `pending` until that long after its launch, so a test can interrupt spuff during the SDK waiter.
  * - moto quirks: a subnet's IPv6 block state comes back as EC2 spells it.
+ * - CreateImage: moto 5.2 tags only the image (a `snapshot` TagSpecification raises NotImplementedError). The proxy
+ *   sends moto the image's TagSpecifications only, then tags the new AMI's EBS snapshot itself (CreateTags), as EC2
+ *   does with the same request; "image-created" ({id, snapshots}) is emitted once both are tagged.
  * - faults: `inject()` answers a chosen Action with an EC2 XML error (before or after moto did the work), a canned
  *   body, a delay or a dropped connection.
  *
@@ -516,6 +519,62 @@ export class Moto {
     return out;
   }
 
+  /** CreateImage with snapshot tags, which moto lacks (see the class comment). */
+  private async createImage(req: IncomingMessage, params: URLSearchParams): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+    const specs = new Map<number, { type: string; tags: Map<number, { key?: string; value?: string }> }>();
+    const rest = new URLSearchParams();
+    for (const [k, v] of params) {
+      const m = /^TagSpecification\.(\d+)\.(ResourceType|Tag\.(\d+)\.(Key|Value))$/.exec(k);
+      if (!m) {
+        rest.append(k, v);
+        continue;
+      }
+      const spec = specs.get(Number(m[1])) ?? { type: "", tags: new Map() };
+      specs.set(Number(m[1]), spec);
+      if (m[2] === "ResourceType") spec.type = v;
+      else {
+        const t = spec.tags.get(Number(m[3])) ?? {};
+        spec.tags.set(Number(m[3]), t);
+        if (m[4] === "Key") t.key = v;
+        else t.value = v;
+      }
+    }
+    let n = 0;
+    const snapshotTags: { key?: string; value?: string }[] = [];
+    for (const [, spec] of [...specs].sort((a, b) => a[0] - b[0])) {
+      if (spec.type === "snapshot") {
+        snapshotTags.push(...spec.tags.values());
+        continue;
+      }
+      n++;
+      rest.set(`TagSpecification.${n}.ResourceType`, spec.type);
+      let i = 0;
+      for (const t of spec.tags.values()) {
+        i++;
+        rest.set(`TagSpecification.${n}.Tag.${i}.Key`, t.key ?? "");
+        rest.set(`TagSpecification.${n}.Tag.${i}.Value`, t.value ?? "");
+      }
+    }
+    const made = await this.forward(req, Buffer.from(rest.toString()));
+    const id = /<imageId>(ami-[0-9a-f]+)<\/imageId>/.exec(made.body.toString("utf8"))?.[1];
+    if (made.status !== 200 || !id) return made;
+    const version = params.get("Version") ?? "2016-11-15";
+    const described = await this.forward(req, Buffer.from(new URLSearchParams({ Action: "DescribeImages", Version: version, "ImageId.1": id }).toString()));
+    const snapshots = [...described.body.toString("utf8").matchAll(/<snapshotId>(snap-[0-9a-f]+)<\/snapshotId>/g)].map((m) => m[1]);
+    if (snapshotTags.length && snapshots.length) {
+      const tag = new URLSearchParams({ Action: "CreateTags", Version: version });
+      for (const [i, snap] of snapshots.entries()) tag.set(`ResourceId.${i + 1}`, snap);
+      snapshotTags.forEach((t, i) => {
+        tag.set(`Tag.${i + 1}.Key`, t.key ?? "");
+        tag.set(`Tag.${i + 1}.Value`, t.value ?? "");
+      });
+      const tagged = await this.forward(req, Buffer.from(tag.toString()));
+      if (tagged.status !== 200) this.problems.push(`tagging the snapshots of ${id}: ${tagged.body.toString("utf8").slice(0, 300)}`);
+    }
+    this.events.emit("image-created", { id, snapshots });
+    return made;
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = await readBody(req);
     const url = new URL(req.url ?? "/", "http://x");
@@ -557,6 +616,8 @@ export class Moto {
     if (remembered) {
       record.replayed = true;
       upstream = { status: 200, headers: { "content-type": "text/xml" }, body: remembered };
+    } else if (action === "CreateImage") {
+      upstream = await this.createImage(req, params);
     } else {
       upstream = await this.forward(req, raw);
     }

@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
-import { ROTATE_HOST_KEY } from "../../src/cloudinit/index.js";
+import { BAKE_CLEAN, ROTATE_HOST_KEY } from "../../src/cloudinit/index.js";
 import { stopSshd } from "./sshd.js";
 
 /**
@@ -123,7 +123,12 @@ function sudoShim(dir: string): string {
     "  shift 2",
     `  exec env -i ${env.join(" ")} /bin/bash ${join(dir, "lib", "rotate-host-key")} "$@"`,
     "fi",
-    'echo "sudo (stand-in VM): only the host key rotation runs as root here" >&2',
+    // A bake VM's cleaning (docs/images.md) runs on root/, a directory standing in for the VM's /.
+    `if [ "$1" = -n ] && [ "$2" = ${BAKE_CLEAN} ] && [ -f ${join(dir, "lib", "bake-clean")} ]; then`,
+    "  shift 2",
+    `  exec env -i PATH=/usr/local/bin:/usr/bin:/bin SPUFF_BAKE_ROOT=${join(dir, "root")} /bin/sh ${join(dir, "lib", "bake-clean")} "$@"`,
+    "fi",
+    'echo "sudo (stand-in VM): only the host key rotation and a bake\'s cleaning run as root here" >&2',
     "exit 1",
     "",
   ].join("\n");
@@ -184,6 +189,30 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
   if (rotate) {
     mkdirSync(join(dir, "lib"));
     writeFileSync(join(dir, "lib", "rotate-host-key"), rotate.content, { mode: 0o755 });
+  }
+  const clean = cfg.write_files?.find((f) => f.path === BAKE_CLEAN);
+  if (clean) {
+    // A bake VM: its script, and a root/ with what a booted VM has that the cleaning must remove (and a file it keeps).
+    mkdirSync(join(dir, "lib"), { recursive: true });
+    writeFileSync(join(dir, "lib", "bake-clean"), clean.content, { mode: 0o755 });
+    const root = join(dir, "root");
+    const files: Record<string, string> = {
+      "etc/ssh/ssh_host_ed25519_key": hostKey,
+      "etc/ssh/ssh_host_ed25519_key.pub": `${cfg.ssh_keys?.ed25519_public ?? ""}\n`,
+      "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+      "etc/spuff/idle.conf": "EXPIRES_AT=1\n",
+      [`home/${firstUser.name}/.ssh/authorized_keys`]: `${firstUser.ssh_authorized_keys.join("\n")}\n`,
+      [`home/${firstUser.name}/.bash_history`]: "echo secret\n",
+      [`home/${firstUser.name}/.local/bin/tool`]: "#!/bin/sh\n",
+      "var/log/syslog": "boot log\n",
+      "var/log/syslog.1": "older log\n",
+      "var/lib/cloud/instance/user-data.txt": text,
+    };
+    for (const [rel, content] of Object.entries(files)) {
+      mkdirSync(join(root, rel, ".."), { recursive: true });
+      writeFileSync(join(root, rel), content, { mode: 0o600 });
+    }
+    execFileSync("chown", ["-R", `${uid}:${gid}`, root]);
   }
   // On a VM root owns these; here the login user does, so that the rotate script can run without the real sudo.
   for (const p of [keys, hostKeyFile, `${hostKeyFile}.pub`, join(dir, "cloud"), join(dir, "cloud", "instances"), instance, join(instance, "sem"), join(dir, "cloud-run"), join(dir, "cloud-run", "combined-cloud-config.json")]) chownSync(p, uid, gid);

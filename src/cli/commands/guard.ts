@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import type { SessionRequest } from "../../ssh/guard-client.js";
 import type { App } from "../app.js";
 
 /**
@@ -29,6 +30,29 @@ async function settleFor(vm: string, env: NodeJS.ProcessEnv, cwd: string, log: (
   const record = resolveRecord(app.state(), vm);
   if (!app.config().ssh.forward_agent) return undefined;
   return guardSettings(app, record);
+}
+
+/**
+ * In the daemon: a `spuff ssh NAME -- COMMAND` session as `spuff ssh` would settle it in the caller's environment,
+ * directory and --config: the guard's settings, the VM's target, ssh.persist.
+ */
+async function settleSession(req: SessionRequest, log: (line: string) => void) {
+  const { App } = await import("../app.js");
+  const { guardSettings, resolveRecord, vmTarget } = await import("../../core/session.js");
+  const { parseDuration } = await import("../../config/load.js");
+  const { PassThrough } = await import("node:stream");
+  const sink = { write: (s: string) => log(`${req.vm ?? "ssh"}: ${s.trimEnd()}`) };
+  const app = new App({ env: req.env, cwd: req.cwd, stdin: new PassThrough(), stdout: sink, stderr: sink });
+  app.globals.config = req.configFile;
+  app.command = "ssh";
+  app.untrustedProject = "ignore"; // as for \`spuff ssh\` (src/cli/main.ts): commands on existing VMs ignore it
+  await app.prepare();
+  const record = resolveRecord(app.state(), req.vm);
+  const config = app.config();
+  const target = vmTarget(app.state(), record);
+  const persistMs = parseDuration(config.ssh.persist);
+  if (!config.ssh.forward_agent || persistMs <= 0) return { vm: record.name, target, persistMs };
+  return { vm: record.name, target, persistMs, settings: await guardSettings(app, record) };
 }
 
 export function register(program: Command, app: App): void {
@@ -72,6 +96,7 @@ Examples:
           build: spuffBuild(),
           vms: () => app.state().list().filter((r) => r.endpoint).map((r) => r.name),
           settle: (vm, env, cwd) => settleFor(vm, env, cwd, log),
+          session: (req) => settleSession(req, log),
         }),
       );
       if (!started) return log("another guard daemon already serves here; exiting");
@@ -92,6 +117,7 @@ Examples:
       for (const v of reply.vms) {
         app.out(`  ${v.vm}: ${v.socket} → ${v.agent.path} (${v.agent.why}); sign_policy ${v.signPolicy}; ${v.connections} connection(s) since ${v.armedAt}`);
       }
+      if (reply.warm?.length) app.out(`  warm connections (reused by \`spuff ssh NAME -- COMMAND\`): ${reply.warm.join(", ")}`);
     });
 
   guard

@@ -28,7 +28,8 @@ What is reaped (docs/idle.md):
   gone          the VM no longer exists; its local state (keys, known_hosts entry) is removed
   workspace     a kept workspace volume whose \`workspace.keep\` (label spuff/keep) has passed since its
                 last detach; never one attached to a VM (docs/workspaces.md)
-plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses.
+plus each provider's orphans: SSH keys, security groups or VM directories that no VM uses, and baked images
+(\`spuff image ls\`) that no \`up\` has matched for image.keep (default 30d).
 This machine's VMs are those labelled with its owner id, or whose record (keys) it holds.
 Provider labels are the truth: a scheduled job with only a token can reap for a whole team.
 
@@ -59,6 +60,7 @@ Examples:
       }
       const progress = stderrProgress(app);
       const { reap } = await import("../../core/reap.js");
+      const { parseDuration } = await import("../../config/load.js");
       const result = await app.interruptible((signal) =>
         reap(
           {
@@ -69,6 +71,7 @@ Examples:
             allOwners: opts.allOwners,
             progress,
             signal,
+            imageKeepMs: parseDuration(app.config().image.keep),
           },
           Boolean(opts.dryRun),
         ),

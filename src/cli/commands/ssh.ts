@@ -1,28 +1,16 @@
-import { createReadStream, fstatSync } from "node:fs";
 import type { Command } from "commander";
-import { openSession, resolveRecord, vmTarget } from "../../core/session.js";
+import { ProviderError } from "../../core/errors.js";
+import { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } from "../../core/session.js";
 import type { App } from "../app.js";
+import { OTHER_BUILD } from "../../ssh/warm-client.js";
+import { largeFileOnStdin, sessionInput } from "../session-input.js";
 
 interface SshOpts {
   agent: boolean;
   tmux: boolean;
   t?: boolean;
   L?: string[];
-}
-
-/**
- * The session's input. Node reads a file on stdin (`spuff ssh vm -- 'tar x' < backup.tar`) 64 KiB at a time, each read
- * a round trip to its thread pool; 1 MiB reads make the transfer ~1.7× faster (docs/performance.md). Pipes and
- * terminals stay as they are: a read from them can block, and a pending read would keep spuff from exiting.
- */
-function sessionInput(io: App["io"]): App["io"]["stdin"] {
-  if (io.stdin !== process.stdin) return io.stdin;
-  try {
-    if (!fstatSync(0).isFile()) return io.stdin;
-  } catch {
-    return io.stdin;
-  }
-  return createReadStream("", { fd: 0, highWaterMark: 1 << 20, autoClose: false });
+  direct?: boolean;
 }
 
 export function register(program: Command, app: App): void {
@@ -33,6 +21,7 @@ export function register(program: Command, app: App): void {
     .option("--no-tmux", "plain login shell instead of `tmux new -A -s spuff`")
     .option("-t", "force a PTY for a command")
     .option("-L <forward>", "forward 127.0.0.1:LOCAL to HOST:REMOTE on the VM (repeatable)", (v: string, acc?: string[]) => [...(acc ?? []), v])
+    .option("--direct", "log in on a connection of its own, not on the guard daemon's warm one (ssh.persist)")
     .addHelpText(
       "after",
       `
@@ -42,16 +31,44 @@ bound (OpenSSH 8.9+ session-bind) to a pinned git host's key, as the user that h
 request is logged with its destination to ~/.local/state/spuff/agent.log.
 The remote command's exit code becomes spuff's exit code; when spuff itself fails (unknown VM, unreachable, host key
 mismatch, bad config) it exits 255, as OpenSSH's ssh does, and its messages on stderr start with "error:" or "spuff:".
+A command (\`-- COMMAND\`, without -t or -L, and no file of 8 MiB or more on stdin) runs on the guard daemon's
+warm connection to the VM when there is one (like OpenSSH's ControlPersist; ssh.persist, default 10m): no key
+exchange or login of its own, the same guard, pinned host key and agent log. Without a daemon it connects
+directly and starts one for the next command (--direct: always directly, starting nothing).
 
 Examples:
   $ spuff ssh                             shell on your only VM, attached to tmux session "spuff"
   $ spuff ssh api -- make test            run a command, stdin/stdout piped
   $ spuff ssh api -L 8080:localhost:80    shell plus a port forward
-  $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session`,
+  $ spuff ssh api --no-agent -- git pull  no agent on the VM for this session
+  $ spuff ssh api --direct -- uptime      a connection of its own, not the warm one`,
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
       const { dial, parseForward } = await import("../../ssh/dial.js");
       const forwards = (opts.L ?? []).map(parseForward);
+      const stdin = sessionInput(app.io.stdin);
+      // A command with the agent forwarded runs on the guard daemon's warm connection when there is one
+      // (src/ssh/warm.ts): this process then loads neither ssh2 nor the config. Anything else connects directly.
+      const warmable = command.length > 0 && !opts.t && forwards.length === 0 && opts.agent && !opts.direct && !largeFileOnStdin(app.io.stdin);
+      let warm: Awaited<ReturnType<typeof import("../../ssh/warm-client.js").warmSession>> | undefined;
+      if (warmable) {
+        // bin.ts may have tried already (src/cli/warm-ssh.ts), before loading the CLI.
+        warm = (await import("../warm-ssh.js")).takeWarmResult();
+        if (!warm) {
+          const { warmSession } = await import("../../ssh/warm-client.js");
+          const env = Object.fromEntries(Object.entries(app.io.env).filter((e): e is [string, string] => e[1] !== undefined));
+          const req = { op: "session" as const, vm: name, env, cwd: app.io.cwd, configFile: app.globals.config, command: command.join(" "), build: spuffBuild() };
+          warm = await warmSession(guardDir(app.io.env), req, { stdin, stdout: app.io.stdout, stderr: app.io.stderr });
+        }
+        if (warm.kind === "done") {
+          process.exitCode = warm.code;
+          return;
+        }
+        if (warm.kind === "failed") {
+          // The command may have started: running it again on a connection of its own could run it twice.
+          throw new ProviderError(warm.error, { hint: [`\`spuff guard status\` shows the daemon; \`spuff ssh --direct\` connects without it`, `see ${guardDir(app.io.env)}/daemon.log`] });
+        }
+      }
       const record = resolveRecord(app.state(), name);
       const target = vmTarget(app.state(), record);
       // Connect first, and settle the rest while sshd works: it starts its side of the connection while ssh2 loads,
@@ -70,8 +87,16 @@ Examples:
         agent: opts.agent,
         tty: opts.t,
         forwards,
-        stdin: sessionInput(app.io),
+        stdin,
       });
+      // No daemon to reuse a connection of (or one of another build): start this build's for the next command.
+      if (warm?.kind === "absent" || warm?.kind === "fallback") {
+        const { parseDuration } = await import("../../config/load.js");
+        if (!agent || parseDuration(app.config().ssh.persist) <= 0) {
+          // ssh.persist 0 or no agent: nothing to start
+        } else if (warm.kind === "absent") spawnGuardDaemon(guardDir(app.io.env), app.io.env);
+        else if (warm.why === OTHER_BUILD) await restartGuardDaemon(app.io.env).catch(() => {});
+      }
       if (code !== 0 && !agent && !interactive) {
         const [why, fix] = opts.agent
           ? ["ssh.forward_agent is false", "set ssh.forward_agent: true in your config (`spuff config show` prints the effective value)"]

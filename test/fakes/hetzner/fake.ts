@@ -3,6 +3,7 @@ import { EventEmitter } from "node:events";
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import { gunzipSync } from "node:zlib";
 import { IMAGES, imageJson, LOCATIONS, SERVER_TYPES, serverTypeJson } from "./catalog.js";
+import { FakeImages } from "./images.js";
 import { labelProblems, matches, parseSelector, SelectorError } from "./labels.js";
 import { pricingJson } from "./pricing.js";
 import { type Route, SpecValidator, SpecViolation } from "./spec.js";
@@ -250,6 +251,8 @@ export class HetznerFake {
   readonly rateLimit: RateLimitBucket;
   legacyDatacenter: boolean;
   readonly opts: FakeOptions;
+  /** Snapshots (baked images): test/fakes/hetzner/images.ts. Events "image-created", "image-deleted". */
+  readonly images: FakeImages;
   private readonly spec: SpecValidator;
   private readonly unavailable = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -265,6 +268,18 @@ export class HetznerFake {
     this.rateLimit = new RateLimitBucket(opts.rateLimit);
     sharedSpec ??= new SpecValidator();
     this.spec = sharedSpec;
+    this.images = new FakeImages({
+      id: () => this.id(),
+      server: (id) => this.server(id),
+      assertUnlocked: (srv) => this.assertUnlocked(srv as ServerRec),
+      action: (command, resources, onDone, fail) => this.actionJson(this.action(command, resources, this.opts.actionDelayMs ?? 0, onDone, undefined, fail)),
+      list: (key, all, q) => this.list(key, all, q),
+      invalid: (fields) => invalid(fields),
+      notFound: (what, id) => notFound(what, id),
+      error: (status, code, message) => new HttpError(status, code, message),
+      stamp: () => stamp(),
+      emit: (event, data) => this.events.emit(event, data),
+    });
     this.volumeApi = new FakeVolumes({
       id: () => this.id(),
       stamp: () => stamp(),
@@ -505,6 +520,8 @@ export class HetznerFake {
   private dispatch(method: string, template: string, p: Record<string, unknown>, q: Record<string, unknown>, body: unknown): [number, unknown] {
     const id = p.id as number;
     const b = (body ?? {}) as Record<string, unknown>;
+    const image = this.images.dispatch(method, template, p, q, b);
+    if (image) return image;
     switch (`${method} ${template}`) {
       case "GET /locations": {
         const list = LOCATIONS.filter((l) => q.name === undefined || l.name === q.name);
@@ -631,7 +648,7 @@ export class HetznerFake {
     if (!type) fields.push({ name: "server_type", messages: [`server type "${String(b.server_type)}" not found`] });
     const location = LOCATIONS.find((l) => l.name === (b.location ?? "fsn1") || String(l.id) === b.location);
     if (!location) fields.push({ name: "location", messages: [`location "${String(b.location)}" not found`] });
-    const image = IMAGES.find((i) => i.name === b.image || String(i.id) === b.image);
+    const image = this.images.bootable(String(b.image));
     if (!image) fields.push({ name: "image", messages: [`image "${String(b.image)}" not found`] });
     const keyRefs = (b.ssh_keys as string[] | undefined) ?? [];
     const keys = keyRefs.map((ref) => [...this.sshKeys.values()].find((k) => String(k.id) === ref || k.name === ref));
@@ -781,11 +798,22 @@ export class HetznerFake {
     }
   }
 
-  /** An action that succeeds after `delayMs` (and after `gate` settles; a rejected gate makes it fail). */
-  private action(command: string, resources: ActionRec["resources"], delayMs: number, onDone?: () => void, gate?: Promise<unknown>): ActionRec {
+  /**
+   * An action that succeeds after `delayMs` (and after `gate` settles; a rejected gate makes it fail). `fail`, asked
+   * when it ends, may make it fail instead (e.g. its image was deleted meanwhile).
+   */
+  private action(
+    command: string,
+    resources: ActionRec["resources"],
+    delayMs: number,
+    onDone?: () => void,
+    gate?: Promise<unknown>,
+    fail?: () => { code: string; message: string } | undefined,
+  ): ActionRec {
     const a: ActionRec = { id: this.id(), command, status: "running", progress: 0, started: stamp(), finished: null, resources, error: null };
     this.actions.set(a.id, a);
-    const finish = (error?: { code: string; message: string }) => {
+    const finish = (failed?: { code: string; message: string }) => {
+      const error = failed ?? fail?.();
       a.progress = 100;
       a.finished = stamp();
       if (error) {
@@ -813,6 +841,7 @@ export class HetznerFake {
     const type = SERVER_TYPES.find((t) => t.name === s.type) ?? SERVER_TYPES[0];
     const loc = LOCATIONS.find((l) => l.name === s.location) ?? LOCATIONS[0];
     const image = IMAGES.find((i) => i.name === s.image) ?? IMAGES[0];
+    const snapshot = this.images.jsonFor(s.image);
     return {
       id: s.id,
       name: s.name,
@@ -838,7 +867,7 @@ export class HetznerFake {
             },
           }
         : {}),
-      image: imageJson(image, type.arch),
+      image: snapshot ?? imageJson(image, type.arch),
       iso: null,
       rescue_enabled: false,
       locked: this.locked(s),
