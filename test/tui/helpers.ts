@@ -11,10 +11,15 @@ import { TuiServices } from "../../src/tui/services.js";
 
 /**
  * What a local VM leaves on disk after it powered off (idle, unless `console` says otherwise): the local provider's
- * metadata (no QEMU pid, so the provider reports it "stopped"), its console log, and spuff's own record with the key. Nothing is mocked: the real local
+ * metadata (no QEMU pid, so the provider reports it "stopped"; `workspace`: the id of its attached workspace volume), its
+ * console log, and spuff's own record with the key. Nothing is mocked: the real local
  * provider and StateStore read these files.
  */
-export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts: { ageHours?: number; ttlHours?: number; console?: string } = {}): Promise<void> {
+export async function stoppedLocalVm(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  opts: { ageHours?: number; ttlHours?: number; console?: string; workspace?: string } = {},
+): Promise<void> {
   const dir = stateDir(env);
   const created = new Date(Date.now() - (opts.ageHours ?? 2) * 3600_000);
   const expires = new Date(created.getTime() + (opts.ttlHours ?? 24) * 3600_000);
@@ -22,7 +27,7 @@ export async function stoppedLocalVm(env: NodeJS.ProcessEnv, name: string, opts:
   mkdirSync(join(dir, "local", name), { recursive: true });
   writeFileSync(
     join(dir, "local", name, "meta.json"),
-    JSON.stringify({ name, labels, createdAt: created.toISOString(), sshPort: 2222, cpus: 2, memoryMiB: 2048, accel: "tcg" }),
+    JSON.stringify({ name, labels, createdAt: created.toISOString(), sshPort: 2222, cpus: 2, memoryMiB: 2048, accel: "tcg", ...(opts.workspace ? { workspace: opts.workspace } : {}) }),
   );
   // The idle watcher's last words on the serial console, then the kernel's (what `ls` reads as "stopped (idle)").
   const idle = "spuff-idle: idle for 30m (timeout 30m): no ssh session, tmux client, cpu, load, network, spuff-keep or spuff-busy; poweroff\n[ 1805.1] reboot: Power down\n";

@@ -2,7 +2,9 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { render } from "ink-testing-library";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { LABEL } from "../../src/core/labels.js";
 import { StateStore, stateDir } from "../../src/core/state.js";
+import { workspaceLabels } from "../../src/core/workspace.js";
 import { DROP_ORDER } from "../../src/tui/columns.js";
 import { Picker, type PickerAction } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
@@ -149,6 +151,45 @@ describe("picker on the local provider's state", () => {
     expect(state.read("web")).toBeUndefined();
     expect(existsSync(join(stateDir(home.env), "local", "web"))).toBe(false);
     expect(state.read("keep")).toBeDefined();
+  });
+
+  it("a stopped VM's workspace volume is kept by destroy and becomes a row; d on it deletes its disk", async () => {
+    const services = await servicesFor(home.env, home.home);
+    const local = await services.app.provider("local");
+    const quiet = { phase() {}, info() {}, warn() {} };
+    const labels = workspaceLabels({ name: "web", owner: "testowner0001", requestId: "rweb", now: new Date(), keepSeconds: 14 * 86400 });
+    const vol = await local.createVolume?.({ name: "web", sizeGiB: 1, labels }, quiet);
+    if (!vol) throw new Error("the local provider made no volume");
+    await stoppedLocalVm(home.env, "web", { workspace: vol.id });
+    const disk = join(stateDir(home.env), "local-workspaces", vol.id, "disk.qcow2");
+    expect(existsSync(disk)).toBe(true);
+    r = render(<KeyRoot><Picker services={services} onAction={(a) => actions.push(a)} width={100} height={30} refreshMs={60_000} /></KeyRoot>);
+    // Attached: the VM is the row, the volume is not listed as kept.
+    const f = await frame(r, has("web"));
+    expect(f.split("\n")[0]).toBe("spuff · 1 VM · local");
+    expect(f).not.toContain("KEPT WORKSPACE");
+
+    r.stdin.write("d");
+    const dialog = dialogText(await frame(r, has("[y/N]")));
+    expect(dialog).toContain(`Its workspace volume ${vol.id} (1 GiB, €0.0000/month) is kept: ~/work comes back with the next \`spuff up web\`.`);
+    r.stdin.write("y");
+    const after = await frame(r, has("KEPT WORKSPACE"));
+    expect(after).toContain(`kept the workspace volume ${vol.id} (1 GiB, €0.0000/month)`);
+    expect(after).toMatch(/^› web\s+local\s+localhost\s+1G\s+just now\s+€0\.0000\s+13d23h$/m);
+    expect(existsSync(join(stateDir(home.env), "local", "web"))).toBe(false);
+    expect(existsSync(disk)).toBe(true);
+    const [kept] = (await local.listVolumes?.()) ?? [];
+    expect(kept.id).toBe(vol.id);
+    expect(kept.attachedTo).toBeUndefined();
+    expect(Number(kept.labels[LABEL.detachedAt])).toBeGreaterThan(0);
+
+    r.stdin.write("d");
+    const del = dialogText(await frame(r, has("y delete")));
+    expect(del).toContain(`Delete the kept workspace of web (local volume ${vol.id}, 1 GiB, €0.0000/month)? Its work is gone for good.`);
+    r.stdin.write("y");
+    await frame(r, has(`deleted the workspace volume ${vol.id} of web (local)`));
+    await frame(r, has("no VMs — press n to create one"));
+    expect(existsSync(join(stateDir(home.env), "local-workspaces", vol.id))).toBe(false);
   });
 
   it("extend asks for a duration and shows the provider's refusal with its hint; enter on a stopped VM explains", async () => {
