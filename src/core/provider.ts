@@ -190,6 +190,12 @@ export interface Provider {
    * only where this exists; a provider whose powered-off VMs are gone (terminated) leaves it out.
    */
   start?(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
+  /**
+   * Optional: the shell command `up` runs on the VM to check that cloud-init is done without errors (exit 0), when
+   * `cloud-init status --wait --long` (the default, undefined) is not the check: a local VM restored from a saved
+   * machine state ran cloud-init before that state was saved (docs/adr/0009-local-warm-start.md).
+   */
+  cloudInitCheck?(vm: Vm): string | undefined;
   /** Waits until the provider says the VM runs and has an address. */
   waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
   sshEndpoint(vm: Vm): SshEndpoint;
