@@ -219,7 +219,7 @@ class LocalProvider implements Provider {
    * boot of a warm-up VM) if there is none for its image, QEMU, machine arguments and user-data shape. Undefined: boot
    * cold (local.warm false or --cold, a workspace volume, no known accelerator yet, another `up` saving the state).
    */
-  private async warmState(spec: CreateSpec, image: BaseImage, progress: Progress): Promise<WarmState | undefined> {
+  private async warmState(spec: Pick<CreateSpec, "userData" | "volume" | "signal">, image: BaseImage, progress: Progress): Promise<WarmState | undefined> {
     const c = this.ctx.config.local;
     if (c.warm === false || spec.volume) return undefined;
     const accel = this.warmAccel();
@@ -256,6 +256,28 @@ class LocalProvider implements Provider {
       rmSync(lock, { force: true });
     }
     return state;
+  }
+
+  /**
+   * `image build`/`pull --warm`: saves the state warm starts restore, for user-data rendered from the
+   * current config with a placeholder identity (the shape `up` renders). A failure is a warning: `up` tries again.
+   */
+  private async prepareWarm(progress: Progress, signal?: AbortSignal): Promise<void> {
+    if (this.ctx.config.local.warm === false) {
+      progress.info("local.warm is false: no machine state is saved");
+      return;
+    }
+    const { renderUserData, templateArgsFromConfig } = await import("../../src/cloudinit/index.js");
+    const login = ed25519KeyPair(WARM_HOSTNAME);
+    const parts = { hostname: WARM_HOSTNAME, hostKey: ed25519KeyPair(`${WARM_HOSTNAME}-host`), clientPublicKey: login.public, expiresAt: new Date(Date.now() + 3600_000) };
+    try {
+      const userData = renderUserData(templateArgsFromConfig(this.ctx.config, parts));
+      const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+      if (!(await this.warmState({ userData, signal }, image, progress))) progress.info("no machine state saved now: the first `spuff up` saves it");
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      progress.warn(`saving the machine state for warm starts failed: ${(err as Error).message}; the first \`spuff up\` tries again`);
+    }
   }
 
   /**
@@ -552,11 +574,12 @@ class LocalProvider implements Provider {
   }
 
   /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */
-  async buildImage(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string> {
+  async buildImage(opts: { force: boolean; mirror?: string; warm?: boolean }, progress: Progress): Promise<string> {
     const release = configuredRelease(this.ctx.config.local.image);
     const out = builtImageDir(this.ctx.cacheDir, release);
     if (existsSync(join(out, "disk.qcow2")) && !opts.force) {
       progress.info(`image already built: ${out} (--force rebuilds it)`);
+      if (opts.warm) await this.prepareWarm(progress);
       return out;
     }
     if (opts.force) rmSync(out, { recursive: true, force: true });
@@ -572,14 +595,16 @@ class LocalProvider implements Provider {
     if (code === 3) throw new UserError("cannot build the image here", { hint: "run it as root with debootstrap, e2fsprogs and qemu-utils installed (`sudo bash scripts/install-deps.sh`)" });
     if (code !== 0) throw new ProviderError(`the image build failed (exit ${code})`, { hint: "check that the Debian mirror is reachable; pass --mirror URL to use another" });
     giveToInvoker(out, this.ctx.env);
+    if (opts.warm) await this.prepareWarm(progress);
     return out;
   }
 
   /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
-  async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
+  async pullImage(opts: { force: boolean; url?: string; warm?: boolean }, progress: Progress): Promise<string> {
     const { pullImage } = await import("./pull.js");
     const dir = await pullImage({ cacheDir: this.ctx.cacheDir, release: configuredRelease(this.ctx.config.local.image), baseUrl: opts.url, force: opts.force, progress });
     giveToInvoker(dir, this.ctx.env);
+    if (opts.warm) await this.prepareWarm(progress);
     return dir;
   }
 

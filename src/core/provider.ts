@@ -209,10 +209,13 @@ export interface Provider {
    * names VMs whose `spuff up` is still running: their resources may not have a VM yet and must be left alone.
    */
   reapOrphans?(dryRun: boolean, progress: Progress, busy?: ReadonlySet<string>): Promise<string[]>;
-  /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
-  buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
-  /** Optional: downloads the provider's official base image, verified against its published checksums. */
-  pullImage?(opts: { force: boolean; url?: string }, progress: Progress): Promise<string>;
+  /**
+   * Optional: builds the provider's base image locally (`spuff image build`); returns where it is. `warm`: then also
+   * save the machine state warm starts restore (docs/adr/0009-local-warm-start.md).
+   */
+  buildImage?(opts: { force: boolean; mirror?: string; warm?: boolean }, progress: Progress): Promise<string>;
+  /** Optional: downloads the provider's official base image, verified against its published checksums; `warm` as above. */
+  pullImage?(opts: { force: boolean; url?: string; warm?: boolean }, progress: Progress): Promise<string>;
 }
 
 export interface ProviderContext {
