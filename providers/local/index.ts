@@ -322,7 +322,8 @@ class LocalProvider implements Provider {
         q.close();
       }
       await this.stopQemu(build);
-      for (const f of ["seed.iso", "qmp.sock", "chan.sock", "qemu.pid"]) rmSync(join(build, f), { force: true });
+      await stopPasst(build);
+      for (const f of ["seed.iso", "qmp.sock", "chan.sock", "qemu.pid", "passt.pid", "passt.dir"]) rmSync(join(build, f), { force: true });
       writeFileAtomic(join(build, "warm.json"), JSON.stringify({ createdAt: new Date().toISOString(), inputs: w.inputs }, null, 2), 0o644);
       rmSync(w.dir, { recursive: true, force: true });
       renameSync(build, w.dir);
@@ -358,6 +359,7 @@ class LocalProvider implements Provider {
         q.close();
       }
     } catch (err) {
+      if (spec.signal?.aborted) throw err; // `up` rolls this VM back; the state is not to blame
       progress.warn(`restoring the saved state failed (${(err as Error).message.slice(0, 200)}); it is made again next time, booting cold now`);
       writeFileSync(join(warm.dir, "bad"), `${(err as Error).message}\n`);
       await this.stopQemu(dir);

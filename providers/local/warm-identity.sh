@@ -97,6 +97,10 @@ chmod 0600 "$home/.ssh/authorized_keys"
 umask 022
 b64 "$f_idle" > /etc/spuff/idle.conf.tmp && mv /etc/spuff/idle.conf.tmp /etc/spuff/idle.conf
 rm -f /var/lib/spuff/idle.state
+# The idle watcher's boot grace counts from now, not from the warm-up's boot.
+mkdir -p /run/spuff
+date +%s > /run/spuff/started-at
+chmod 0644 /run/spuff/started-at
 umask 077
 key=/etc/ssh/ssh_host_ed25519_key
 b64 "$f_key" > "$key"

@@ -113,14 +113,18 @@ describe.skipIf(!imageReady || !existsSync(BIN))("warm start of local VMs", { ti
       "cloud-init status --long | head -n1; systemctl is-active spuff-idle.timer; grep ^EXPIRES_AT= /etc/spuff/idle.conf; date +%s;",
       // The journal follows the new machine-id.
       "sudo journalctl -q -n 1 --no-pager | grep -c . ;",
+      // The identity channel: root's alone in the guest; its service is done.
+      "stat -L -c %a:%U /dev/virtio-ports/org.spuff.identity; systemctl is-active spuff-warm-identity.service;",
       "sudo grep -rlI 'PRIVATE KEY' /home /root /etc /var/lib/cloud /run 2>/dev/null || true",
     );
     expect(r.code, r.stderr).toBe(0);
-    const [ci, timer, expires, clock, journal, ...privateKeys] = r.stdout.trim().split("\n");
+    const [ci, timer, expires, clock, journal, channel, service, ...privateKeys] = r.stdout.trim().split("\n");
     expect(ci).toBe("status: done");
     expect(timer).toBe("active");
     expect(expires).toBe(`EXPIRES_AT=${Math.floor(new Date(status.expiresAt).getTime() / 1000)}`);
     expect(journal).toBe("1");
+    expect(channel).toBe("600:root");
+    expect(service).toBe("inactive");
     expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(120);
     expect(privateKeys).toEqual(["/etc/ssh/ssh_host_ed25519_key"]);
     expect(rec.user).toBe("dev");
