@@ -2,7 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { cpus, platform, totalmem } from "node:os";
-import { basename, dirname, join } from "node:path";
+import { basename, join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { CreateSpec, Placement, Progress, Provider, ProviderContext, ProviderFactory, SshEndpoint, StopReason, Vm } from "../../src/core/provider.js";
 import { pidAlive, writeFileAtomic } from "../../src/core/state.js";
@@ -251,7 +251,7 @@ class LocalProvider implements Provider {
       progress.phase("save machine state (once: a cold boot, then every VM like this one starts warm)");
       await this.buildWarm(doc, { dir, accel, inputs, image, machine: { cpus: r.cpus, memoryMiB: r.memoryMiB, diskMiB: r.diskMiB } }, progress, spec.signal);
       const inUse = new Set(readdirSync(this.root).map((n) => this.readMeta(n)?.warmState));
-      for (const old of pruneStates(root, key, (disk) => inUse.has(dirname(disk)))) progress.info(`removed the saved state ${old} (no VM uses it)`);
+      for (const old of pruneStates(root, inputs, (d) => inUse.has(d))) progress.info(`removed the saved state ${old} (made from another image or QEMU, or bad; no VM uses it)`);
     } finally {
       rmSync(lock, { force: true });
     }

@@ -175,14 +175,28 @@ export function warmRoot(cacheDir: string, image: BaseImage): string {
   return inCache ? join(dir, "warm") : join(cacheDir, "warm");
 }
 
-/** Removes saved states other than `keep` that no local VM's disk is layered on (their overlays name them). */
-export function pruneStates(root: string, keep: string, inUse: (disk: string) => boolean): string[] {
+/** The inputs every state shares at one time: image, QEMU and the guest script (not the config's size or shape). */
+const GLOBAL_INPUTS = ["image", "imageSha512", "qemu", "qemuBinary", "identityScript"] as const;
+
+/**
+ * Removes the saved states that can no longer be used (made from another image, QEMU or guest script than `current`,
+ * or marked bad) and that no local VM's disk is layered on. States of other configs (size, network, user-data shape)
+ * made with the same image and QEMU stay.
+ */
+export function pruneStates(root: string, current: Record<string, unknown>, inUse: (dir: string) => boolean): string[] {
   if (!existsSync(root)) return [];
   const removed: string[] = [];
   for (const n of readdirSync(root)) {
     const dir = join(root, n);
-    if (n === keep || n.includes(".build-") || n.endsWith(".lock")) continue;
-    if (inUse(join(dir, "disk.qcow2"))) continue;
+    if (n.includes(".build-") || n.endsWith(".lock") || inUse(dir)) continue;
+    let inputs: Record<string, unknown> | undefined;
+    try {
+      inputs = (JSON.parse(readFileSync(join(dir, "warm.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs;
+    } catch {
+      inputs = undefined;
+    }
+    const superseded = !inputs || existsSync(join(dir, "bad")) || GLOBAL_INPUTS.some((k) => JSON.stringify(inputs[k]) !== JSON.stringify(current[k]));
+    if (!superseded) continue;
     rmSync(dir, { recursive: true, force: true });
     removed.push(dir);
   }

@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
-import { channelExchange, identityLine, identityOf, parseUserData, shapeHash, warmKey, warmUpUserData } from "../../../providers/local/warm.js";
+import { channelExchange, identityLine, identityOf, parseUserData, pruneStates, shapeHash, warmKey, warmUpUserData } from "../../../providers/local/warm.js";
 import { renderUserData, templateArgsFromConfig } from "../../../src/cloudinit/index.js";
 import { DEFAULTS } from "../../../src/config/defaults.js";
 import type { Config } from "../../../src/config/defaults.js";
@@ -85,6 +85,31 @@ describe("what a saved state is keyed by", () => {
   it("records the QEMU version it was made with", () => {
     const { inputs } = warmKey({ image, machine, diskMiB: 4096, shape: "s" });
     expect(String(inputs.qemu)).toMatch(/^QEMU emulator version \d+\.\d+/);
+  });
+});
+
+describe("which saved states are removed when a new one is saved", () => {
+  it("those of another image, QEMU or guest script, or marked bad, unless a VM's disk is layered on them; other configs' stay", () => {
+    const root = mkdtempSync(join(dir, "states-"));
+    const current = { image: ["disk:1"], qemu: "QEMU 7.2", qemuBinary: "q:1", identityScript: "s1", shape: "a", machineArgs: ["-m", "1024"] };
+    const state = (name: string, inputs: Record<string, unknown> | undefined, bad = false) => {
+      mkdirSync(join(root, name));
+      if (inputs) writeFileSync(join(root, name, "warm.json"), JSON.stringify({ inputs }));
+      if (bad) writeFileSync(join(root, name, "bad"), "x\n");
+    };
+    state("now", current);
+    state("other-config", { ...current, shape: "b", machineArgs: ["-m", "2048"] });
+    state("old-image", { ...current, image: ["disk:0"] });
+    state("old-qemu", { ...current, qemu: "QEMU 7.1" });
+    state("old-script", { ...current, identityScript: "s0" });
+    state("bad", { ...current, shape: "c" }, true);
+    state("unreadable", undefined);
+    state("old-but-used", { ...current, image: ["disk:0"] });
+    state("x.build-123", undefined);
+    writeFileSync(join(root, "x.lock"), "1\n");
+    const removed = pruneStates(root, current, (d) => d.endsWith("old-but-used")).map((d) => d.slice(root.length + 1)).sort();
+    expect(removed).toEqual(["bad", "old-image", "old-qemu", "old-script", "unreadable"]);
+    for (const kept of ["now", "other-config", "old-but-used", "x.build-123", "x.lock"]) expect(existsSync(join(root, kept))).toBe(true);
   });
 });
 
