@@ -45,7 +45,11 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     const cold = up("bench-cold", "--cold");
     const warm = up("bench-warm");
     if (warm.timings.some((t) => t.phase.startsWith("save machine state"))) throw new Error("the warm up saved the state again: it was not measured warm");
-    const phases = [...new Set([...cold.timings, ...warm.timings].map((t) => t.phase))];
+    // In the order they run: the warm-only phases (restore, identity) where the cold boot's are.
+    const coldPhases = cold.timings.map((t) => t.phase);
+    const warmOnly = warm.timings.map((t) => t.phase).filter((p) => !coldPhases.includes(p));
+    const at0 = coldPhases.indexOf("wait running");
+    const phases = [...coldPhases.slice(0, at0), ...warmOnly, ...coldPhases.slice(at0)];
     const at = (r: Run, p: string) => {
       const t = r.timings.find((x) => x.phase === p);
       return t ? `${(t.ms / 1000).toFixed(1)} s` : "–";
