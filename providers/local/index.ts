@@ -233,8 +233,7 @@ class LocalProvider implements Provider {
     const root = warmRoot(this.ctx.cacheDir, image);
     const dir = join(root, key);
     const state: WarmState = { dir, accel, identity };
-    const recorded = existsSync(join(dir, "warm.json")) ? readFileSync(join(dir, "warm.json"), "utf8") : "";
-    if (recorded && !existsSync(join(dir, "bad")) && JSON.stringify((JSON.parse(recorded) as { inputs: unknown }).inputs) === JSON.stringify(inputs)) return state;
+    if (!existsSync(join(dir, "bad")) && recordedInputs(dir) === JSON.stringify(inputs)) return state;
     const lock = `${dir}.lock`;
     mkdirSync(root, { recursive: true });
     try {
@@ -642,6 +641,15 @@ function writeSeed(dir: string, userData: string | Buffer, metaData: string): vo
   writeFileSync(join(seedDir, "meta-data"), metaData);
   run(isoTool() ?? "genisoimage", ["-quiet", "-o", join(dir, "seed.iso"), "-V", "cidata", "-J", "-R", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
   rmSync(seedDir, { recursive: true, force: true });
+}
+
+/** The inputs a saved state recorded (warm.json), as JSON; "" when it has none that can be read. */
+function recordedInputs(dir: string): string {
+  try {
+    return JSON.stringify((JSON.parse(readFileSync(join(dir, "warm.json"), "utf8")) as { inputs: unknown }).inputs) ?? "";
+  } catch {
+    return "";
+  }
 }
 
 /** cloud-init's instance id of the VM (its seed's meta-data). */
