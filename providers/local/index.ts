@@ -2,7 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import { LABEL, MANAGED_BY_VALUE } from "../../src/core/labels.js";
 import type {
@@ -20,11 +20,23 @@ import type {
   Volume,
   VolumeSpec,
 } from "../../src/core/provider.js";
-import { writeFileAtomic } from "../../src/core/state.js";
+import { pidAlive, writeFileAtomic } from "../../src/core/state.js";
+import { execOnVm, waitForSsh } from "../../src/ssh/connect.js";
+import { ed25519KeyPair } from "../../src/ssh/keys.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
 import { LocalBakes } from "./bakes.js";
+import { channelExchange, WARM_CLOUD_INIT_CHECK, type Identity, identityLine, identityOf, incomingArgs, parseUserData, pruneStates, Qmp, resumeRestored, saveState, shapeHash, WARM_HOSTNAME, WARM_IDENTITY, warmDeviceArgs, warmKey, warmRoot, warmUpUserData } from "./warm.js";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
+
+/** How `boot` starts QEMU for a saved state: its own directory and accelerator, extra devices, no accelerator probe. */
+interface BootOptions {
+  dir?: string;
+  accel?: Accel;
+  extraArgs?: string[];
+  /** Milliseconds to watch the new QEMU (default: the accelerator probe); 0: not at all. */
+  probeMs?: number;
+}
 
 interface Meta {
   name: string;
@@ -38,6 +50,8 @@ interface Meta {
   image?: BaseImage;
   /** The id of the workspace volume attached to this VM (it stays attached while the VM exists, stopped or not). */
   workspace?: string;
+  /** Warm start: the saved state directory whose disk the overlay is layered on (it is kept while the VM exists). */
+  warmState?: string;
 }
 
 /**
@@ -108,6 +122,12 @@ async function probe(child: ChildProcess, accel: Accel, files: { log: string; co
   child.kill("SIGKILL");
   await gone; // its forwarded SSH port is free again for the next try
   return lastLines() || `the guest wrote nothing to its console within ${Math.round(ms / 1000)} s`;
+}
+
+interface WarmState {
+  dir: string;
+  accel: Accel;
+  identity: Identity;
 }
 
 class LocalProvider implements Provider {
@@ -214,6 +234,11 @@ class LocalProvider implements Provider {
     progress.phase("seed");
     this.seed(dir, spec);
     const overlay = join(dir, "disk.qcow2");
+    const warm = await this.warmState(spec, image, progress);
+    if (warm) {
+      const vm = await this.restore(meta, spec, warm, progress);
+      if (vm) return vm;
+    }
     run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk, overlay, `${r.diskMiB}M`]);
 
     progress.phase("boot");
@@ -223,14 +248,191 @@ class LocalProvider implements Provider {
     return this.toVm(meta);
   }
 
+  /** The accelerator a saved state is made and restored with: the configured one, else the one that worked last. */
+  private warmAccel(): Accel | undefined {
+    const setting = this.ctx.config.local.accel;
+    if (setting !== "auto") return setting;
+    const remembered = existsSync(this.accelCache()) ? (readFileSync(this.accelCache(), "utf8").trim() as Accel) : undefined;
+    const candidates = accelCandidates("auto");
+    if (remembered && candidates.includes(remembered)) return remembered;
+    return candidates.length === 1 ? candidates[0] : undefined;
+  }
+
+  /**
+   * Warm start (docs/adr/0009-local-warm-start.md): the saved state this VM can be restored from, made now (one cold
+   * boot of a warm-up VM) if there is none for its image, QEMU, machine arguments and user-data shape. Undefined: boot
+   * cold (local.warm false or --cold, a workspace volume, no known accelerator yet, another `up` saving the state).
+   */
+  private async warmState(spec: Pick<CreateSpec, "userData" | "volume" | "signal">, image: BaseImage, progress: Progress): Promise<WarmState | undefined> {
+    const c = this.ctx.config.local;
+    if (c.warm === false || spec.volume) return undefined;
+    const accel = this.warmAccel();
+    if (!accel) return undefined;
+    const doc = parseUserData(spec.userData);
+    const identity = identityOf(doc);
+    if (!identity) return undefined;
+    const r = this.resources();
+    const machine = { accel, cpus: r.cpus, memoryMiB: r.memoryMiB, kernel: image.kernel, initrd: image.initrd, guestForwards: c.guest_forwards ?? [], network: c.network };
+    const { key, inputs } = warmKey({ image, machine, diskMiB: r.diskMiB, shape: shapeHash(doc) });
+    const root = warmRoot(this.ctx.cacheDir, image);
+    const dir = join(root, key);
+    const state: WarmState = { dir, accel, identity };
+    if (!existsSync(join(dir, "bad")) && recordedInputs(dir) === JSON.stringify(inputs)) return state;
+    const lock = `${dir}.lock`;
+    mkdirSync(root, { recursive: true });
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: "wx" });
+    } catch {
+      const holder = Number(readFileSync(lock, "utf8").trim());
+      if (Number.isInteger(holder) && holder > 0 && pidAlive(holder)) {
+        progress.info(`another spuff (pid ${holder}) is saving the machine state for warm starts; booting cold`);
+        return undefined;
+      }
+      writeFileSync(lock, `${process.pid}\n`);
+    }
+    try {
+      progress.phase("save machine state (once: a cold boot, then every VM like this one starts warm)");
+      await this.buildWarm(doc, { dir, accel, inputs, image, machine: { cpus: r.cpus, memoryMiB: r.memoryMiB, diskMiB: r.diskMiB } }, progress, spec.signal);
+      const inUse = new Set(readdirSync(this.root).map((n) => this.readMeta(n)?.warmState));
+      for (const old of pruneStates(root, inputs, (d) => inUse.has(d))) progress.info(`removed the saved state ${old} (made from another image or QEMU, or bad; no VM uses it)`);
+    } finally {
+      rmSync(lock, { force: true });
+    }
+    return state;
+  }
+
+  /**
+   * `image build`/`pull --warm`: saves the state warm starts restore, for user-data rendered from the
+   * current config with a placeholder identity (the shape `up` renders). A failure is a warning: `up` tries again.
+   */
+  private async prepareWarm(progress: Progress, signal?: AbortSignal): Promise<void> {
+    if (this.ctx.config.local.warm === false) {
+      progress.info("local.warm is false: no machine state is saved");
+      return;
+    }
+    const { renderUserData, templateArgsFromConfig } = await import("../../src/cloudinit/index.js");
+    const login = ed25519KeyPair(WARM_HOSTNAME);
+    const parts = { hostname: WARM_HOSTNAME, hostKey: ed25519KeyPair(`${WARM_HOSTNAME}-host`), clientPublicKey: login.public, expiresAt: new Date(Date.now() + 3600_000) };
+    try {
+      const userData = renderUserData(templateArgsFromConfig(this.ctx.config, parts));
+      const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
+      if (!(await this.warmState({ userData, signal }, image, progress))) progress.info("no machine state saved now: the first `spuff up` saves it");
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      progress.warn(`saving the machine state for warm starts failed: ${(err as Error).message}; the first \`spuff up\` tries again`);
+    }
+  }
+
+  /**
+   * The warm-up VM: boots the image with the VM's own user-data but a throwaway identity, waits for cloud-init, has
+   * the guest seal itself (sshd stopped, every per-VM file removed, waiting on the identity channel) and saves its
+   * machine state next to its disk. Nothing of it is any VM's identity.
+   */
+  private async buildWarm(
+    doc: ReturnType<typeof parseUserData>,
+    w: { dir: string; accel: Accel; inputs: Record<string, unknown>; image: BaseImage; machine: { cpus: number; memoryMiB: number; diskMiB: number } },
+    progress: Progress,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const build = `${w.dir}.build-${process.pid}`;
+    rmSync(build, { recursive: true, force: true });
+    mkdirSync(build, { recursive: true, mode: 0o700 });
+    const hostKey = ed25519KeyPair("spuff-warm-host");
+    const login = ed25519KeyPair("spuff-warm");
+    const idle = identityOf(doc)?.idleConf ?? "";
+    const idleConf = idle.replace(/^EXPIRES_AT=.*$/m, `EXPIRES_AT=${Math.floor(Date.now() / 1000) + 6 * 3600}`);
+    writeSeed(build, warmUpUserData(doc, { hostname: WARM_HOSTNAME, hostKey, authorizedKeys: [login.public], idleConf }), `instance-id: spuff-warm-${basename(w.dir)}\nlocal-hostname: ${WARM_HOSTNAME}\n`);
+    run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", w.image.disk, join(build, "disk.qcow2"), `${w.machine.diskMiB}M`]);
+    const meta: Meta = { name: WARM_HOSTNAME, labels: {}, createdAt: new Date().toISOString(), sshPort: await freePort(), cpus: w.machine.cpus, memoryMiB: w.machine.memoryMiB };
+    const channel = join(build, "chan.sock");
+    const pidfile = join(build, "qemu.pid");
+    try {
+      await this.boot(meta, w.image, progress, signal, { dir: build, accel: w.accel, extraArgs: warmDeviceArgs(channel) });
+      const target = { name: "the warm-up VM", host: "127.0.0.1", port: meta.sshPort, user: identityOf(doc)?.user ?? "", privateKey: login.private, hostKey: hostKey.public };
+      await waitForSsh(target, { timeoutMs: 15 * 60_000, signal });
+      const ci = await execOnVm(target, "cloud-init status --wait --long", signal);
+      if (ci.code !== 0) throw new ProviderError("cloud-init on the warm-up VM finished with errors", { notes: ci.stdout.trim().split("\n"), hint: "`spuff up --cold` boots without a saved state" });
+      const sealed = channelExchange(channel, undefined, "sealed", 120_000, signal);
+      const seal = await execOnVm(target, `sudo -n ${WARM_IDENTITY} seal`, signal);
+      if (seal.code !== 0) throw new ProviderError(`sealing the warm-up VM failed (exit ${seal.code})`, { notes: seal.stderr.trim().split("\n") });
+      await sealed;
+      progress.info("saving the machine state");
+      const q = await Qmp.open(join(build, "qmp.sock"));
+      try {
+        await saveState(q, join(build, "state.bin"));
+        await q.run("quit").catch(() => undefined);
+      } finally {
+        q.close();
+      }
+      await this.stopQemu(build);
+      await stopPasst(build);
+      for (const f of ["seed.iso", "qmp.sock", "chan.sock", "qemu.pid", "passt.pid", "passt.dir"]) rmSync(join(build, f), { force: true });
+      writeFileAtomic(join(build, "warm.json"), JSON.stringify({ createdAt: new Date().toISOString(), inputs: w.inputs }, null, 2), 0o644);
+      rmSync(w.dir, { recursive: true, force: true });
+      renameSync(build, w.dir);
+      giveToInvoker(w.dir, this.ctx.env);
+    } catch (err) {
+      if (livePid(pidfile) !== undefined) await this.stopQemu(build);
+      await stopPasst(build);
+      rmSync(build, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Restores the saved state into this VM: its own overlay on the state's disk, the same machine arguments, then its
+   * identity over the channel. Undefined when QEMU cannot restore the state (marked bad, so it is made again next
+   * time): the caller boots cold. The guest refusing its identity is an error.
+   */
+  private async restore(meta: Meta, spec: CreateSpec, warm: WarmState, progress: Progress): Promise<Vm | undefined> {
+    const dir = this.dir(meta.name);
+    const r = this.resources();
+    progress.phase("restore");
+    run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", join(warm.dir, "disk.qcow2"), join(dir, "disk.qcow2"), `${r.diskMiB}M`]);
+    meta.warmState = warm.dir;
+    meta.accel = warm.accel;
+    writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+    const channel = join(dir, "chan.sock");
+    try {
+      await this.boot(meta, meta.image as BaseImage, progress, spec.signal, { accel: warm.accel, extraArgs: [...warmDeviceArgs(channel), ...incomingArgs(join(warm.dir, "state.bin"))], probeMs: 0 });
+      const q = await Qmp.open(join(dir, "qmp.sock"));
+      try {
+        await resumeRestored(q, 120_000);
+      } finally {
+        q.close();
+      }
+    } catch (err) {
+      if (spec.signal?.aborted) throw err; // `up` rolls this VM back; the state is not to blame
+      progress.warn(`restoring the saved state failed (${(err as Error).message.slice(0, 200)}); it is made again next time, booting cold now`);
+      writeFileSync(join(warm.dir, "bad"), `${(err as Error).message}\n`);
+      await this.stopQemu(dir);
+      await stopPasst(dir);
+      delete meta.warmState;
+      rmSync(join(dir, "disk.qcow2"), { force: true });
+      writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+      return undefined;
+    }
+    progress.phase("identity");
+    const line = identityLine(warm.identity, { machineId: randomBytes(16).toString("hex"), instanceId: instanceId(spec) });
+    await channelExchange(channel, line, "ok", 60_000, spec.signal);
+    return this.toVm(meta);
+  }
+
+  /** Ends the QEMU whose pidfile is in `dir` (QMP quit, then SIGKILL) and waits until it is gone. */
+  private async stopQemu(dir: string): Promise<void> {
+    const pidfile = join(dir, "qemu.pid");
+    const pid = livePid(pidfile);
+    if (pid === undefined) return;
+    await qmp(join(dir, "qmp.sock"), ["quit"]);
+    const deadline = Date.now() + 5000;
+    while (livePid(pidfile) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (livePid(pidfile) !== undefined) process.kill(pid, "SIGKILL");
+    while (livePid(pidfile) !== undefined) await new Promise((r) => setTimeout(r, 50));
+  }
+
   /** NoCloud seed ISO (volume id cidata) with the user-data and meta-data. */
   private seed(dir: string, spec: CreateSpec): void {
-    const seedDir = join(dir, "seed");
-    mkdirSync(seedDir, { recursive: true });
-    writeFileSync(join(seedDir, "user-data"), spec.userData, { mode: 0o600 });
-    writeFileSync(join(seedDir, "meta-data"), `instance-id: spuff-${spec.name}-${spec.requestId}\nlocal-hostname: ${spec.name}\n`);
-    run(isoTool() ?? "genisoimage", ["-quiet", "-o", join(dir, "seed.iso"), "-V", "cidata", "-J", "-R", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
-    rmSync(seedDir, { recursive: true, force: true });
+    writeSeed(dir, spec.userData, `instance-id: ${instanceId(spec)}\nlocal-hostname: ${spec.name}\n`);
   }
 
   private accelCache(): string {
@@ -238,12 +440,12 @@ class LocalProvider implements Provider {
   }
 
   /** Starts QEMU detached; tries accelerators best first and remembers the first one whose guest survives. */
-  private async boot(meta: Meta, image: BaseImage, progress: Progress, signal?: AbortSignal): Promise<Accel> {
-    const dir = this.dir(meta.name);
+  private async boot(meta: Meta, image: BaseImage, progress: Progress, signal?: AbortSignal, opts: BootOptions = {}): Promise<Accel> {
+    const dir = opts.dir ?? this.dir(meta.name);
     const setting = this.ctx.config.local.accel;
     const remembered = existsSync(this.accelCache()) ? (readFileSync(this.accelCache(), "utf8").trim() as Accel) : undefined;
     // The accelerator that worked last time first, then the others: a remembered one that stopped working falls back.
-    const candidates = [...new Set([...(setting === "auto" && remembered ? [remembered] : []), ...accelCandidates(setting)])];
+    const candidates = opts.accel ? [opts.accel] : [...new Set([...(setting === "auto" && remembered ? [remembered] : []), ...accelCandidates(setting)])];
     let lastError = "";
     for (const accel of candidates) {
       signal?.throwIfAborted();
@@ -277,7 +479,7 @@ class LocalProvider implements Provider {
           console: join(dir, "console.log"),
           network,
           ...(meta.workspace ? { workspace: { file: this.workspaceDisk(meta.workspace), serial: workspaceSerial(meta.workspace) } } : {}),
-        }),
+        }).concat(opts.extraArgs ?? []),
         { detached: true, stdio: ["ignore", fd, fd, ...(passt ? [passt.socket] : [])] },
       );
       child.unref();
@@ -285,10 +487,11 @@ class LocalProvider implements Provider {
         passt.socket.destroy(); // QEMU holds its own copy
         if (child.pid) tiePasstToQemu(child.pid, passt.pid);
       }
-      const failure = await probe(child, accel, { log, console: join(dir, "console.log") }, accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
+      const probeMs = opts.probeMs ?? (accel === "tcg" ? 1500 : ACCEL_PROBE_MS);
+      const failure = probeMs === 0 ? undefined : await probe(child, accel, { log, console: join(dir, "console.log") }, probeMs);
       if (failure === undefined) {
-        if (setting === "auto" && remembered !== accel) writeFileAtomic(this.accelCache(), `${accel}\n`, 0o644);
-        progress.info(`QEMU runs with ${accel.toUpperCase()} acceleration${accel === "tcg" ? " (software emulation: slow, about a minute to SSH)" : ""}`);
+        if (setting === "auto" && remembered !== accel && !opts.accel) writeFileAtomic(this.accelCache(), `${accel}\n`, 0o644);
+        if (probeMs !== 0) progress.info(`QEMU runs with ${accel.toUpperCase()} acceleration${accel === "tcg" ? " (software emulation: slow, about a minute to SSH)" : ""}`);
         return accel;
       }
       lastError = failure || readFileSync(log, "utf8").trim().split("\n").slice(-3).join(" | ");
@@ -383,6 +586,16 @@ class LocalProvider implements Provider {
       throw new ProviderError(`the local VM ${vm.name} stopped while booting`, { notes: tail, hint: `see ${log}` });
     }
     return fresh;
+  }
+
+  /**
+   * A VM restored from a saved state ran cloud-init in the warm-up VM, before the state was saved, and got its identity
+   * over the channel since: cloud-init's result file (written when it finished) must list no errors. Read without
+   * starting cloud-init's Python, which takes 10-20 s under TCG.
+   */
+  cloudInitCheck(vm: Vm): string | undefined {
+    if (!this.readMeta(vm.name)?.warmState) return undefined;
+    return WARM_CLOUD_INIT_CHECK;
   }
 
   sshEndpoint(vm: Vm): SshEndpoint {
@@ -561,11 +774,12 @@ class LocalProvider implements Provider {
   }
 
   /** Runs the image recipe (providers/local/build-image.sh) into the cache, keyed by the recipe's hash. */
-  async buildImage(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string> {
+  async buildImage(opts: { force: boolean; mirror?: string; warm?: boolean }, progress: Progress): Promise<string> {
     const release = configuredRelease(this.ctx.config.local.image);
     const out = builtImageDir(this.ctx.cacheDir, release);
     if (existsSync(join(out, "disk.qcow2")) && !opts.force) {
       progress.info(`image already built: ${out} (--force rebuilds it)`);
+      if (opts.warm) await this.prepareWarm(progress);
       return out;
     }
     if (opts.force) rmSync(out, { recursive: true, force: true });
@@ -581,14 +795,16 @@ class LocalProvider implements Provider {
     if (code === 3) throw new UserError("cannot build the image here", { hint: "run it as root with debootstrap, e2fsprogs and qemu-utils installed (`sudo bash scripts/install-deps.sh`)" });
     if (code !== 0) throw new ProviderError(`the image build failed (exit ${code})`, { hint: "check that the Debian mirror is reachable; pass --mirror URL to use another" });
     giveToInvoker(out, this.ctx.env);
+    if (opts.warm) await this.prepareWarm(progress);
     return out;
   }
 
   /** Debian's official genericcloud image, verified against Debian's SHA512SUMS (`spuff image pull`). */
-  async pullImage(opts: { force: boolean; url?: string }, progress: Progress): Promise<string> {
+  async pullImage(opts: { force: boolean; url?: string; warm?: boolean }, progress: Progress): Promise<string> {
     const { pullImage } = await import("./pull.js");
     const dir = await pullImage({ cacheDir: this.ctx.cacheDir, release: configuredRelease(this.ctx.config.local.image), baseUrl: opts.url, force: opts.force, progress });
     giveToInvoker(dir, this.ctx.env);
+    if (opts.warm) await this.prepareWarm(progress);
     return dir;
   }
 
@@ -629,6 +845,28 @@ class LocalProvider implements Provider {
     return removed;
   }
 }
+
+/** Writes dir/seed.iso, the NoCloud seed (volume id cidata) with `userData` and `metaData`. */
+function writeSeed(dir: string, userData: string | Buffer, metaData: string): void {
+  const seedDir = join(dir, "seed");
+  mkdirSync(seedDir, { recursive: true });
+  writeFileSync(join(seedDir, "user-data"), userData, { mode: 0o600 });
+  writeFileSync(join(seedDir, "meta-data"), metaData);
+  run(isoTool() ?? "genisoimage", ["-quiet", "-o", join(dir, "seed.iso"), "-V", "cidata", "-J", "-R", join(seedDir, "user-data"), join(seedDir, "meta-data")]);
+  rmSync(seedDir, { recursive: true, force: true });
+}
+
+/** The inputs a saved state recorded (warm.json), as JSON; "" when it has none that can be read. */
+function recordedInputs(dir: string): string {
+  try {
+    return JSON.stringify((JSON.parse(readFileSync(join(dir, "warm.json"), "utf8")) as { inputs: unknown }).inputs) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** cloud-init's instance id of the VM (its seed's meta-data). */
+const instanceId = (spec: CreateSpec) => `spuff-${spec.name}-${spec.requestId}`;
 
 function run(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { encoding: "utf8" });

@@ -5,7 +5,7 @@ export const DEFAULTS = {
   provider: "local",
   hetzner: { location: "fsn1", server_type: "cx22", image: "debian-13", ipv4: true },
   aws: { instance_type: "t3.small", ssh_cidr: "0.0.0.0/0", spot: false },
-  local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto", image: "debian-13", network: "nat" },
+  local: { cpus: 2, memory: "2G", disk: "10G", accel: "auto", image: "debian-13", network: "nat", warm: true },
   ssh: { user: "dev", forward_agent: true, sign_policy: "git-only", confirm: false, tmux: true, persist: "10m" },
   idle: { timeout: "30m", ttl: "24h" },
   workspace: { volume: true, size: "10G", keep: "14d" },
@@ -31,6 +31,7 @@ export type Config = Omit<ConfigFile, keyof Defaults> & {
     accel: "auto" | "kvm" | "hvf" | "tcg";
     image: string;
     network: "nat" | "none";
+    warm: boolean;
   };
   ssh: NonNullable<ConfigFile["ssh"]> & {
     user: string;

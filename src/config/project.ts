@@ -26,6 +26,7 @@ export const PROJECT_KEYS: Record<string, true | string> = {
   "local.image": "a path on this machine, and the image decides what runs on the VM before your agent reaches it",
   "local.accel": true,
   "local.network": "it decides what the VM can reach",
+  "local.warm": true,
   "local.guest_forwards": "it makes services of this machine reachable from the VM",
   "ssh.user": "ssh settings decide who logs in to the VM and what your forwarded agent may do",
   "ssh.agent_socket": "a socket on this machine: it decides which agent is forwarded",

@@ -68,6 +68,8 @@ export const configSchema = z.strictObject({
       accel: z.enum(["auto", "kvm", "hvf", "tcg"]).optional(),
       /** nat: outbound access through passt, this machine's loopback not reachable; none: no network at all. */
       network: z.enum(["nat", "none"]).optional(),
+      /** Restore new VMs from a machine state saved once (docs/adr/0009-local-warm-start.md); false: boot each cold. */
+      warm: z.boolean().optional(),
       /** Guest address → host loopback service, e.g. "10.0.2.100:22=127.0.0.1:2222" (a git server on this machine). */
       guest_forwards: z
         .array(z.string().regex(/^10\.0\.2\.\d{1,3}:\d{1,5}=127\.0\.0\.1:\d{1,5}$/, 'expected "10.0.2.X:PORT=127.0.0.1:HOSTPORT"'))

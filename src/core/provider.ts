@@ -224,6 +224,12 @@ export interface Provider {
    * only where this exists; a provider whose powered-off VMs are gone (terminated) leaves it out.
    */
   start?(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
+  /**
+   * Optional: the shell command `up` runs on the VM to check that cloud-init is done without errors (exit 0), when
+   * `cloud-init status --wait --long` (the default, undefined) is not the check: a local VM restored from a saved
+   * machine state ran cloud-init before that state was saved (docs/adr/0009-local-warm-start.md).
+   */
+  cloudInitCheck?(vm: Vm): string | undefined;
   /** Waits until the provider says the VM runs and has an address. */
   waitReady(vm: Vm, progress: Progress, signal?: AbortSignal): Promise<Vm>;
   sshEndpoint(vm: Vm): SshEndpoint;
@@ -254,10 +260,13 @@ export interface Provider {
   deleteImage?(image: Image, progress: Progress, signal?: AbortSignal): Promise<void>;
   /** Replaces the image's labels with `labels` (all of them): `up` moves `spuff/last-matched`. */
   setImageLabels?(image: Image, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
-  /** Optional: builds the provider's base image locally (`spuff image build`); returns where it is. */
-  buildImage?(opts: { force: boolean; mirror?: string }, progress: Progress): Promise<string>;
-  /** Optional: downloads the provider's official base image, verified against its published checksums. */
-  pullImage?(opts: { force: boolean; url?: string }, progress: Progress): Promise<string>;
+  /**
+   * Optional: builds the provider's base image locally (`spuff image build`); returns where it is. `warm`: then also
+   * save the machine state warm starts restore (docs/adr/0009-local-warm-start.md).
+   */
+  buildImage?(opts: { force: boolean; mirror?: string; warm?: boolean }, progress: Progress): Promise<string>;
+  /** Optional: downloads the provider's official base image, verified against its published checksums; `warm` as above. */
+  pullImage?(opts: { force: boolean; url?: string; warm?: boolean }, progress: Progress): Promise<string>;
 }
 
 export interface ProviderContext {

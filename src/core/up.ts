@@ -151,7 +151,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     const follow = deps.followCloudInit
       ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal)
       : undefined;
-    const ci = await execOnVm(target, "cloud-init status --wait --long", signal).finally(() => follow?.stop());
+    const ci = await execOnVm(target, provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", signal).finally(() => follow?.stop());
     if (ci.code !== 0) {
       const tail = await execOnVm(target, "sudo tail -n 25 /var/log/cloud-init-output.log", signal).catch(() => undefined);
       throw new ProviderError(`cloud-init on ${name} finished with errors`, {

@@ -159,6 +159,16 @@ describe("spuff-idle: idle only when every signal is quiet", () => {
     expect(poweroff(tick(T0 + TIMEOUT + 60).calls)).toBe(false);
   });
 
+  it("a VM restored from a saved state (warm start) counts its grace from the restore (/run/spuff/started-at), not from the saved boot", () => {
+    write(join(vm.proc, "uptime"), "900.00 1500.00\n"); // the warm-up's boot was 15 minutes ago
+    write(join(vm.run, "started-at"), `${T0 - 30}\n`);
+    expect(tick(T0).out).toContain("active: booting=30s");
+    expect(poweroff(tick(T0 + TIMEOUT + 60).calls)).toBe(false);
+    // A started-at in the future or garbage is ignored: the uptime counts.
+    write(join(vm.run, "started-at"), "nonsense\n");
+    expect(tick(T0 + TIMEOUT + 120).out).not.toContain("booting");
+  });
+
   const signals: [string, (t: number) => void, RegExp][] = [
     ["an SSH shell (OpenSSH < 9.8: sshd: USER@pts/N)", () => setProc(vm.proc, 4242, "sshd", UID, `sshd: ${USER}@pts/0`), /ssh-connections=1/],
     ["an SSH shell (OpenSSH 9.8+: sshd-session: USER@pts/N)", () => session(), /ssh-connections=1/],

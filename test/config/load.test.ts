@@ -108,7 +108,7 @@ describe("precedence", () => {
     await trust(join(t.home, "proj", "spuff.yaml"));
     const a = loadConfig({ env, cwd: project });
     expect(a.config.provider).toBe("aws");
-    expect(a.config.local).toEqual({ cpus: 8, memory: "4G", disk: "10G", accel: "auto", image: "debian-13", network: "nat" });
+    expect(a.config.local).toEqual({ cpus: 8, memory: "4G", disk: "10G", accel: "auto", image: "debian-13", network: "nat", warm: true });
     expect(a.config.hetzner).toEqual({ ...DEFAULTS.hetzner, location: "hel1", token: "from-env" });
     expect(a.files).toHaveLength(2);
     const b = loadConfig({ env: { ...env, SPUFF_PROVIDER: "hetzner" }, cwd: project });

@@ -19,7 +19,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the l
   const children: ChildProcess[] = [];
 
   beforeAll(() => {
-    writeUserConfig(t.env, stringify({ provider: "local", local: { cpus: 1, memory: "768M", disk: "4G", network: "none" } }));
+    writeUserConfig(t.env, stringify({ provider: "local", local: { cpus: 1, memory: "768M", disk: "4G", network: "none", warm: false } }));
   });
   afterAll(() => {
     for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");

@@ -29,7 +29,8 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
     git = await startGitServer([agent.keys[0].public]);
     const config = {
       provider: "local",
-      local: { cpus: 2, memory: "1G", disk: "4G", network: "none", guest_forwards: [`10.0.2.100:22=127.0.0.1:${git.port}`] },
+      // A cold boot: this is the proof of the boot path (test/e2e/warm.test.ts restores saved states).
+      local: { cpus: 2, memory: "1G", disk: "4G", network: "none", warm: false, guest_forwards: [`10.0.2.100:22=127.0.0.1:${git.port}`] },
       ssh: { allowed_keys: [agent.keys[0].fingerprint] },
       git_hosts: [{ host: "githost.test", address: "10.0.2.100", port: 22, host_keys: [git.hostKey] }],
       repositories: [`git@githost.test:${git.path}`],

@@ -15,6 +15,7 @@ export function register(program: Command, app: App): void {
     .description("download Debian's official genericcloud image of local.image's release, verified against Debian's SHA512SUMS")
     .option("--url <dir>", "image directory with SHA512SUMS (default: cloud.debian.org trixie/latest, bookworm/latest for debian-12)")
     .option("--force", "download again even if a verified image is cached")
+    .option("--warm", "then boot it once and save the machine state warm starts restore (else the first `spuff up` does)")
     .addHelpText(
       "after",
       `
@@ -25,13 +26,14 @@ image exists. Under sudo, the cache is the invoking user's (SUDO_USER), so \`spu
 
 Examples:
   $ spuff image pull
-  $ spuff image pull --url https://mirror.example/debian-cloud/trixie/latest/`,
+  $ spuff image pull --url https://mirror.example/debian-cloud/trixie/latest/
+  $ spuff image pull --warm           also save the machine state now (about a minute under TCG)`,
     )
-    .action(async (opts: { url?: string; force?: boolean }) => {
+    .action(async (opts: { url?: string; force?: boolean; warm?: boolean }) => {
       const provider = await app.provider("local");
       if (!provider.pullImage) throw new UserError("the local provider cannot download images on this platform");
       const progress = stderrProgress(app);
-      const dir = await app.interruptible(() => provider.pullImage!({ url: opts.url, force: Boolean(opts.force) }, progress));
+      const dir = await app.interruptible(() => provider.pullImage!({ url: opts.url, force: Boolean(opts.force), warm: Boolean(opts.warm) }, progress));
       progress.finish();
       if (app.json) app.printJson({ image: dir });
       else app.out(`image ready: ${dir}`);
@@ -41,6 +43,7 @@ Examples:
     .description("build an image of local.image's release with debootstrap from the Debian mirror (root; about 3 minutes)")
     .option("--force", "rebuild even if an image for the current recipe exists")
     .option("--mirror <url>", "Debian mirror (default: the one in this machine's apt sources)")
+    .option("--warm", "then boot it once and save the machine state warm starts restore (else the first `spuff up` does)")
     .addHelpText(
       "after",
       `
@@ -53,11 +56,11 @@ Examples:
   $ sudo spuff image build
   $ sudo spuff image build --mirror http://deb.debian.org/debian --force`,
     )
-    .action(async (opts: { force?: boolean; mirror?: string }) => {
+    .action(async (opts: { force?: boolean; mirror?: string; warm?: boolean }) => {
       const provider = await app.provider("local");
       if (!provider.buildImage) throw new UserError("the local provider cannot build images on this platform");
       const progress = stderrProgress(app);
-      const dir = await provider.buildImage({ force: Boolean(opts.force), mirror: opts.mirror }, progress);
+      const dir = await provider.buildImage({ force: Boolean(opts.force), mirror: opts.mirror, warm: Boolean(opts.warm) }, progress);
       progress.finish();
       if (app.json) app.printJson({ image: dir });
       else app.out(`image ready: ${dir}`);

@@ -14,6 +14,7 @@ export function register(program: Command, app: App): void {
     .option("--size <size>", "machine size: Hetzner server type (cx22), AWS instance type (t3.small)")
     .option("--location <location>", "where to create it: Hetzner location (fsn1), AWS availability zone (eu-central-1a)")
     .option("--keep-on-failure", "keep the VM when cloud-init or SSH fails, for debugging")
+    .option("--cold", "local: boot the image instead of restoring the saved machine state (like local.warm: false)")
     .addHelpText(
       "after",
       `
@@ -27,10 +28,12 @@ Examples:
   $ spuff up                          local QEMU VM (no account needed)
   $ spuff up api --provider hetzner   a Hetzner Cloud server named "api"
   $ spuff up --ttl 4h --json          JSON progress events, then the VM
+  $ spuff up --cold                   a local VM booted from its image, not restored from the saved state
   $ spuff -v up                       also stream the VM's cloud-init output while it runs`,
     )
-    .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean; size?: string; location?: string }) => {
+    .action(async (nameArg: string | undefined, opts: { ttl?: string; keepOnFailure?: boolean; size?: string; location?: string; cold?: boolean }) => {
       const config = app.config();
+      if (opts.cold) config.local.warm = false; // before the provider is made: it reads this config
       const { findProjectConfig } = await import("../../config/load.js");
       const project = findProjectConfig(app.io.cwd);
       const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
