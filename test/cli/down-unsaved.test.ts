@@ -1,28 +1,20 @@
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
 import { BIN } from "../helpers/cli.js";
 import { haveTmux, Terminal } from "../helpers/tmux.js";
-
-const HOME = "/home/spuff-test";
-
-/** Runs git as the stand-in VM's login user (the work tree is that user's, as on a VM). */
-function git(dir: string, ...args: string[]): string {
-  return execFileSync("runuser", ["-u", "spuff-test", "--", "git", "-C", dir, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", ...args], { encoding: "utf8" });
-}
+import { DIRTY, type WorkTree, workTree } from "../helpers/unsaved-work.js";
 
 // A VM without a workspace volume is the only copy of its work: `spuff down` looks at its git work trees over SSH
 // (the stand-in VM is a real sshd whose login user has a real repository) and asks before it destroys.
 describe.skipIf(!existsSync(BIN) || !haveTmux)("down: unsaved work on a VM without a workspace volume", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
   let term: Terminal | undefined;
-  let work: string | undefined;
+  let work: WorkTree | undefined;
   afterEach(async () => {
     term?.close();
     term = undefined;
-    if (work) rmSync(work, { recursive: true, force: true });
+    work?.remove();
     work = undefined;
     if (h) {
       expect(problems(h.fake)).toEqual([]);
@@ -37,17 +29,8 @@ describe.skipIf(!existsSync(BIN) || !haveTmux)("down: unsaved work on a VM witho
     expect(up.code, up.stderr).toBe(0);
 
     // On the "VM": a repository with a commit no remote has, a stash, and an uncommitted change.
-    work = mkdtempSync(join(HOME, "unsaved-"));
-    execFileSync("chown", ["spuff-test:spuff-test", work]);
-    const repo = join(work, "proj");
-    execFileSync("runuser", ["-u", "spuff-test", "--", "git", "init", "-q", repo]);
-    execFileSync("runuser", ["-u", "spuff-test", "--", "sh", "-c", `echo one > ${repo}/a.txt`]);
-    git(repo, "add", "a.txt");
-    git(repo, "commit", "-qm", "first");
-    execFileSync("runuser", ["-u", "spuff-test", "--", "sh", "-c", `echo two >> ${repo}/a.txt`]);
-    git(repo, "stash", "-q");
-    execFileSync("runuser", ["-u", "spuff-test", "--", "sh", "-c", `echo three >> ${repo}/a.txt`]);
-    const where = `~/${basename(work)}/proj: 1 uncommitted change, 1 unpushed commit, 1 stash`;
+    work = workTree("unsaved-", true);
+    const where = `~/${work.path}: ${DIRTY}`;
 
     // Without a terminal and without --yes: refused, with the list.
     const refused = await h.spuff(["down", "box"]);
@@ -76,7 +59,7 @@ describe.skipIf(!existsSync(BIN) || !haveTmux)("down: unsaved work on a VM witho
     expect(result.destroyed).toBe(true);
     expect(result.workspace).toBeNull();
     expect(result.unsaved.checked).toBe(true);
-    expect(result.unsaved.repos).toContainEqual({ path: `${basename(work)}/proj`, changed: 1, unpushed: 1, stashes: 1 });
+    expect(result.unsaved.repos).toContainEqual({ path: work.path, changed: 1, unpushed: 1, stashes: 1 });
     await h.fake.settled();
     expect(h.fake.servers.size).toBe(0);
   });
@@ -84,15 +67,12 @@ describe.skipIf(!existsSync(BIN) || !haveTmux)("down: unsaved work on a VM witho
   it("a clean work tree destroys without a word about unsaved work", async () => {
     h = await harness({ ipv4Prefix: "127.0.92.", config: { workspace: { volume: false } } });
     expect((await h.spuff(["up", "clean"])).code).toBe(0);
-    work = mkdtempSync(join(HOME, "clean-"));
-    execFileSync("chown", ["spuff-test:spuff-test", work]);
-    const repo = join(work, "proj");
-    execFileSync("runuser", ["-u", "spuff-test", "--", "git", "init", "-q", repo]);
+    work = workTree("clean-", false);
     const gone = await h.spuff(["down", "clean", "--yes", "--json"]);
     expect(gone.code, gone.stderr).toBe(0);
     const [result] = JSON.parse(gone.stdout);
     expect(result.unsaved.checked).toBe(true);
-    expect(result.unsaved.repos.filter((r: { path: string }) => r.path.startsWith(basename(work ?? "")))).toEqual([]);
-    expect(gone.stderr).not.toContain(basename(work));
+    expect(result.unsaved.repos.filter((r: { path: string }) => r.path === work?.path)).toEqual([]);
+    expect(gone.stderr).not.toContain(work.path);
   });
 });

@@ -1,17 +1,10 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
 import { render } from "ink-testing-library";
 import { afterEach, describe, expect, it } from "vitest";
 import { Picker } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
+import { DIRTY, type WorkTree, workTree } from "../helpers/unsaved-work.js";
 import { frame, has, plain, type Rendered, servicesFor } from "./helpers.js";
-
-const HOME = "/home/spuff-test";
-
-const as = (...cmd: string[]) => execFileSync("runuser", ["-u", "spuff-test", "--", ...cmd], { encoding: "utf8" });
-const git = (dir: string, ...args: string[]) => as("git", "-C", dir, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", ...args);
 
 // The picker's destroy dialog for a VM without a workspace volume (workspace.volume: false): before it asks, it logs
 // in to the VM (the stand-in VM is a real sshd whose login user has a real git repository) and lists the work that
@@ -19,11 +12,11 @@ const git = (dir: string, ...args: string[]) => as("git", "-C", dir, "-c", "user
 describe("picker: destroy asks the VM for unsaved work first", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
   let r: Rendered | undefined;
-  let work: string | undefined;
+  let work: WorkTree | undefined;
   afterEach(async () => {
     r?.unmount();
     r = undefined;
-    if (work) rmSync(work, { recursive: true, force: true });
+    work?.remove();
     work = undefined;
     if (h) {
       expect(problems(h.fake)).toEqual([]);
@@ -38,17 +31,8 @@ describe("picker: destroy asks the VM for unsaved work first", { timeout: 60_000
     expect(up.code, up.stderr).toBe(0);
 
     // On the "VM": a repository with a commit no remote has, a stash, and an uncommitted change.
-    work = mkdtempSync(join(HOME, "tui-unsaved-"));
-    execFileSync("chown", ["spuff-test:spuff-test", work]);
-    const repo = join(work, "proj");
-    as("git", "init", "-q", repo);
-    as("sh", "-c", `echo one > ${repo}/a.txt`);
-    git(repo, "add", "a.txt");
-    git(repo, "commit", "-qm", "first");
-    as("sh", "-c", `echo two >> ${repo}/a.txt`);
-    git(repo, "stash", "-q");
-    as("sh", "-c", `echo three >> ${repo}/a.txt`);
-    const where = `~/${basename(work)}/proj: 1 uncommitted change, 1 unpushed commit, 1 stash`;
+    work = workTree("tui-unsaved-", true);
+    const where = `~/${work.path}: ${DIRTY}`;
 
     const services = await servicesFor(h.env, h.home.home, { provider: "hetzner" });
     r = render(<KeyRoot><Picker services={services} onAction={() => {}} width={200} height={30} refreshMs={60_000} /></KeyRoot>);

@@ -1,14 +1,14 @@
-import type { ChildProcess } from "node:child_process";
+
 import { once } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { LABEL } from "../../../src/core/labels.js";
 import { SNAPSHOT_PRICE, SNAPSHOT_SIZE_GB } from "../../fakes/hetzner/images.js";
 import { BIN, phaseShown, spawnCli, writeUserConfig } from "../../helpers/cli.js";
 import { parseUserData, userDataText } from "../../helpers/standin-vm.js";
-import { type Harness, harness, problems } from "./harness.js";
+import { closeEach, type Harness, harness, } from "./harness.js";
 
 // `spuff image bake` against the spec-validating Hetzner fake, with a real sshd standing in for the bake server: the
 // snapshot request and its labels, the cleaning, `up` from the bake (no package or image.setup work in its
@@ -30,17 +30,12 @@ function work(userData: string) {
 
 describe("hetzner: baked images through the CLI", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    if (h) {
-      expect(problems(h.fake)).toEqual([]);
-      await h.close();
-    }
-    h = undefined;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  });
+  const children = closeEach(
+    () => h,
+    () => {
+      h = undefined;
+    },
+  );
 
   it("bakes a labelled snapshot, `up` boots it without package or image.setup work, a config change makes it stale, `image rm` deletes it", async () => {
     h = await harness({ ipv4Prefix: "127.0.97.", config: CONFIG });

@@ -1,3 +1,5 @@
+import type { ChildProcess } from "node:child_process";
+import { afterAll, afterEach, expect } from "vitest";
 import { stringify } from "yaml";
 import { HetznerFake, type FakeOptions } from "../../fakes/hetzner/fake.js";
 import { type CliResult, runCli, tempHome, writeUserConfig } from "../../helpers/cli.js";
@@ -57,4 +59,25 @@ export function problems(fake: HetznerFake): string[] {
     ...(fake.rootPasswordsIssued ? [`${fake.rootPasswordsIssued} server(s) created without ssh_keys (root password e-mailed)`] : []),
     ...fake.requests.filter((r) => r.path.startsWith("/datacenters")).map((r) => `called ${r.method} ${r.path}`),
   ];
+}
+
+/**
+ * The per-test lifecycle of a describe block whose tests each make their own harness: after each test, the fake saw no
+ * problem and the harness is closed (`reset` clears the test's variable); after all, the CLI processes the tests
+ * spawned (pushed onto the returned array) are killed if still running.
+ */
+export function closeEach(current: () => Harness | undefined, reset: () => void): ChildProcess[] {
+  const children: ChildProcess[] = [];
+  afterEach(async () => {
+    const h = current();
+    if (h) {
+      expect(problems(h.fake)).toEqual([]);
+      await h.close();
+    }
+    reset();
+  });
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  });
+  return children;
 }

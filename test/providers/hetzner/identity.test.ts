@@ -1,27 +1,22 @@
-import type { ChildProcess } from "node:child_process";
+
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
 import { BIN, type CliResult, spawnCli, tempHome, userConfigFile, writeUserConfig } from "../../helpers/cli.js";
-import { type Harness, harness, problems } from "./harness.js";
+import { closeEach, type Harness, harness, } from "./harness.js";
 
 // One VM, one identity, against the Hetzner fake through the built CLI: a run destroys only what it created (found by
 // its spuff/request-id), never what it finds by name; a stopped server is started again; a reaper with only a token
 // and no local state deletes exactly the expired and idle-stopped servers.
 describe.skipIf(!existsSync(BIN))("hetzner: identity, not names", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    if (h) {
-      expect(problems(h.fake)).toEqual([]);
-      await h.close();
-    }
-    h = undefined;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  });
+  const children = closeEach(
+    () => h,
+    () => {
+      h = undefined;
+    },
+  );
 
   /** The built CLI with `env`, in `cwd`. */
   async function cli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<CliResult> {

@@ -1,9 +1,9 @@
-import type { ChildProcess } from "node:child_process";
+
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BIN, phaseShown, type Running, spawnCli } from "../../helpers/cli.js";
-import { type Harness, harness, problems } from "./harness.js";
+import { closeEach, type Harness, harness, } from "./harness.js";
 
 // Ctrl-C (SIGINT) to a real `spuff up --provider hetzner` process (the built binary, as a user runs it) at each phase,
 // against the fake: after the rollback the fake holds no server and no SSH key. A crash (SIGKILL) leaves labelled
@@ -11,17 +11,12 @@ import { type Harness, harness, problems } from "./harness.js";
 
 describe.skipIf(!existsSync(BIN))("hetzner: interrupting spuff up", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    if (h) {
-      expect(problems(h.fake)).toEqual([]);
-      await h.close();
-    }
-    h = undefined;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  });
+  const children = closeEach(
+    () => h,
+    () => {
+      h = undefined;
+    },
+  );
 
   function up(name: string): Running {
     if (!h) throw new Error("no harness");

@@ -1,11 +1,11 @@
-import type { ChildProcess } from "node:child_process";
+
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { LABEL } from "../../../src/core/labels.js";
 import type { VolumeRec } from "../../fakes/hetzner/volumes.js";
 import { BIN, phaseShown, type Running, spawnCli } from "../../helpers/cli.js";
-import { type Harness, harness, problems } from "./harness.js";
+import { closeEach, type Harness, harness, problems } from "./harness.js";
 
 // Workspace volumes through the real CLI against the spec-validating Hetzner fake (docs/workspaces.md): `up` creates
 // a labelled volume and attaches it at server create, `down` keeps it (and says what it costs), the next `up` of the
@@ -131,17 +131,12 @@ describe("hetzner: workspace volumes through the CLI", { timeout: 60_000 }, () =
 
 describe.skipIf(!existsSync(BIN))("hetzner: Ctrl-C during up never loses a workspace volume", { timeout: 60_000 }, () => {
   let h: Harness | undefined;
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    if (h) {
-      expect(problems(h.fake)).toEqual([]);
-      await h.close();
-    }
-    h = undefined;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  });
+  const children = closeEach(
+    () => h,
+    () => {
+      h = undefined;
+    },
+  );
 
   /** Labels of every volume at the moment it was created (to prove none ever existed without them). */
   function watchCreates(): Record<string, string>[] {
