@@ -13,9 +13,8 @@ interface Run {
   info: string[];
 }
 
-/** Machine size of the measured VMs (the end-to-end tests' size), no network: the bench runs in its own namespace. No
- * workspace volume: a VM with one boots cold (docs/workspaces.md). */
-const CONFIG = "provider: local\nlocal: { cpus: 2, memory: 1G, disk: 4G, network: none }\nworkspace: { volume: false }\n";
+/** Machine size of the measured VMs (the end-to-end tests' size), no network: the bench runs in its own namespace. */
+const CONFIG = "provider: local\nlocal: { cpus: 2, memory: 1G, disk: 4G, network: none }\n";
 
 export async function run(want: (n: string) => boolean): Promise<string[]> {
   if (!want("local")) return [];
