@@ -42,8 +42,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("warm start of local VMs", { ti
     );
 
   beforeAll(() => {
-    // Without a workspace volume: a VM with one boots cold (its disk is not part of the saved machine state).
-    writeUserConfig(t.env, stringify({ provider: "local", local: { cpus: 2, memory: "1G", disk: "4G", network: "none" }, workspace: { volume: false } }));
+    writeUserConfig(t.env, stringify({ provider: "local", local: { cpus: 2, memory: "1G", disk: "4G", network: "none" } }));
     env = { ...t.env, SPUFF_CACHE_DIR: cacheDir };
   });
 
