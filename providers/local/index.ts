@@ -26,7 +26,7 @@ import { ed25519KeyPair } from "../../src/ssh/keys.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
 import { LocalBakes } from "./bakes.js";
-import { channelExchange, WARM_CLOUD_INIT_CHECK, type Identity, identityLine, identityOf, incomingArgs, parseUserData, pruneStates, Qmp, resumeRestored, saveState, shapeHash, WARM_HOSTNAME, WARM_IDENTITY, warmDeviceArgs, warmKey, warmRoot, warmUpUserData } from "./warm.js";
+import { channelExchange, WARM_CLOUD_INIT_CHECK, type Identity, identityLine, identityOf, incomingArgs, parseUserData, pruneStates, Qmp, resumeRestored, saveState, shapeHash, splitWorkspace, WARM_HOSTNAME, WARM_IDENTITY, warmDeviceArgs, warmKey, warmRoot, warmUpUserData } from "./warm.js";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
 
 /** How `boot` starts QEMU for a saved state: its own directory and accelerator, extra devices, no accelerator probe. */
@@ -36,6 +36,8 @@ interface BootOptions {
   extraArgs?: string[];
   /** Milliseconds to watch the new QEMU (default: the accelerator probe); 0: not at all. */
   probeMs?: number;
+  /** Leave the workspace disk out of the QEMU arguments (a restore: it is plugged in afterwards). */
+  noWorkspace?: boolean;
 }
 
 interface Meta {
@@ -52,6 +54,8 @@ interface Meta {
   workspace?: string;
   /** Warm start: the saved state directory whose disk the overlay is layered on (it is kept while the VM exists). */
   warmState?: string;
+  /** Warm start with a workspace volume: the user-data's mount step, run on the restored VM (warm.ts splitWorkspace). */
+  warmMount?: string[];
 }
 
 /**
@@ -128,6 +132,8 @@ interface WarmState {
   dir: string;
   accel: Accel;
   identity: Identity;
+  /** The user-data's workspace mount step, when the VM has a workspace volume (run after the restore). */
+  mount?: string[];
 }
 
 class LocalProvider implements Provider {
@@ -265,10 +271,12 @@ class LocalProvider implements Provider {
    */
   private async warmState(spec: Pick<CreateSpec, "userData" | "volume" | "signal">, image: BaseImage, progress: Progress): Promise<WarmState | undefined> {
     const c = this.ctx.config.local;
-    if (c.warm === false || spec.volume) return undefined;
+    if (c.warm === false) return undefined;
     const accel = this.warmAccel();
     if (!accel) return undefined;
-    const doc = parseUserData(spec.userData);
+    // A workspace volume's mount step is not in the state: it runs on the restored VM (splitWorkspace).
+    const { doc, mount } = splitWorkspace(parseUserData(spec.userData));
+    if (spec.volume && !mount) return undefined;
     const identity = identityOf(doc);
     if (!identity) return undefined;
     const r = this.resources();
@@ -276,7 +284,7 @@ class LocalProvider implements Provider {
     const { key, inputs } = warmKey({ image, machine, diskMiB: r.diskMiB, shape: shapeHash(doc) });
     const root = warmRoot(this.ctx.cacheDir, image);
     const dir = join(root, key);
-    const state: WarmState = { dir, accel, identity };
+    const state: WarmState = { dir, accel, identity, ...(mount ? { mount } : {}) };
     if (!existsSync(join(dir, "bad")) && recordedInputs(dir) === JSON.stringify(inputs)) return state;
     const lock = `${dir}.lock`;
     mkdirSync(root, { recursive: true });
@@ -394,10 +402,22 @@ class LocalProvider implements Provider {
     writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
     const channel = join(dir, "chan.sock");
     try {
-      await this.boot(meta, meta.image as BaseImage, progress, spec.signal, { accel: warm.accel, extraArgs: [...warmDeviceArgs(channel), ...incomingArgs(join(warm.dir, "state.bin"))], probeMs: 0 });
+      await this.boot(meta, meta.image as BaseImage, progress, spec.signal, {
+        accel: warm.accel,
+        extraArgs: [...warmDeviceArgs(channel), ...incomingArgs(join(warm.dir, "state.bin"))],
+        probeMs: 0,
+        noWorkspace: true,
+      });
       const q = await Qmp.open(join(dir, "qmp.sock"));
       try {
         await resumeRestored(q, 120_000);
+        // The workspace disk, plugged in where a cold boot has it (the saved state has none); mounted in `cloudInitCheck`.
+        if (meta.workspace) {
+          await q.run("blockdev-add", { driver: "qcow2", "node-name": "workspace-disk", file: { driver: "file", filename: this.workspaceDisk(meta.workspace) } });
+          await q.run("device_add", { driver: "virtio-blk-pci", id: "workspace", drive: "workspace-disk", serial: workspaceSerial(meta.workspace), bus: "pci.0", addr: "0x10" });
+          meta.warmMount = warm.mount;
+          writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
+        }
       } finally {
         q.close();
       }
@@ -478,7 +498,7 @@ class LocalProvider implements Provider {
           qmp: join(dir, "qmp.sock"),
           console: join(dir, "console.log"),
           network,
-          ...(meta.workspace ? { workspace: { file: this.workspaceDisk(meta.workspace), serial: workspaceSerial(meta.workspace) } } : {}),
+          ...(meta.workspace && !opts.noWorkspace ? { workspace: { file: this.workspaceDisk(meta.workspace), serial: workspaceSerial(meta.workspace) } } : {}),
         }).concat(opts.extraArgs ?? []),
         { detached: true, stdio: ["ignore", fd, fd, ...(passt ? [passt.socket] : [])] },
       );
@@ -594,8 +614,12 @@ class LocalProvider implements Provider {
    * starting cloud-init's Python, which takes 10-20 s under TCG.
    */
   cloudInitCheck(vm: Vm): string | undefined {
-    if (!this.readMeta(vm.name)?.warmState) return undefined;
-    return WARM_CLOUD_INIT_CHECK;
+    const meta = this.readMeta(vm.name);
+    if (!meta?.warmState) return undefined;
+    // Restored with a workspace volume: its mount step (from spuff's own user-data) runs now, as runcmd would have.
+    const quote = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+    const mount = meta.warmMount?.length ? `sudo ${meta.warmMount.map(quote).join(" ")} >&2 && ` : "";
+    return `${mount}${WARM_CLOUD_INIT_CHECK}`;
   }
 
   sshEndpoint(vm: Vm): SshEndpoint {

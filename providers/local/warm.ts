@@ -5,6 +5,7 @@ import { createConnection, type Socket } from "node:net";
 import { dirname, join, relative } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parse, stringify } from "yaml";
+import { MOUNT_WORKSPACE } from "../../src/cloudinit/render.js";
 import { ProviderError } from "../../src/core/errors.js";
 import type { BaseImage } from "./image.js";
 import { qemuArgs, qemuBinary, type QemuSpec } from "./qemu.js";
@@ -88,6 +89,23 @@ export function withIdentity(doc: Doc, id: Omit<Identity, "user">): Doc {
   if (copy.users?.[0]) copy.users[0].ssh_authorized_keys = id.authorizedKeys;
   for (const f of copy.write_files ?? []) if (f.path === IDLE_CONF) f.content = id.idleConf;
   return copy;
+}
+
+/**
+ * A workspace volume is not part of a saved state (its disk is the VM's own): the user-data's mount step
+ * (`mount-workspace USER DIR DEVICE...`) is left out of the state, where ~/work becomes a plain directory as without
+ * a volume, and returned, for spuff to run on the restored VM once the disk is plugged in. The mount script itself
+ * stays in the state's files.
+ */
+export function splitWorkspace(doc: Doc): { doc: Doc; mount?: string[] } {
+  const runcmd = (doc as { runcmd?: unknown[] }).runcmd;
+  const i = Array.isArray(runcmd) ? runcmd.findIndex((c) => Array.isArray(c) && c[0] === MOUNT_WORKSPACE) : -1;
+  if (!Array.isArray(runcmd) || i < 0) return { doc };
+  const mount = (runcmd[i] as unknown[]).map(String);
+  const [, user, dir] = mount;
+  const copy = structuredClone(doc) as Doc & { runcmd: unknown[] };
+  copy.runcmd[i] = ["install", "-d", "-o", user, "-g", user, dir];
+  return { doc: copy, mount };
 }
 
 /**

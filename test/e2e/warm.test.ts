@@ -47,7 +47,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("warm start of local VMs", { ti
   });
 
   afterAll(async () => {
-    for (const n of NAMES) await runCli(["down", n, "--yes"], { env, cwd: t.home }).catch(() => {});
+    for (const n of NAMES) await runCli(["down", n, "--purge", "--yes"], { env, cwd: t.home }).catch(() => {});
     spawnSync("sh", ["-c", `for f in ${stateDir}/local/*/qemu.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")"; done`]);
     t.cleanup();
   });
@@ -128,5 +128,21 @@ describe.skipIf(!imageReady || !existsSync(BIN))("warm start of local VMs", { ti
     expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(120);
     expect(privateKeys).toEqual(["/etc/ssh/ssh_host_ed25519_key"]);
     expect(rec.user).toBe("dev");
+  });
+
+  it("each has its own workspace volume at ~/work, plugged in after the restore and mounted as a cold boot mounts it", async () => {
+    const seen = [];
+    for (const name of NAMES) {
+      const r = await spuff("ssh", name, "--no-agent", "--", "findmnt -n -o SOURCE,FSTYPE ~/work; stat -c %U ~/work; ls /dev/disk/by-id/ | grep '^virtio-spuff-ws-'; grep -c ' /home/dev/work ' /etc/fstab");
+      expect(r.code, r.stderr).toBe(0);
+      const [mount, owner, serial, fstab] = r.stdout.trim().split("\n");
+      expect(mount).toMatch(/^\/dev\/vd[b-z] ext4$/);
+      expect(owner).toBe("dev");
+      expect(fstab).toBe("1");
+      seen.push(serial);
+    }
+    const ws = JSON.parse((await spuff("--json", "workspace", "ls")).stdout) as { name: string; id: string; status: string }[];
+    expect(ws.map((w) => [w.name, w.status]).sort()).toEqual(NAMES.map((n) => [n, "attached"]));
+    expect(seen.sort()).toEqual(ws.map((w) => `virtio-spuff-ws-${w.id}`).sort());
   });
 });

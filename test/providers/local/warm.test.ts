@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
-import { channelExchange, identityLine, identityOf, parseUserData, pruneStates, shapeHash, warmKey, warmUpUserData } from "../../../providers/local/warm.js";
+import { channelExchange, identityLine, identityOf, parseUserData, pruneStates, shapeHash, splitWorkspace, warmKey, warmUpUserData } from "../../../providers/local/warm.js";
 import { renderUserData, templateArgsFromConfig } from "../../../src/cloudinit/index.js";
 import { DEFAULTS } from "../../../src/config/defaults.js";
 import type { Config } from "../../../src/config/defaults.js";
@@ -16,8 +16,10 @@ const dir = mkdtempSync(join(tmpdir(), "spuff-warm-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const config = (over: Partial<Config> = {}) => ({ ...structuredClone(DEFAULTS), ...over }) as unknown as Config;
-const userData = (name: string, c = config()) =>
-  renderUserData(templateArgsFromConfig(c, { hostname: name, hostKey: ed25519KeyPair("h"), clientPublicKey: ed25519KeyPair("c").public, expiresAt: new Date(Date.now() + 3600_000) }));
+const userData = (name: string, c = config(), workspaceDevices?: string[]) =>
+  renderUserData(
+    templateArgsFromConfig(c, { hostname: name, hostKey: ed25519KeyPair("h"), clientPublicKey: ed25519KeyPair("c").public, expiresAt: new Date(Date.now() + 3600_000), workspaceDevices }),
+  );
 
 describe("which user-data a saved state serves", () => {
   it("two VMs of one config share a shape: only the identity differs (also gzipped)", () => {
@@ -38,6 +40,20 @@ describe("which user-data a saved state serves", () => {
     expect(shapeHash(parseUserData(userData("a", config({ packages: ["jq"] }))))).not.toBe(base);
     expect(shapeHash(parseUserData(userData("a", config({ setup: ["echo hi"] }))))).not.toBe(base);
     expect(shapeHash(parseUserData(userData("a", config({ ssh: { ...DEFAULTS.ssh, user: "alice" } }))))).not.toBe(base);
+  });
+
+  it("VMs with their own workspace volumes share a shape: the mount step is split off, to run after the restore", () => {
+    const a = splitWorkspace(parseUserData(userData("a", config(), ["/dev/disk/by-id/virtio-spuff-ws-aaaaaaaaaa"])));
+    const b = splitWorkspace(parseUserData(userData("b", config(), ["/dev/disk/by-id/virtio-spuff-ws-bbbbbbbbbb"])));
+    expect(shapeHash(a.doc)).toBe(shapeHash(b.doc));
+    expect(a.mount).toEqual(["/usr/local/lib/spuff/mount-workspace", "dev", "/home/dev/work", "/dev/disk/by-id/virtio-spuff-ws-aaaaaaaaaa"]);
+    // The state's ~/work is a plain directory, as without a volume; the mount script is in its files for later.
+    const runcmd = (a.doc as { runcmd: unknown[] }).runcmd.map((c) => (Array.isArray(c) ? c.join(" ") : c));
+    expect(runcmd).toContain("install -d -o dev -g dev /home/dev/work");
+    expect(runcmd.some((c) => String(c).includes("mount-workspace"))).toBe(false);
+    // Without a volume there is nothing to split.
+    const plain = parseUserData(userData("c"));
+    expect(splitWorkspace(plain)).toEqual({ doc: plain });
   });
 
   it("user-data not of spuff's shape has no identity (the VM boots cold)", () => {
