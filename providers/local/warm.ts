@@ -69,7 +69,9 @@ export const IDLE_CONF = "/etc/spuff/idle.conf";
 
 export function parseUserData(userData: string | Buffer): Doc {
   const text = typeof userData === "string" ? userData : gunzipSync(userData).toString("utf8");
-  return parse(text) as Doc;
+  const doc = parse(text) as unknown;
+  // Not a mapping (empty, or not cloud-config at all): no identity, so the VM boots cold.
+  return doc && typeof doc === "object" && !Array.isArray(doc) ? (doc as Doc) : {};
 }
 
 /** The identity in spuff's user-data; undefined when it is not user-data of the shape spuff renders. */
