@@ -4,7 +4,8 @@ import { type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider } from "./provider.js";
 import { processAlive, type StateStore } from "./state.js";
 import type { VmView } from "./view.js";
-import { deleteWorkspace } from "./workspace.js";
+import { LABEL } from "./labels.js";
+import { deleteWorkspace, volumesOfRequest } from "./workspace.js";
 
 /**
  * The reaper (docs/idle.md): deletes spuff VMs past their TTL, or powered off where a stopped VM still costs money
@@ -41,7 +42,10 @@ export interface ReapResult {
   dryRun: boolean;
   plan: ReapItem[];
   orphans: { provider: string; resource: string }[];
-  /** Kept workspace volumes past `spuff/keep` after their last detach: deleted (docs/workspaces.md). */
+  /**
+   * Workspace volumes deleted (docs/workspaces.md): "expired" (kept past `spuff/keep` after their last detach) or
+   * "interrupted" (made by an `up` that died before its VM was ready, found by that up's request id).
+   */
   workspaces: { provider: string; name: string; id: string; reason: string; done: boolean; error?: string }[];
   errors: { provider: string; message: string }[];
 }
@@ -63,12 +67,30 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
     done: false,
   }));
   const targets = reapable(inv.vms, deps.allOwners);
+  const wsItems: ReapResult["workspaces"] = [];
   if (!dryRun) {
     for (const [i, item] of plan.entries()) {
       deps.signal?.throwIfAborted();
       const view = targets[i];
       try {
+        // An `up` that died before its VM was ready leaves what it made, a new (empty) workspace volume among it: that
+        // volume carries the dead up's request id. A kept volume that up attached carries an earlier one and stays.
+        const record = deps.state.read(view.name);
+        const dead =
+          item.reason === "interrupted"
+            ? view.labels[LABEL.requestId]
+            : item.reason === "gone" && record?.upPid !== undefined && record.provider === view.provider
+              ? record.requestId
+              : undefined;
         await down({ state: deps.state, provider: deps.provider }, view, progress);
+        if (dead) {
+          const p = await deps.provider(view.provider);
+          for (const v of await volumesOfRequest(p, dead, undefined)) {
+            if (v.attachedTo) continue;
+            await deleteWorkspace(p, v, progress, deps.signal);
+            wsItems.push({ provider: view.provider, name: v.name, id: v.id, reason: "interrupted", done: true });
+          }
+        }
         item.done = true;
       } catch (err) {
         item.error = (err as Error).message;
@@ -101,7 +123,7 @@ export async function reap(deps: ReapDeps, dryRun: boolean): Promise<ReapResult>
   // Kept workspaces: never one attached or whose VM's `up` runs; a detach time is recorded the first time it is seen.
   const ws = await workspaces({ state: deps.state, provider: deps.provider, providerNames: asked, owner: deps.owner, now: deps.now, stamp: !dryRun, busy }, deps.signal);
   errors.push(...ws.errors);
-  const expired: ReapResult["workspaces"] = [];
+  const expired = wsItems;
   for (const w of ws.workspaces.filter((w) => w.reap && (deps.allOwners || w.mine))) {
     const item: ReapResult["workspaces"][number] = { provider: w.provider, name: w.name, id: w.id, reason: "expired", done: false };
     expired.push(item);

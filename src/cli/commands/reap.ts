@@ -107,7 +107,8 @@ function describe(r: ReapResult): string {
   }
   for (const o of r.orphans) lines.push(`${r.dryRun ? "would delete" : "deleted"} ${o.provider} ${o.resource}`);
   for (const w of r.workspaces) {
-    const what = `the kept workspace volume of ${w.name} (${w.provider} volume ${w.id}): its keep period has passed`;
+    const why = w.reason === "interrupted" ? "made by an `up` that died before its VM was ready" : "its keep period has passed";
+    const what = `the ${w.reason === "interrupted" ? "" : "kept "}workspace volume of ${w.name} (${w.provider} volume ${w.id}): ${why}`;
     lines.push(w.error ? `FAILED to delete ${what}: ${w.error}` : `${r.dryRun ? "would delete" : "deleted"} ${what}`);
   }
   if (r.dryRun) lines.push("", "(dry run: nothing changed; run `spuff reap` to do it)");
