@@ -76,7 +76,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.
   const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, { size: req.size, location: req.location }, signal);
-  const args = templateArgsFromConfig(config, { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, baked: Boolean(bake.image) });
+  const parts = { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, baked: Boolean(bake.image) };
+  const args = templateArgsFromConfig(config, parts);
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
   // Rendered here, before anything is created, so bad input fails first; again below with the workspace's device.
   let userData = encodeUserData(renderUserData(args), info.features.maxUserDataBytes, info.features.userDataBinary);
@@ -117,7 +118,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal });
       Object.assign(workspace, ws);
       const devices = provider.volumeDevices?.(ws.volume) ?? [];
-      const withVolume = { ...args, workspace: { devices } };
+      const withVolume = templateArgsFromConfig(config, { ...parts, workspaceDevices: devices });
       userData = encodeUserData(renderUserData(withVolume), info.features.maxUserDataBytes, info.features.userDataBinary);
       signal.throwIfAborted();
     }

@@ -101,10 +101,11 @@ export function formatDuration(seconds: number | null): string {
   return neg ? `-${text}` : text;
 }
 
-export function formatMoney(m: { amount: number; currency: string } | null): string {
+/** "€1.05", "$0.0071": small amounts with four decimals (hourly prices), unless `decimals` says otherwise. */
+export function formatMoney(m: { amount: number; currency: string } | null, decimals?: number): string {
   if (!m) return "-";
   const symbol = m.currency === "EUR" ? "€" : m.currency === "USD" ? "$" : `${m.currency} `;
-  return `${symbol}${m.amount.toFixed(m.amount < 0.1 ? 4 : 2)}`;
+  return `${symbol}${m.amount.toFixed(decimals ?? (m.amount < 0.1 ? 4 : 2))}`;
 }
 
 /** A plain text table, columns padded to their widest cell. */

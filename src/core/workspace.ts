@@ -3,6 +3,7 @@ import { parseDuration, sizeMiB } from "../config/load.js";
 import { ProviderError, UserError } from "./errors.js";
 import { LABEL, labelTime, MANAGED_BY_VALUE } from "./labels.js";
 import { ownedLabels, type Owner } from "./owner.js";
+import { formatMoney } from "./view.js";
 import type { Progress, Provider, Volume } from "./provider.js";
 
 /**
@@ -185,15 +186,11 @@ export async function volumesOfRequest(provider: Provider, requestId: string, cr
 
 /** The size and price of a kept volume, and how to delete it, in one sentence for `down`. */
 export function keptNote(v: Volume, keep: number | null): string {
-  const price = v.pricePerMonth ? `, ${formatMonthly(v.pricePerMonth)}/month` : "";
+  const price = v.pricePerMonth ? `, ${formatMoney(v.pricePerMonth, 2)}/month` : "";
   const days = keep !== null ? `; deleted ${Math.round(keep / 86400)} days after this unless attached again` : "";
   return `kept the workspace volume ${v.id} (${v.sizeGiB} GiB${price}): \`spuff up ${v.name}\` brings ~/work back${days}; \`spuff down ${v.name} --purge\` deletes it now`;
 }
 
-function formatMonthly(m: { amount: number; currency: string }): string {
-  const symbol = m.currency === "EUR" ? "€" : m.currency === "USD" ? "$" : `${m.currency} `;
-  return `${symbol}${m.amount.toFixed(2)}`;
-}
 
 /** Deletes a detached workspace volume; attached ones are refused by the provider. */
 export async function deleteWorkspace(provider: Provider, v: Volume, progress: Progress, signal?: AbortSignal): Promise<void> {

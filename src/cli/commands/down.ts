@@ -1,10 +1,10 @@
 import type { Command } from "commander";
-import { down, type DownResult, pick, volumeOf, workspaces } from "../../core/inventory.js";
+import { down, type DownResult, pick, workspaces } from "../../core/inventory.js";
 import { UserError } from "../../core/errors.js";
 import { describeUnsaved, type UnsavedWork, unsavedWork } from "../../core/unsaved.js";
 import { recordOf } from "../../core/owner.js";
 import { formatMoney, type VmView } from "../../core/view.js";
-import { deleteWorkspace, keptNote, type WorkspaceView } from "../../core/workspace.js";
+import { keptNote, type WorkspaceView } from "../../core/workspace.js";
 import type { App } from "../app.js";
 import { stderrProgress } from "../progress.js";
 import { listVms } from "./ls.js";
@@ -162,22 +162,15 @@ type Result = DownResult & { id: string | null; unsaved: UnsavedWork | null };
 
 /** Deletes kept workspace volumes that have no VM (`down NAME --purge`); undefined when the user said no. */
 async function purgeKept(app: App, list: WorkspaceView[]): Promise<Result[] | undefined> {
-  if (!app.globals.yes) {
-    const names = list.map((w) => `${w.name} (${w.provider} volume ${w.id}, ${w.sizeGiB} GiB)`).join(", ");
-    if (!app.interactive) throw new UserError(`refusing to delete the workspace volume of ${names} without confirmation`, { hint: "pass --yes (or -y) to confirm" });
-    const { confirm } = await import("../prompt.js");
-    if (!(await confirm(app, `Delete the kept workspace ${names}? Its work is gone for good.`))) {
-      app.info("nothing deleted");
-      return undefined;
-    }
-  }
-  const progress = stderrProgress(app);
-  const done: Result[] = [];
-  for (const w of list) {
-    await deleteWorkspace(await app.provider(w.provider), volumeOf(w), progress);
-    progress.finish();
-    done.push({ name: w.name, provider: w.provider, id: null, destroyed: false, cost: null, workspace: { id: w.id, sizeGiB: w.sizeGiB, pricePerMonth: w.pricePerMonth, action: "deleted", keepSeconds: w.keepSeconds }, unsaved: null });
-    if (!app.json) app.out(`deleted the workspace volume ${w.id} of ${w.name} (${w.provider})`);
-  }
-  return done;
+  const { confirmAndDelete } = await import("./workspace.js");
+  const done = await confirmAndDelete(app, list);
+  return done?.map((w) => ({
+    name: w.name,
+    provider: w.provider,
+    id: null,
+    destroyed: false,
+    cost: null,
+    workspace: { id: w.id, sizeGiB: w.sizeGiB, pricePerMonth: w.pricePerMonth, action: "deleted" as const, keepSeconds: w.keepSeconds },
+    unsaved: null,
+  }));
 }

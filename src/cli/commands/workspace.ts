@@ -37,6 +37,29 @@ export function workspaceNotes(list: WorkspaceView[]): string[] {
     );
 }
 
+/**
+ * Asks once for all of `list` (unless --yes; without a terminal that is an error), then deletes each kept workspace
+ * volume and says so. Undefined when the user said no. `spuff workspace rm` and `spuff down NAME --purge` use it.
+ */
+export async function confirmAndDelete(app: App, list: WorkspaceView[]): Promise<WorkspaceView[] | undefined> {
+  if (!app.globals.yes) {
+    const names = list.map((w) => `${w.name} (${w.provider} volume ${w.id}, ${w.sizeGiB} GiB)`).join(", ");
+    if (!app.interactive) throw new UserError(`refusing to delete the workspace volume of ${names} without confirmation`, { hint: "pass --yes (or -y) to confirm" });
+    const { confirm } = await import("../prompt.js");
+    if (!(await confirm(app, `Delete the kept workspace of ${names}? Its work is gone for good.`))) {
+      app.info("nothing deleted");
+      return undefined;
+    }
+  }
+  const progress = stderrProgress(app);
+  for (const w of list) {
+    await deleteWorkspace(await app.provider(w.provider), volumeOf(w), progress);
+    progress.finish();
+    if (!app.json) app.out(`deleted the workspace volume ${w.id} of ${w.name} (${w.provider})`);
+  }
+  return list;
+}
+
 export function register(program: Command, app: App): void {
   const ws = program
     .command("workspace")
@@ -96,18 +119,7 @@ Examples:
         throw new UserError(`the workspace volume of ${name} is attached to VM ${w.attachedTo}`, { hint: `\`spuff down ${name} --purge\` deletes the VM and the volume` });
       }
       if (!w.mine) throw new UserError(`the workspace volume of ${name} belongs to owner ${w.owner ?? "unknown"}`, { hint: "it is theirs to delete" });
-      if (!app.globals.yes) {
-        if (!app.interactive) throw new UserError(`refusing to delete the workspace volume of ${name} without confirmation`, { hint: "pass --yes (or -y) to confirm" });
-        const { confirm } = await import("../prompt.js");
-        if (!(await confirm(app, `Delete the workspace of ${name} (${w.provider} volume ${w.id}, ${w.sizeGiB} GiB)? Its work is gone for good.`))) {
-          app.info("nothing deleted");
-          return;
-        }
-      }
-      const progress = stderrProgress(app);
-      await deleteWorkspace(await app.provider(w.provider), volumeOf(w), progress);
-      progress.finish();
+      if (!(await confirmAndDelete(app, [w]))) return;
       if (app.json) app.printJson({ name, provider: w.provider, id: w.id, deleted: true });
-      else app.out(`deleted the workspace volume ${w.id} of ${name} (${w.provider})`);
     });
 }
