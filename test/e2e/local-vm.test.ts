@@ -265,7 +265,8 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
   const HOLD_MS = 190_000;
   const journal = async (since?: number, until?: number) => {
     const window = [...(since ? ["--since", `@${since}`] : []), ...(until ? ["--until", `@${until}`] : [])];
-    const r = await spuff("ssh", "e2e", "--", "sudo", "journalctl", "-u", "spuff-idle", "--no-pager", "-o", "cat", ...window);
+    // Direct: through the guard daemon, the read would leave a warm connection behind, a login the watcher counts.
+    const r = await spuff("ssh", "e2e", "--direct", "--", "sudo", "journalctl", "-u", "spuff-idle", "--no-pager", "-o", "cat", ...window);
     if (r.code !== 0) {
       const console = join(stateDir, "local", "e2e", "console.log");
       const tail = existsSync(console) ? execFileSync("tail", ["-n", "30", console], { encoding: "utf8" }) : "(no console log)";
@@ -329,7 +330,7 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
   });
 
   it("does not power off while a spuff-busy job runs with nobody connected", { timeout: 6 * 60_000 }, async () => {
-    const start = await spuff("ssh", "e2e", "--", "setsid", "-f", "spuff-busy", "--", "sleep", String(HOLD_MS / 1000 + 10), ">/dev/null", "2>&1", "</dev/null");
+    const start = await spuff("ssh", "e2e", "--direct", "--", "setsid", "-f", "spuff-busy", "--", "sleep", String(HOLD_MS / 1000 + 10), ">/dev/null", "2>&1", "</dev/null");
     expect(start.code).toBe(0);
     await new Promise((r) => setTimeout(r, HOLD_MS));
     // Still up with no session past the timeout; the watcher said why.
@@ -339,6 +340,8 @@ describe.skipIf(!imageReady || !existsSync(BIN))("local VM end to end", { timeou
   });
 
   it("powers off once idle; spuff reap keeps the stopped local VM (it costs nothing) and its workspace; spuff down removes the VM and keeps the workspace", { timeout: 8 * 60_000 }, async () => {
+    // Nothing of spuff's may stay connected: a warm connection (ssh.persist) is a login the watcher rightly counts.
+    expect((await spuff("guard", "stop")).code).toBe(0);
     const deadline = Date.now() + 6 * 60_000;
     let vm: { status?: string; stopReason?: string; reap?: string | null } = {};
     while (Date.now() < deadline) {
