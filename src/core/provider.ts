@@ -67,6 +67,13 @@ export interface Vm {
    * a killed QEMU; the disk is intact and `start` brings it back).
    */
   stopReason?: StopReason;
+  /**
+   * Set only by `create`: the VM's host public key ("ssh-ed25519 AAAA…") as the VM itself reported it, before any
+   * login, on a channel only spuff reaches (a local VM restored from a saved machine state answers on its identity
+   * channel). That key was made on the VM and never travelled in user-data, so core pins it instead of the user-data's
+   * key and skips the rotation (docs/adr/0008-host-key-rotation.md).
+   */
+  ownHostKey?: string;
 }
 
 export type StopReason = "idle" | "poweroff" | "host-restarted";

@@ -10,7 +10,7 @@ import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import type { Owner } from "./owner.js";
-import { rotateHostKey } from "./rotate.js";
+import { parseNewHostKey, rotateHostKey } from "./rotate.js";
 import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
 import { markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
 
@@ -138,7 +138,11 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       },
       progress,
     );
-    await state.update(name, (r) => ({ ...r, id: vm?.id }));
+    // A key the VM made itself and reported on a private channel replaces the user-data's before the first login;
+    // it is checked as strictly as a rotated one (the VM is untrusted).
+    const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name);
+    if (own) record.hostKey = own;
+    await state.update(name, (r) => ({ ...r, id: vm?.id, ...(own ? { hostKey: own } : {}) }));
     signal.throwIfAborted();
     progress.phase("wait running");
     vm = await provider.waitReady(vm, progress, signal);
@@ -162,9 +166,11 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     }
 
     // The host key above came in user-data, which the VM's metadata service serves to anyone on it: replace it and
-    // re-pin (docs/adr/0008-host-key-rotation.md).
-    progress.phase("rotate host key");
-    target.hostKey = await rotateHostKey({ state, progress }, target, signal);
+    // re-pin (docs/adr/0008-host-key-rotation.md). A key the VM made itself (`ownHostKey`) never did.
+    if (!own) {
+      progress.phase("rotate host key");
+      target.hostKey = await rotateHostKey({ state, progress }, target, signal);
+    }
 
     progress.phase("ready");
     const done = await endUp(state, name, requestId);
