@@ -26,7 +26,7 @@ import { ed25519KeyPair } from "../../src/ssh/keys.js";
 import { type BaseImage, builtImageDir, configuredRelease, findImage, giveToInvoker, RELEASES, recipePath } from "./image.js";
 import { platform } from "node:os";
 import { LocalBakes } from "./bakes.js";
-import { channelExchange, WARM_CLOUD_INIT_CHECK, type Identity, identityLine, identityOf, incomingArgs, parseUserData, pruneStates, Qmp, resumeRestored, saveState, shapeHash, splitWorkspace, WARM_HOSTNAME, WARM_IDENTITY, warmDeviceArgs, warmKey, warmRoot, warmUpUserData } from "./warm.js";
+import { channelExchange, WARM_CLOUD_INIT_CHECK, type Identity, identityLine, identityOf, incomingArgs, parseIdentityAnswer, parseUserData, pruneStates, Qmp, resumeRestored, saveState, shapeHash, splitWorkspace, WARM_HOSTNAME, WARM_IDENTITY, warmDeviceArgs, warmKey, warmRoot, warmSeedUserData, warmUpUserData } from "./warm.js";
 import { type Accel, accelCandidates, freePort, hasCommand, kvmUnavailable, livePid, type Passt, portFree, qemuArgs, qemuBinary, qmp, startPasst, stopPasst, tiePasstToQemu, toMiB } from "./qemu.js";
 
 /** How `boot` starts QEMU for a saved state: its own directory and accelerator, extra devices, no accelerator probe. */
@@ -238,13 +238,15 @@ class LocalProvider implements Provider {
     writeFileAtomic(join(dir, "meta.json"), JSON.stringify(meta, null, 2));
 
     progress.phase("seed");
-    this.seed(dir, spec);
     const overlay = join(dir, "disk.qcow2");
     const warm = await this.warmState(spec, image, progress);
     if (warm) {
+      // A restored VM makes its own host key: its seed (for a later cold boot) holds no host key pair.
+      this.seed(dir, spec, warmSeedUserData(spec.userData));
       const vm = await this.restore(meta, spec, warm, progress);
       if (vm) return vm;
     }
+    this.seed(dir, spec);
     run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.disk, overlay, `${r.diskMiB}M`]);
 
     progress.phase("boot");
@@ -349,7 +351,7 @@ class LocalProvider implements Provider {
     const login = ed25519KeyPair("spuff-warm");
     const idle = identityOf(doc)?.idleConf ?? "";
     const idleConf = idle.replace(/^EXPIRES_AT=.*$/m, `EXPIRES_AT=${Math.floor(Date.now() / 1000) + 6 * 3600}`);
-    writeSeed(build, warmUpUserData(doc, { hostname: WARM_HOSTNAME, hostKey, authorizedKeys: [login.public], idleConf }), `instance-id: spuff-warm-${basename(w.dir)}\nlocal-hostname: ${WARM_HOSTNAME}\n`);
+    writeSeed(build, warmUpUserData(doc, { hostname: WARM_HOSTNAME, authorizedKeys: [login.public], idleConf }, hostKey), `instance-id: spuff-warm-${basename(w.dir)}\nlocal-hostname: ${WARM_HOSTNAME}\n`);
     run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", w.image.disk, join(build, "disk.qcow2"), `${w.machine.diskMiB}M`]);
     const meta: Meta = { name: WARM_HOSTNAME, labels: {}, createdAt: new Date().toISOString(), sshPort: await freePort(), cpus: w.machine.cpus, memoryMiB: w.machine.memoryMiB };
     const channel = join(build, "chan.sock");
@@ -360,10 +362,11 @@ class LocalProvider implements Provider {
       await waitForSsh(target, { timeoutMs: 15 * 60_000, signal });
       const ci = await execOnVm(target, "cloud-init status --wait --long", signal);
       if (ci.code !== 0) throw new ProviderError("cloud-init on the warm-up VM finished with errors", { notes: ci.stdout.trim().split("\n"), hint: "`spuff up --cold` boots without a saved state" });
-      const sealed = channelExchange(channel, undefined, "sealed", 120_000, signal);
+      const sealed = channelExchange(channel, undefined, 120_000, signal);
       const seal = await execOnVm(target, `sudo -n ${WARM_IDENTITY} seal`, signal);
       if (seal.code !== 0) throw new ProviderError(`sealing the warm-up VM failed (exit ${seal.code})`, { notes: seal.stderr.trim().split("\n") });
-      await sealed;
+      const answer = await sealed;
+      if (answer !== "sealed") throw new ProviderError(`sealing the warm-up VM failed: it answered ${JSON.stringify(answer.replace(/[^\x20-\x7e]/g, "?").slice(0, 200))}`);
       progress.info("saving the machine state");
       const q = await Qmp.open(join(build, "qmp.sock"));
       try {
@@ -434,8 +437,9 @@ class LocalProvider implements Provider {
     }
     progress.phase("identity");
     const line = identityLine(warm.identity, { machineId: randomBytes(16).toString("hex"), instanceId: instanceId(spec) });
-    await channelExchange(channel, line, "ok", 60_000, spec.signal);
-    return this.toVm(meta);
+    // The guest's answer: the host key it made after its RNG was reseeded, before sshd started; core pins it.
+    const ownHostKey = parseIdentityAnswer(await channelExchange(channel, line, 60_000, spec.signal), meta.name);
+    return { ...this.toVm(meta), ownHostKey };
   }
 
   /** Ends the QEMU whose pidfile is in `dir` (QMP quit, then SIGKILL) and waits until it is gone. */
@@ -450,9 +454,9 @@ class LocalProvider implements Provider {
     while (livePid(pidfile) !== undefined) await new Promise((r) => setTimeout(r, 50));
   }
 
-  /** NoCloud seed ISO (volume id cidata) with the user-data and meta-data. */
-  private seed(dir: string, spec: CreateSpec): void {
-    writeSeed(dir, spec.userData, `instance-id: ${instanceId(spec)}\nlocal-hostname: ${spec.name}\n`);
+  /** NoCloud seed ISO (volume id cidata) with the user-data (the VM's own unless given) and meta-data. */
+  private seed(dir: string, spec: CreateSpec, userData: string | Buffer = spec.userData): void {
+    writeSeed(dir, userData, `instance-id: ${instanceId(spec)}\nlocal-hostname: ${spec.name}\n`);
   }
 
   private accelCache(): string {

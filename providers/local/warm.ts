@@ -7,6 +7,7 @@ import { gunzipSync } from "node:zlib";
 import { parse, stringify } from "yaml";
 import { MOUNT_WORKSPACE } from "../../src/cloudinit/render.js";
 import { ProviderError } from "../../src/core/errors.js";
+import { parseKey } from "../../src/ssh/ssh2.js";
 import type { BaseImage } from "./image.js";
 import { qemuArgs, qemuBinary, type QemuSpec } from "./qemu.js";
 
@@ -17,9 +18,10 @@ import { qemuArgs, qemuBinary, type QemuSpec } from "./qemu.js";
 
 /**
  * `up`'s cloud-init check on a restored VM: cloud-init's result (written when it finished in the warm-up VM) with no
- * errors; prints it either way.
+ * errors; prints it either way. Bash builtins only (the login shell of spuff's user): under TCG every command the
+ * check starts costs a visible fraction of a second.
  */
-export const WARM_CLOUD_INIT_CHECK = "cat /run/cloud-init/result.json && tr -d ' \\n' < /run/cloud-init/result.json | grep -q '\"errors\":\\[\\]'";
+export const WARM_CLOUD_INIT_CHECK = `r=; IFS= read -r -d '' r < /run/cloud-init/result.json; printf '%s\\n' "$r"; r=\${r//[[:space:]]/}; [[ $r == *[{,]'"errors":[]'* ]]`;
 
 /** The virtio-serial port the guest's warm-identity service reads (/dev/virtio-ports/NAME). */
 export const IDENTITY_PORT = "org.spuff.identity";
@@ -48,11 +50,13 @@ export function warmDeviceArgs(channel: string): string[] {
   ];
 }
 
-/** The per-VM fields of spuff's user-data: what a restored VM is given over the channel. */
+/**
+ * The per-VM fields of spuff's user-data: what a restored VM is given over the channel. Not its host key: the guest
+ * makes that itself after the restore and answers with its public half.
+ */
 export interface Identity {
   hostname: string;
   user: string;
-  hostKey: { private: string; public: string };
   authorizedKeys: string[];
   /** /etc/spuff/idle.conf as the user-data writes it (idle timeout, TTL, login user). */
   idleConf: string;
@@ -80,14 +84,15 @@ export function identityOf(doc: Doc): Identity | undefined {
   const idle = doc.write_files?.find((f) => f.path === IDLE_CONF);
   const k = doc.ssh_keys;
   if (!doc.hostname || !user?.name || !user.ssh_authorized_keys?.length || !idle || !k?.ed25519_private || !k.ed25519_public) return undefined;
-  return { hostname: doc.hostname, user: user.name, hostKey: { private: k.ed25519_private, public: k.ed25519_public }, authorizedKeys: user.ssh_authorized_keys, idleConf: idle.content };
+  return { hostname: doc.hostname, user: user.name, authorizedKeys: user.ssh_authorized_keys, idleConf: idle.content };
 }
 
-/** The user-data with `id` in place of its identity. */
-export function withIdentity(doc: Doc, id: Omit<Identity, "user">): Doc {
+/** The user-data with `id` in place of its identity, and `hostKey` as its host key pair (none without it). */
+export function withIdentity(doc: Doc, id: Omit<Identity, "user">, hostKey?: { private: string; public: string }): Doc {
   const copy = structuredClone(doc);
   copy.hostname = id.hostname;
-  copy.ssh_keys = { ed25519_private: id.hostKey.private, ed25519_public: id.hostKey.public };
+  if (hostKey) copy.ssh_keys = { ed25519_private: hostKey.private, ed25519_public: hostKey.public };
+  else delete copy.ssh_keys;
   if (copy.users?.[0]) copy.users[0].ssh_authorized_keys = id.authorizedKeys;
   for (const f of copy.write_files ?? []) if (f.path === IDLE_CONF) f.content = id.idleConf;
   return copy;
@@ -115,13 +120,24 @@ export function splitWorkspace(doc: Doc): { doc: Doc; mount?: string[] } {
  * (same user, packages, git hosts, setup, files), since all of that already ran in it.
  */
 export function shapeHash(doc: Doc): string {
-  const blank = withIdentity(doc, { hostname: "", hostKey: { private: "", public: "" }, authorizedKeys: [], idleConf: "" });
+  const blank = withIdentity(doc, { hostname: "", authorizedKeys: [], idleConf: "" });
   return createHash("sha256").update(JSON.stringify(blank)).digest("hex");
 }
 
-/** The warm-up VM's user-data: the VM's own with a throwaway identity, plus the guest half of the channel. */
-export function warmUpUserData(doc: Doc, id: Omit<Identity, "user">): string {
-  const d = withIdentity(doc, id);
+/**
+ * The seed ISO of a restored VM (read only if `spuff start` boots it cold later): its own user-data without the host
+ * key pair. The restored guest made its own key, which that cold boot keeps: cloud-init sees the instance it already
+ * ran (warm-identity.sh renames it to the seed's instance id) and does not run its per-instance ssh module again.
+ */
+export function warmSeedUserData(userData: string | Buffer): string {
+  const d = parseUserData(userData);
+  delete d.ssh_keys;
+  return `#cloud-config\n${stringify(d, { lineWidth: 0 })}`;
+}
+
+/** The warm-up VM's user-data: the VM's own with a throwaway identity and host key, plus the guest half of the channel. */
+export function warmUpUserData(doc: Doc, id: Omit<Identity, "user">, hostKey: { private: string; public: string }): string {
+  const d = withIdentity(doc, id, hostKey);
   d.write_files = [
     ...(d.write_files ?? []),
     { path: WARM_IDENTITY, content: readFileSync(scriptPath(), "utf8"), permissions: "0755", owner: "root:root" },
@@ -134,20 +150,39 @@ export function warmUpUserData(doc: Doc, id: Omit<Identity, "user">): string {
   return `#cloud-config\n${stringify(d, { lineWidth: 0 })}`;
 }
 
-/** The identity line warm-identity.sh reads: every field base64, the VM's clock and fresh randomness included. */
+/** The identity line warm-identity.sh reads: the VM's own fields, a fresh machine-id, the clock and fresh randomness. */
 export function identityLine(id: Identity, o: { machineId: string; instanceId: string; now?: number }): string {
   const b = (s: string | Buffer) => Buffer.from(s).toString("base64");
-  const fields = [
-    id.hostname,
-    id.hostKey.private,
-    `${id.hostKey.public.trim()}\n`,
-    `${id.authorizedKeys.join("\n")}\n`,
-    id.idleConf,
-    o.machineId,
-    ((o.now ?? Date.now()) / 1000).toFixed(3),
-    o.instanceId,
-  ].map(b);
-  return `spuff-identity-1 ${fields.join(" ")} ${randomBytes(64).toString("base64")}\n`;
+  // Tokens the guest checks strictly are sent as they are; multi-line fields and the randomness in base64.
+  const tokens = [id.hostname, o.machineId, ((o.now ?? Date.now()) / 1000).toFixed(3), o.instanceId];
+  for (const t of tokens) if (!/^[A-Za-z0-9.-]+$/.test(t)) throw new ProviderError(`not a valid identity field: ${JSON.stringify(t)}`);
+  const encoded = [`${id.authorizedKeys.join("\n")}\n`, id.idleConf, randomBytes(64)].map(b);
+  return `spuff-identity-2 ${[...tokens, ...encoded].join(" ")}\n`;
+}
+
+/** What the guest wrote, made safe to show: printable ASCII only, bounded. */
+const shown = (s: string) => s.replace(/[^\x20-\x7e]/g, "?").slice(0, 200);
+
+/** "ok", then one ed25519 public key (type and base64 only: 51 bytes of key blob are 68 base64 characters). */
+const OK_ANSWER = /^ok (ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43})$/;
+
+/**
+ * The host key a restored VM made itself, from its answer to the identity line. The VM is untrusted: exactly "ok"
+ * and one ed25519 public key (no comment, no options) on one line; anything else is refused, and nothing is pinned.
+ */
+export function parseIdentityAnswer(answer: string, name: string): string {
+  const m = OK_ANSWER.exec(answer);
+  const parsed = m ? parseKey(m[1]) : undefined;
+  const key = parsed && !(parsed instanceof Error) && !Array.isArray(parsed) ? parsed : undefined;
+  if (m && key?.type === "ssh-ed25519" && !key.isPrivateKey()) return m[1];
+  const refused = answer.startsWith("error: ");
+  throw new ProviderError(
+    refused ? `the VM refused its identity: ${JSON.stringify(shown(answer))}` : "the VM answered its identity with something other than \"ok\" and one ed25519 public key",
+    {
+      notes: refused ? [] : [`it wrote: ${JSON.stringify(shown(answer))}`],
+      hint: `nothing of ${name} was pinned; \`spuff up --cold\` boots without the saved state`,
+    },
+  );
 }
 
 /** What identifies a file cheaply: a rebuilt or replaced image, kernel or QEMU binary changes it. */
@@ -318,26 +353,24 @@ export async function resumeRestored(q: Qmp, timeoutMs: number): Promise<void> {
   }
 }
 
-/** What the guest wrote, made safe to show: printable ASCII only, bounded. */
-const shown = (s: string) => s.replace(/[^\x20-\x7e]/g, "?").slice(0, 200);
-
 /**
  * One exchange on the identity channel: connects to QEMU's end of it (a Unix socket only this user can reach), sends
- * `line` (if any) and waits for one line back. The guest is untrusted: its answer is only compared and shown.
+ * `line` (if any) and returns the one line the guest writes back (without its newline). The guest is untrusted: a
+ * second line, an answer longer than 4 KiB, silence and a closed channel are errors; the caller checks the line.
  */
-export function channelExchange(path: string, line: string | undefined, expect: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+export function channelExchange(path: string, line: string | undefined, timeoutMs: number, signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     let got = "";
     let done = false;
     const c = createConnection(path);
-    const finish = (err?: Error) => {
+    const finish = (err?: Error, answer?: string) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       c.destroy();
       if (err) reject(err);
-      else resolve();
+      else resolve(answer ?? "");
     };
     const onAbort = () => finish(signal?.reason instanceof Error ? signal.reason : new Error("aborted"));
     signal?.addEventListener("abort", onAbort);
@@ -350,9 +383,8 @@ export function channelExchange(path: string, line: string | undefined, expect: 
       if (got.length > 4096) return finish(new ProviderError("the VM wrote too much on its identity channel"));
       const nl = got.indexOf("\n");
       if (nl < 0) return;
-      const answer = got.slice(0, nl);
-      if (answer === expect) return finish();
-      finish(new ProviderError(`the VM refused its identity: ${JSON.stringify(shown(answer))}`));
+      if (got.length > nl + 1) return finish(new ProviderError(`the VM wrote more than one line on its identity channel: ${JSON.stringify(shown(got))}`));
+      finish(undefined, got.slice(0, nl));
     });
     c.once("error", (e) => finish(new ProviderError(`cannot reach the VM's identity channel: ${e.message}`)));
     c.once("close", () => finish(new ProviderError(`the identity channel closed before the VM answered${got ? ` (it wrote ${JSON.stringify(shown(got))})` : ""}`)));

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
-import { channelExchange, identityLine, identityOf, parseUserData, pruneStates, shapeHash, splitWorkspace, warmKey, warmUpUserData } from "../../../providers/local/warm.js";
+import { channelExchange, identityLine, identityOf, parseIdentityAnswer, parseUserData, pruneStates, shapeHash, splitWorkspace, warmKey, warmSeedUserData, warmUpUserData } from "../../../providers/local/warm.js";
 import { renderUserData, templateArgsFromConfig } from "../../../src/cloudinit/index.js";
 import { DEFAULTS } from "../../../src/config/defaults.js";
 import type { Config } from "../../../src/config/defaults.js";
@@ -30,7 +30,7 @@ describe("which user-data a saved state serves", () => {
     const ib = identityOf(b);
     expect(ia?.hostname).toBe("a");
     expect(ib?.hostname).toBe("b");
-    expect(ia?.hostKey.private).not.toBe(ib?.hostKey.private);
+    expect(a.ssh_keys?.ed25519_private).not.toBe(b.ssh_keys?.ed25519_private);
     expect(ia?.authorizedKeys).not.toEqual(ib?.authorizedKeys);
     expect(ia?.idleConf).toMatch(/^EXPIRES_AT=\d+$/m);
   });
@@ -63,15 +63,29 @@ describe("which user-data a saved state serves", () => {
   it("the warm-up VM's user-data carries the throwaway identity and the guest half of the channel, nothing of the VM's", () => {
     const doc = parseUserData(userData("a"));
     const host = ed25519KeyPair("warm");
-    const text = warmUpUserData(doc, { hostname: "spuff-warm", hostKey: host, authorizedKeys: ["ssh-ed25519 AAAA warm"], idleConf: "X=1\n" });
+    const text = warmUpUserData(doc, { hostname: "spuff-warm", authorizedKeys: ["ssh-ed25519 AAAA warm"], idleConf: "X=1\n" }, host);
     expect(text.startsWith("#cloud-config\n")).toBe(true);
     const warm = parseUserData(text);
     expect(identityOf(warm)).toMatchObject({ hostname: "spuff-warm", authorizedKeys: ["ssh-ed25519 AAAA warm"], idleConf: "X=1\n" });
-    expect(text).not.toContain(identityOf(doc)?.hostKey.private.split("\n")[2]);
+    expect(warm.ssh_keys).toEqual({ ed25519_private: host.private, ed25519_public: host.public });
+    expect(text).not.toContain(doc.ssh_keys?.ed25519_private?.split("\n")[2]);
     const paths = (warm.write_files ?? []).map((f) => f.path);
     expect(paths).toContain("/usr/local/lib/spuff/warm-identity");
     expect(paths).toContain("/etc/systemd/system/spuff-warm-identity.service");
     expect(shapeHash(warm)).not.toBe(shapeHash(doc));
+  });
+
+  it("a restored VM's seed is its own user-data without any host key (also from gzipped user-data)", () => {
+    for (const ud of [userData("a"), gzipSync(userData("a"))]) {
+      const own = parseUserData(ud);
+      const text = warmSeedUserData(ud);
+      expect(text.startsWith("#cloud-config\n")).toBe(true);
+      expect(text).not.toContain("PRIVATE KEY");
+      expect(text).not.toContain(own.ssh_keys?.ed25519_public?.split(" ")[1]);
+      const seed = parseUserData(text);
+      expect(seed.ssh_keys).toBeUndefined();
+      expect({ ...seed, ssh_keys: own.ssh_keys }).toEqual(own);
+    }
   });
 });
 
@@ -133,21 +147,62 @@ describe("the identity line", () => {
   const id = identityOf(parseUserData(userData("box")));
   if (!id) throw new Error("no identity");
 
-  it("one line of base64 fields, with fresh randomness every time", () => {
+  it("one line: plain tokens, then base64 fields, with fresh randomness every time; no host key", () => {
     const a = identityLine(id, { machineId: "0".repeat(32), instanceId: "spuff-box-1", now: 1_700_000_000_000 });
     const b = identityLine(id, { machineId: "0".repeat(32), instanceId: "spuff-box-1", now: 1_700_000_000_000 });
     expect(a.endsWith("\n")).toBe(true);
+    expect(a.trim()).not.toContain("\n");
     const f = a.trim().split(" ");
-    expect(f[0]).toBe("spuff-identity-1");
-    expect(f).toHaveLength(10);
-    for (const x of f.slice(1)) expect(x).toMatch(/^[A-Za-z0-9+/]*={0,2}$/);
-    const d = f.slice(1, 9).map((x) => Buffer.from(x, "base64").toString("utf8"));
-    expect(d[0]).toBe("box");
-    expect(d[1]).toBe(id.hostKey.private);
-    expect(d[3]).toBe(`${id.authorizedKeys.join("\n")}\n`);
-    expect(d[6]).toBe("1700000000.000");
-    expect(d[7]).toBe("spuff-box-1");
-    expect(a.split(" ")[9]).not.toBe(b.split(" ")[9]);
+    expect(f).toHaveLength(8);
+    expect(f.slice(0, 5)).toEqual(["spuff-identity-2", "box", "0".repeat(32), "1700000000.000", "spuff-box-1"]);
+    for (const x of f.slice(5)) expect(x).toMatch(/^[A-Za-z0-9+/]*={0,2}$/);
+    const d = f.slice(5).map((x) => Buffer.from(x, "base64"));
+    expect(d[0].toString()).toBe(`${id.authorizedKeys.join("\n")}\n`);
+    expect(d[1].toString()).toBe(id.idleConf);
+    expect(d[2]).toHaveLength(64);
+    expect(a.split(" ")[7]).not.toBe(b.split(" ")[7]);
+    expect(a).not.toContain("ssh-ed25519");
+    expect(Buffer.from(a).toString()).not.toMatch(/PRIVATE|ssh_host/);
+  });
+
+  it("a token that is not one (a space would shift every field after it) is refused", () => {
+    expect(() => identityLine({ ...id, hostname: "a b" }, { machineId: "0".repeat(32), instanceId: "i" })).toThrow('not a valid identity field: "a b"');
+    expect(() => identityLine(id, { machineId: "0".repeat(32), instanceId: "i\nx" })).toThrow("not a valid identity field");
+  });
+});
+
+describe("the guest's answer: the host key it made (the VM is untrusted)", () => {
+  const pub = ed25519KeyPair("guest").public.split(" ").slice(0, 2).join(" ");
+
+  it("takes exactly `ok` and one ed25519 public key", () => {
+    expect(parseIdentityAnswer(`ok ${pub}`, "box")).toBe(pub);
+  });
+
+  it.each([
+    ["no key", "ok"],
+    ["a comment after the key", `ok ${pub} root@box`],
+    ["two keys", `ok ${pub} ${pub}`],
+    ["another key type", "ok ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"],
+    ["a key blob that is not ed25519's length", `ok ${pub}AAAA`],
+    ["a blob that says ed25519 but holds garbage", `ok ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${"!".repeat(43)}`],
+    ["leading space", ` ok ${pub}`],
+    ["a carriage return", `ok ${pub}\r`],
+    ["a private key", "ok -----BEGIN OPENSSH PRIVATE KEY-----"],
+    ["nothing", ""],
+  ])("refuses %s, saying what it got", (_what, answer) => {
+    expect(() => parseIdentityAnswer(answer, "box")).toThrow('the VM answered its identity with something other than "ok" and one ed25519 public key');
+    try {
+      parseIdentityAnswer(answer, "box");
+    } catch (e) {
+      const err = e as { notes: string[]; hints: string[] };
+      expect(err.notes[0]).toMatch(/^it wrote: "/);
+      expect(err.notes[0]).not.toMatch(/[\r\n]/);
+      expect(err.hints.join(" ")).toContain("nothing of box was pinned");
+    }
+  });
+
+  it("a refusal from the guest says so, its text shown with control characters replaced", () => {
+    expect(() => parseIdentityAnswer("error: bad \x1b[31mhostname\x07", "box")).toThrow('the VM refused its identity: "error: bad ?[31mhostname?"');
   });
 });
 
@@ -174,25 +229,21 @@ describe("the host end of the identity channel (the VM is untrusted)", () => {
       srv.listen(path, () => resolve({ path, got: () => got }));
     });
 
-  it("sends the line and takes the expected answer", async () => {
-    const g = await guest("ok\n");
-    await channelExchange(g.path, "spuff-identity-1 x\n", "ok", 5000);
-    expect(g.got()).toBe("spuff-identity-1 x\n");
+  it("sends the line and returns the one line the guest answers", async () => {
+    const g = await guest("ok ssh-ed25519 AAAA\n");
+    expect(await channelExchange(g.path, "spuff-identity-2 x\n", 5000)).toBe("ok ssh-ed25519 AAAA");
+    expect(g.got()).toBe("spuff-identity-2 x\n");
   });
 
   it("waits for an answer without sending (the warm-up VM's 'sealed')", async () => {
     const g = await guest("sealed\n", { atOnce: true });
-    await channelExchange(g.path, undefined, "sealed", 5000);
+    expect(await channelExchange(g.path, undefined, 5000)).toBe("sealed");
   });
 
-  it("a refusal is an error that shows the answer with control characters replaced", async () => {
-    const g = await guest("error: bad \x1b[31mhostname\x07\n");
-    await expect(channelExchange(g.path, "x\n", "ok", 5000)).rejects.toThrow('the VM refused its identity: "error: bad ?[31mhostname?"');
-  });
-
-  it("an endless answer, a closed channel and silence are errors", async () => {
-    await expect(channelExchange((await guest(Buffer.alloc(8192, 0x41))).path, "x\n", "ok", 5000)).rejects.toThrow("the VM wrote too much on its identity channel");
-    await expect(channelExchange((await guest("", { close: true })).path, "x\n", "ok", 5000)).rejects.toThrow("the identity channel closed before the VM answered");
-    await expect(channelExchange((await guest("", { atOnce: true })).path, "x\n", "ok", 300)).rejects.toThrow("the VM did not answer on its identity channel within 0 s");
+  it("a second line, an endless answer, a closed channel and silence are errors", async () => {
+    await expect(channelExchange((await guest("ok ssh-ed25519 AAAA\nok ssh-ed25519 BBBB\n")).path, "x\n", 5000)).rejects.toThrow("the VM wrote more than one line on its identity channel");
+    await expect(channelExchange((await guest(Buffer.alloc(8192, 0x41))).path, "x\n", 5000)).rejects.toThrow("the VM wrote too much on its identity channel");
+    await expect(channelExchange((await guest("", { close: true })).path, "x\n", 5000)).rejects.toThrow("the identity channel closed before the VM answered");
+    await expect(channelExchange((await guest("", { atOnce: true })).path, "x\n", 300)).rejects.toThrow("the VM did not answer on its identity channel within 0 s");
   });
 });
