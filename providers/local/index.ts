@@ -303,7 +303,7 @@ class LocalProvider implements Provider {
     try {
       progress.phase("save machine state (once: a cold boot, then every VM like this one starts warm)");
       await this.buildWarm(doc, { dir, accel, inputs, image, machine: { cpus: r.cpus, memoryMiB: r.memoryMiB, diskMiB: r.diskMiB } }, progress, spec.signal);
-      const inUse = new Set(readdirSync(this.root).map((n) => this.readMeta(n)?.warmState));
+      const inUse = new Set((existsSync(this.root) ? readdirSync(this.root) : []).map((n) => this.readMeta(n)?.warmState));
       for (const old of pruneStates(root, inputs, (d) => inUse.has(d))) progress.info(`removed the saved state ${old} (made from another image or QEMU, or bad; no VM uses it)`);
     } finally {
       rmSync(lock, { force: true });
@@ -322,7 +322,10 @@ class LocalProvider implements Provider {
     }
     const { renderUserData, templateArgsFromConfig } = await import("../../src/cloudinit/index.js");
     const login = ed25519KeyPair(WARM_HOSTNAME);
-    const parts = { hostname: WARM_HOSTNAME, hostKey: ed25519KeyPair(`${WARM_HOSTNAME}-host`), clientPublicKey: login.public, expiresAt: new Date(Date.now() + 3600_000) };
+    // With a workspace volume (the default) `up` renders its mount step, which the state leaves out (splitWorkspace):
+    // rendered here with a placeholder device, so that the state saved now has the shape `up`'s user-data has.
+    const workspaceDevices = this.ctx.config.workspace.volume ? this.volumeDevices({ id: "0000000000" } as Volume) : undefined;
+    const parts = { hostname: WARM_HOSTNAME, hostKey: ed25519KeyPair(`${WARM_HOSTNAME}-host`), clientPublicKey: login.public, expiresAt: new Date(Date.now() + 3600_000), workspaceDevices };
     try {
       const userData = renderUserData(templateArgsFromConfig(this.ctx.config, parts));
       const image = findImage(this.ctx.cacheDir, this.ctx.config.local.image);
