@@ -31,18 +31,18 @@ function shown(text: string, max = 400): string {
  * The new host key from the VM's `prepare` output. The VM is untrusted: exactly one line holding one ed25519 public
  * key (no comment, no options), different from the key it replaces; anything else is refused.
  */
-export function parseNewHostKey(stdout: string, current: string, name: string): string {
+export function parseNewHostKey(stdout: string, current: string, name: string, said = "answered the host key rotation with"): string {
   const line = stdout.endsWith("\n") ? stdout.slice(0, -1) : stdout;
   const parsed = ED25519_LINE.test(line) ? parseKey(line) : undefined;
   const key = parsed && !(parsed instanceof Error) && !Array.isArray(parsed) ? parsed : undefined;
   if (key?.type !== "ssh-ed25519" || key.isPrivateKey()) {
-    throw new ProviderError("the VM answered the host key rotation with something other than one ed25519 public key", {
+    throw new ProviderError(`the VM ${said} something other than one ed25519 public key`, {
       notes: [`it printed: ${JSON.stringify(shown(stdout, 200))}`],
       hint: `the VM keeps its old key; if it is not a VM spuff made, or \`setup\` changed it, remove it: \`spuff down ${name}\``,
     });
   }
   if (line === current.split(" ").slice(0, 2).join(" ")) {
-    throw new ProviderError("the VM answered the host key rotation with the key it already has", {
+    throw new ProviderError(`the VM ${said} the key in its user-data`, {
       hint: `the key in its user-data would stay valid; remove the VM with \`spuff down ${name}\` and create it again`,
     });
   }

@@ -140,7 +140,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     );
     // A key the VM made itself and reported on a private channel replaces the user-data's before the first login;
     // it is checked as strictly as a rotated one (the VM is untrusted).
-    const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name);
+    const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
     if (own) record.hostKey = own;
     await state.update(name, (r) => ({ ...r, id: vm?.id, ...(own ? { hostKey: own } : {}) }));
     signal.throwIfAborted();

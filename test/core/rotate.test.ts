@@ -246,7 +246,7 @@ describe("parseNewHostKey: what the VM prints is checked strictly", () => {
     });
   }
   it("refuses the key the VM already has (the one from user-data), with or without its comment", () => {
-    expect(() => parseNewHostKey(`${bare(current)}\n`, current, "vm")).toThrow(/the key it already has/);
+    expect(() => parseNewHostKey(`${bare(current)}\n`, current, "vm")).toThrow(/the key in its user-data/);
   });
   it("shows what the VM printed without its control characters", () => {
     try {
