@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
+import { followOnVm, Login, type VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { chooseBake } from "./bake.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
@@ -99,6 +99,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   await state.reserve(record, clientKey);
 
   let vm: Vm | undefined;
+  let login: Login | undefined;
   let created = false;
   const workspace: { volume?: Volume; created?: boolean; requested?: boolean } = {};
   try {
@@ -149,16 +150,24 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     const target = targetFor(record, vm, provider, clientKey.private);
     const saved = await state.update(name, (r) => ({ ...r, id: vm?.id, endpoint: { host: target.host, port: target.port } }));
 
+    // One login from here to the rotation's commit (the wait's, pinned to the key above); the rotation's proof is
+    // the only other one. A connection that drops during the cloud-init wait is replaced by a new login.
     progress.phase("wait SSH");
-    await waitForSsh(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
+    login = await Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
     const follow = deps.followCloudInit
-      ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal)
+      ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal, await login.client(signal))
       : undefined;
-    const ci = await execOnVm(target, provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", signal).finally(() => follow?.stop());
+    const ci = await login
+      .exec(provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", {
+        signal,
+        again: true,
+        onDrop: (err) => progress.info(`${err.message}; logging in again`),
+      })
+      .finally(() => follow?.stop());
     if (ci.code !== 0) {
-      const tail = await execOnVm(target, "sudo tail -n 25 /var/log/cloud-init-output.log", signal).catch(() => undefined);
+      const tail = await login.exec("sudo tail -n 25 /var/log/cloud-init-output.log", { signal, timeoutMs: 60_000, again: true }).catch(() => undefined);
       throw new ProviderError(`cloud-init on ${name} finished with errors`, {
         notes: [...ci.stdout.trim().split("\n"), ...(tail ? ["--- /var/log/cloud-init-output.log (tail)", ...tail.stdout.trimEnd().split("\n")] : [])],
         hint: `re-run with --keep-on-failure and inspect with \`spuff ssh ${name} -- sudo cloud-init status --long\``,
@@ -169,14 +178,16 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     // re-pin (docs/adr/0008-host-key-rotation.md). A key the VM made itself (`ownHostKey`) never did.
     if (!own) {
       progress.phase("rotate host key");
-      target.hostKey = await rotateHostKey({ state, progress }, target, signal);
+      target.hostKey = await rotateHostKey({ state, progress }, target, signal, login);
     }
+    login.end();
 
     progress.phase("ready");
     const done = await endUp(state, name, requestId);
     const ws = workspace.volume ? { volume: workspace.volume, created: Boolean(workspace.created) } : undefined;
     return { vm, record: done ?? saved ?? record, target, ...(ws ? { workspace: ws } : {}) };
   } catch (err) {
+    login?.end();
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;
     if (!interrupted && req.keepOnFailure && vm) {
