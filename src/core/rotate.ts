@@ -124,6 +124,7 @@ export async function rotateHostKey(
 
   let next: string | undefined;
   let confirmed: Client | undefined;
+  let finishing: Promise<string> | undefined;
   try {
     if (login && (login.target.hostKey !== target.hostKey || login.target.nextHostKey !== undefined)) {
       throw new Error(`the login to ${target.name} does not pin exactly the key being replaced`);
@@ -153,6 +154,9 @@ export async function rotateHostKey(
       }
       throw err;
     }
+    // The tidying goes out at once; the record drops the old key while the VM runs it.
+    finishing = step(confirmed, { ...target, hostKey: next }, "finish");
+    finishing.catch(() => {}); // awaited below, after the record is saved
     await state.update(target.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: next as string }));
   } catch (err) {
     confirmed?.end();
@@ -167,7 +171,7 @@ export async function rotateHostKey(
 
   // The old key is no longer served and no longer pinned; what remains is tidying the VM's disk.
   try {
-    await step(confirmed, { ...target, hostKey: next }, "finish");
+    await finishing;
   } catch (err) {
     progress.warn(
       `${target.name} now uses its new host key, but removing the old key file and cloud-init's copies of user-data failed: ${(err as Error).message}`,

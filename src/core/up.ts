@@ -72,10 +72,15 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   if (ttlMs <= 0) throw new UserError("the TTL must be longer than 0", { hint: "e.g. --ttl 4h" });
   const now = new Date();
   const expiresAt = new Date(now.getTime() + ttlMs);
+  // The provider's read-only checks go out now and are awaited once the name is reserved, so their round trips overlap
+  // the key generation, rendering and state writes below; the errors keep their order (bad input, a taken name, these).
+  const placement = { size: req.size, location: req.location };
+  const checks = Promise.all([provider.validate?.(placement, signal), provider.get(name, signal)]);
+  checks.catch(() => {}); // awaited below; a rejection before then is not unhandled
   const clientKey = ed25519KeyPair(`spuff-${name}`);
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.
-  const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, { size: req.size, location: req.location }, signal);
+  const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, placement, signal);
   const parts = { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, baked: Boolean(bake.image) };
   const args = templateArgsFromConfig(config, parts);
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
@@ -103,8 +108,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   let created = false;
   const workspace: { volume?: Volume; created?: boolean; requested?: boolean } = {};
   try {
-    await provider.validate?.({ size: req.size, location: req.location }, signal);
-    const existing = await provider.get(name, signal);
+    const [, existing] = await checks;
     if (existing) {
       const who = existing.labels[LABEL.owner];
       throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}"${who ? ` (owner ${who})` : ""} that this machine has no keys for`, {

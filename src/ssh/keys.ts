@@ -1,6 +1,9 @@
-import ssh2 from "ssh2";
+import { createRequire } from "node:module";
+import type * as SSH2 from "ssh2";
+import { parseKey } from "./ssh2.js";
 
-const { utils } = ssh2;
+// ssh2's key generator from its own file: its index also loads the SSH server and SFTP (see ssh2.ts).
+const { generateKeyPairSync } = createRequire(import.meta.url)("ssh2/lib/keygen.js") as Pick<typeof SSH2.utils, "generateKeyPairSync">;
 
 export interface KeyPair {
   /** OpenSSH private key (PEM, unencrypted). */
@@ -15,9 +18,9 @@ export interface KeyPair {
  */
 export function ed25519KeyPair(comment = ""): KeyPair {
   for (;;) {
-    const k = utils.generateKeyPairSync("ed25519", { comment });
-    const pub = utils.parseKey(k.public);
-    const priv = utils.parseKey(k.private);
+    const k = generateKeyPairSync("ed25519", { comment });
+    const pub = parseKey(k.public);
+    const priv = parseKey(k.private);
     if (!(pub instanceof Error) && !(priv instanceof Error)) return { private: k.private, public: k.public.trim() };
   }
 }
