@@ -12,7 +12,7 @@ import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import type { Owner } from "./owner.js";
 import { parseNewHostKey, rotateHostKey } from "./rotate.js";
 import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
-import { markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
+import { findWorkspace, markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
 
 export interface UpDeps {
   provider: Provider;
@@ -75,8 +75,11 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   // The provider's read-only checks go out now and are awaited once the name is reserved, so their round trips overlap
   // the key generation, rendering and state writes below; the errors keep their order (bad input, a taken name, these).
   const placement = { size: req.size, location: req.location };
-  const checks = Promise.all([provider.validate?.(placement, signal), provider.get(name, signal)]);
-  checks.catch(() => {}); // awaited below; a rejection before then is not unhandled
+  const validated = provider.validate?.(placement, signal);
+  const found = provider.get(name, signal);
+  const kept = wantsVolume(config, provider) ? findWorkspace(provider, name, deps.owner, signal) : undefined;
+  // Each is awaited below, in this order; a rejection before then is not unhandled.
+  for (const p of [validated, found, kept]) p?.catch(() => {});
   const clientKey = ed25519KeyPair(`spuff-${name}`);
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.
@@ -108,7 +111,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   let created = false;
   const workspace: { volume?: Volume; created?: boolean; requested?: boolean } = {};
   try {
-    const [, existing] = await checks;
+    await validated;
+    const existing = await found;
     if (existing) {
       const who = existing.labels[LABEL.owner];
       throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}"${who ? ` (owner ${who})` : ""} that this machine has no keys for`, {
@@ -117,10 +121,10 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     }
     signal.throwIfAborted();
     created = true;
-    if (wantsVolume(config, provider)) {
+    if (kept) {
       progress.phase("workspace volume");
       workspace.requested = true;
-      const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal });
+      const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal, found: kept });
       Object.assign(workspace, ws);
       const devices = provider.volumeDevices?.(ws.volume) ?? [];
       const withVolume = templateArgsFromConfig(config, { ...parts, workspaceDevices: devices });
