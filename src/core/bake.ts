@@ -4,7 +4,7 @@ import { BAKE_CLEAN, DEFAULT_PACKAGES, encodeUserData, renderUserData, templateD
 import type { TemplateArgs } from "../cloudinit/types.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { Login, type VmTarget } from "../ssh/connect.js";
+import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL, labelTime, MANAGED_BY_VALUE } from "./labels.js";
@@ -206,6 +206,8 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
   let login: Login | undefined;
   try {
     signal.throwIfAborted();
+    const ssh = import("../ssh/connect.js"); // the SSH client loads while the provider creates the VM
+    ssh.catch(() => {});
     vm = await provider.create({ name, labels, userData, publicKey: clientKey.public, requestId, size: req.placement.size, location: req.placement.location, signal }, progress);
     signal.throwIfAborted();
     progress.phase("wait running");
@@ -214,7 +216,7 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     const target: VmTarget = { name, host: ep.host, port: ep.port, user: config.ssh.user, privateKey: clientKey.private, hostKey: hostKey.public };
     progress.phase("wait SSH");
     // One login for the cloud-init wait and the cleaning (a new one if it drops during the wait), as in `up`.
-    login = await Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
+    login = await (await ssh).Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
     const ci = await login.exec("cloud-init status --wait --long", {

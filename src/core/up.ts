@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { followOnVm, Login, type VmTarget } from "../ssh/connect.js";
+import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { chooseBake } from "./bake.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
@@ -10,7 +10,6 @@ import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import type { Owner } from "./owner.js";
-import { parseNewHostKey, rotateHostKey } from "./rotate.js";
 import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
 import { findWorkspace, markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
 
@@ -131,6 +130,9 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       userData = encodeUserData(renderUserData(withVolume), info.features.maxUserDataBytes, info.features.userDataBinary);
       signal.throwIfAborted();
     }
+    // The SSH client (ssh2) and the rotation load while the provider creates the VM, not at start-up.
+    const sshCode = Promise.all([import("../ssh/connect.js"), import("./rotate.js")]);
+    sshCode.catch(() => {}); // awaited below
     // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
       {
@@ -147,6 +149,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       },
       progress,
     );
+    const [{ followOnVm, Login }, { parseNewHostKey, rotateHostKey }] = await sshCode;
     // A key the VM made itself and reported on a private channel replaces the user-data's before the first login;
     // it is checked as strictly as a rotated one (the VM is untrusted).
     const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name);

@@ -1,9 +1,11 @@
 import { createRequire } from "node:module";
 import type * as SSH2 from "ssh2";
-import { parseKey } from "./ssh2.js";
 
-// ssh2's key generator from its own file: its index also loads the SSH server and SFTP (see ssh2.ts).
-const { generateKeyPairSync } = createRequire(import.meta.url)("ssh2/lib/keygen.js") as Pick<typeof SSH2.utils, "generateKeyPairSync">;
+// ssh2's key generator and parser from their own files: its index also loads the SSH server and SFTP, and its client
+// (ssh2.ts) is loaded only when a command connects (`up` loads it while the provider creates the VM).
+const require = createRequire(import.meta.url);
+const { generateKeyPairSync } = require("ssh2/lib/keygen.js") as Pick<typeof SSH2.utils, "generateKeyPairSync">;
+const { parseKey } = require("ssh2/lib/protocol/keyParser.js") as Pick<typeof SSH2.utils, "parseKey">;
 
 export interface KeyPair {
   /** OpenSSH private key (PEM, unencrypted). */
