@@ -240,7 +240,8 @@ By phase (medians; a phase runs from its \`--json\` "started" event to the next 
 ${[...phases.entries()].map(([p, v]) => `| ${p} | ${s(median(v.map((x) => x[0])))} | ${s(median(v.map((x) => x[1])))} | ${s(median(v.map((x) => x[0] - x[1])))} |`).join("\n")}
 
 "validate config" includes core's key generation, user-data rendering and state write after the provider's checks;
-"wait SSH" and "cloud-init" are SSH handshakes with the stand-in sshd (both sides' work counted as spuff's).
+"wait SSH" is the login to the stand-in sshd (both sides' work counted as spuff's); "cloud-init" and the rotation's
+prepare and commit run over that login, and "rotate host key" makes the second and last one (its proof).
 `;
 }
 

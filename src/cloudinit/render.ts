@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { gzipSync } from "node:zlib";
-import ssh2 from "ssh2";
+import { createRequire } from "node:module";
+import type * as SSH2 from "ssh2";
 import { type Document, parseDocument, visit } from "yaml";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
@@ -8,7 +9,8 @@ import { UserError } from "../core/errors.js";
 import { templateDir } from "./template-dir.js";
 import type { GitHostInput, TemplateArgs } from "./types.js";
 
-const { utils } = ssh2;
+// ssh2's key parser from its own file: its index loads the SSH client and server too (src/ssh/keys.ts).
+const utils = { parseKey: (createRequire(import.meta.url)("ssh2/lib/protocol/keyParser.js") as Pick<typeof SSH2.utils, "parseKey">).parseKey };
 
 export interface RenderOptions {
   /** The template directory; default: `templateDir()`. Tests point it at a copy. */

@@ -4,7 +4,7 @@ import { BAKE_CLEAN, DEFAULT_PACKAGES, encodeUserData, renderUserData, templateD
 import type { TemplateArgs } from "../cloudinit/types.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { execOnVm, type VmTarget, waitForSsh } from "../ssh/connect.js";
+import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL, labelTime, MANAGED_BY_VALUE } from "./labels.js";
@@ -203,8 +203,11 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
   const labels = { ...buildLabels({ name, owner: deps.owner, createdAt: now, expiresAt, requestId }), ...common };
 
   let vm: Vm | undefined;
+  let login: Login | undefined;
   try {
     signal.throwIfAborted();
+    const ssh = import("../ssh/connect.js"); // the SSH client loads while the provider creates the VM
+    ssh.catch(() => {});
     vm = await provider.create({ name, labels, userData, publicKey: clientKey.public, requestId, size: req.placement.size, location: req.placement.location, signal }, progress);
     signal.throwIfAborted();
     progress.phase("wait running");
@@ -212,12 +215,18 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     const ep = provider.sshEndpoint(vm);
     const target: VmTarget = { name, host: ep.host, port: ep.port, user: config.ssh.user, privateKey: clientKey.private, hostKey: hostKey.public };
     progress.phase("wait SSH");
-    await waitForSsh(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
+    // One login for the cloud-init wait and the cleaning (a new one if it drops during the wait), as in `up`.
+    login = await (await ssh).Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
-    const ci = await execOnVm(target, "cloud-init status --wait --long", signal, bootTimeoutMs(deps.env));
+    const ci = await login.exec("cloud-init status --wait --long", {
+      signal,
+      timeoutMs: bootTimeoutMs(deps.env),
+      again: true,
+      onDrop: (err) => progress.info(`${err.message}; logging in again`),
+    });
     if (ci.code !== 0) {
-      const tail = await execOnVm(target, "sudo tail -n 25 /var/log/cloud-init-output.log", signal).catch(() => undefined);
+      const tail = await login.exec("sudo tail -n 25 /var/log/cloud-init-output.log", { signal, timeoutMs: 60_000, again: true }).catch(() => undefined);
       throw new ProviderError(`cloud-init on the bake VM ${name} finished with errors: nothing was baked`, {
         notes: [...ci.stdout.trim().split("\n"), ...(tail ? ["--- /var/log/cloud-init-output.log (tail)", ...tail.stdout.trimEnd().split("\n")] : [])],
         hint: "fix packages or image.setup and run `spuff image bake` again",
@@ -226,7 +235,8 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
 
     progress.phase("clean");
     const quoted = [config.ssh.user, ...bakePackages(config)].map((a) => `'${a}'`).join(" ");
-    const clean = await execOnVm(target, `sudo -n ${BAKE_CLEAN} ${quoted}`, signal);
+    const clean = await login.exec(`sudo -n ${BAKE_CLEAN} ${quoted}`, { signal });
+    login.end();
     if (clean.code !== 0) {
       throw new ProviderError(`cleaning the bake VM ${name} failed (exit ${clean.code}): nothing was baked`, {
         notes: `${clean.stderr}${clean.stdout}`.trim().split("\n").filter(Boolean),
@@ -253,6 +263,7 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     progress.phase("ready");
     return { image, key, created: true };
   } catch (err) {
+    login?.end();
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;
     await rollback(deps, name, requestId, vm);

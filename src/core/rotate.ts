@@ -1,6 +1,6 @@
 import type { Client } from "ssh2";
 import { ROTATE_HOST_KEY } from "../cloudinit/index.js";
-import { connect, type ExecResult, execOnClient, HostKeyMismatch, type VmTarget } from "../ssh/connect.js";
+import { connect, type ExecResult, execOnClient, HostKeyMismatch, type Login, type VmTarget } from "../ssh/connect.js";
 import { parseKey } from "../ssh/ssh2.js";
 import { Interrupted, ProviderError } from "./errors.js";
 import type { Progress } from "./provider.js";
@@ -105,9 +105,16 @@ async function settle(state: StateStore, old: VmTarget, next: string): Promise<s
 
 /**
  * Replaces the VM's host key; returns the new public key ("ssh-ed25519 AAAA..."), which the state record (hence
- * known_hosts and the generated ssh_config) then pins alone. `target` pins the key from user-data.
+ * known_hosts and the generated ssh_config) then pins alone. `target` pins the key from user-data. `login`: a
+ * connection that checked that key (and only it), for prepare and commit instead of a login of their own; it is
+ * ended after the commit.
  */
-export async function rotateHostKey(deps: { state: StateStore; progress: Progress }, target: VmTarget, signal?: AbortSignal): Promise<string> {
+export async function rotateHostKey(
+  deps: { state: StateStore; progress: Progress },
+  target: VmTarget,
+  signal?: AbortSignal,
+  login?: Login,
+): Promise<string> {
   const { state, progress } = deps;
   const step = async (client: Client, t: VmTarget, args: string) => {
     const r = await execOnClient(client, t, `sudo -n ${ROTATE_HOST_KEY} ${args}`, signal, STEP_TIMEOUT_MS);
@@ -117,8 +124,12 @@ export async function rotateHostKey(deps: { state: StateStore; progress: Progres
 
   let next: string | undefined;
   let confirmed: Client | undefined;
+  let finishing: Promise<string> | undefined;
   try {
-    const first = await connect({ ...target, nextHostKey: undefined }, {}, signal);
+    if (login && (login.target.hostKey !== target.hostKey || login.target.nextHostKey !== undefined)) {
+      throw new Error(`the login to ${target.name} does not pin exactly the key being replaced`);
+    }
+    const first = login ? await login.client(signal) : await connect({ ...target, nextHostKey: undefined }, {}, signal);
     try {
       next = parseNewHostKey(await step(first, target, "prepare"), target.hostKey, target.name);
       // Both pinned before the VM switches: whatever happens from here, the record accepts the key it presents.
@@ -130,7 +141,8 @@ export async function rotateHostKey(deps: { state: StateStore; progress: Progres
         });
       }
     } finally {
-      first.end();
+      if (login) login.end();
+      else first.end();
     }
     // The proof: a new connection that accepts nothing but the new key.
     const onlyNew = { ...target, hostKey: next, nextHostKey: undefined };
@@ -142,6 +154,9 @@ export async function rotateHostKey(deps: { state: StateStore; progress: Progres
       }
       throw err;
     }
+    // The tidying goes out at once; the record drops the old key while the VM runs it.
+    finishing = step(confirmed, { ...target, hostKey: next }, "finish");
+    finishing.catch(() => {}); // awaited below, after the record is saved
     await state.update(target.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: next as string }));
   } catch (err) {
     confirmed?.end();
@@ -156,7 +171,7 @@ export async function rotateHostKey(deps: { state: StateStore; progress: Progres
 
   // The old key is no longer served and no longer pinned; what remains is tidying the VM's disk.
   try {
-    await step(confirmed, { ...target, hostKey: next }, "finish");
+    await finishing;
   } catch (err) {
     progress.warn(
       `${target.name} now uses its new host key, but removing the old key file and cloud-init's copies of user-data failed: ${(err as Error).message}`,

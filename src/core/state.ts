@@ -73,6 +73,15 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   renameSync(tmp, file);
 }
 
+/** The file's text, or undefined when it cannot be read (missing...). */
+function readIfExists(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether a process with this id exists (EPERM: it exists but belongs to someone else). */
 export function pidAlive(pid: number): boolean {
   try {
@@ -319,7 +328,10 @@ export class StateStore {
    */
   private writeKnownHosts(): void {
     const lines = this.list().flatMap((r) => [r.hostKey, ...(r.nextHostKey ? [r.nextHostKey] : [])].map((k) => `${hostAlias(r.name)} ${k}`));
-    writeFileAtomic(this.knownHostsPath(), lines.length ? `${lines.join("\n")}\n` : "", 0o644);
+    const text = lines.length ? `${lines.join("\n")}\n` : "";
+    // Most record updates change no key: the file stays as it is (no write, no fsync).
+    if (readIfExists(this.knownHostsPath()) === text) return;
+    writeFileAtomic(this.knownHostsPath(), text, 0o644);
   }
 }
 

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/load.js";
-import { type VmTarget, execOnVm, followOnVm, waitForSsh } from "../ssh/connect.js";
+import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { chooseBake } from "./bake.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
@@ -10,9 +10,8 @@ import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
 import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import type { Owner } from "./owner.js";
-import { parseNewHostKey, rotateHostKey } from "./rotate.js";
 import { processAlive, type StateStore, thisProcess, type VmRecord } from "./state.js";
-import { markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
+import { findWorkspace, markDetached, prepareWorkspace, volumesOfRequest, wantsVolume } from "./workspace.js";
 
 export interface UpDeps {
   provider: Provider;
@@ -72,10 +71,18 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   if (ttlMs <= 0) throw new UserError("the TTL must be longer than 0", { hint: "e.g. --ttl 4h" });
   const now = new Date();
   const expiresAt = new Date(now.getTime() + ttlMs);
+  // The provider's read-only checks go out now and are awaited once the name is reserved, so their round trips overlap
+  // the key generation, rendering and state writes below; the errors keep their order (bad input, a taken name, these).
+  const placement = { size: req.size, location: req.location };
+  const validated = provider.validate?.(placement, signal);
+  const found = provider.get(name, signal);
+  const kept = wantsVolume(config, provider) ? findWorkspace(provider, name, deps.owner, signal) : undefined;
+  // Each is awaited below, in this order; a rejection before then is not unhandled.
+  for (const p of [validated, found, kept]) p?.catch(() => {});
   const clientKey = ed25519KeyPair(`spuff-${name}`);
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.
-  const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, { size: req.size, location: req.location }, signal);
+  const bake = await chooseBake({ provider, config, owner: deps.owner.id, progress }, placement, signal);
   const parts = { hostname: name, hostKey, clientPublicKey: clientKey.public, expiresAt, baked: Boolean(bake.image) };
   const args = templateArgsFromConfig(config, parts);
   for (const w of trustWarnings(args.gitHosts)) progress.warn(w);
@@ -99,11 +106,12 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   await state.reserve(record, clientKey);
 
   let vm: Vm | undefined;
+  let login: Login | undefined;
   let created = false;
   const workspace: { volume?: Volume; created?: boolean; requested?: boolean } = {};
   try {
-    await provider.validate?.({ size: req.size, location: req.location }, signal);
-    const existing = await provider.get(name, signal);
+    await validated;
+    const existing = await found;
     if (existing) {
       const who = existing.labels[LABEL.owner];
       throw new UserError(`the ${info.name} provider already has a spuff VM named "${name}"${who ? ` (owner ${who})` : ""} that this machine has no keys for`, {
@@ -112,16 +120,19 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     }
     signal.throwIfAborted();
     created = true;
-    if (wantsVolume(config, provider)) {
+    if (kept) {
       progress.phase("workspace volume");
       workspace.requested = true;
-      const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal });
+      const ws = await prepareWorkspace({ provider, config, owner: deps.owner, progress }, { name, requestId, location: req.location, now, signal, found: kept });
       Object.assign(workspace, ws);
       const devices = provider.volumeDevices?.(ws.volume) ?? [];
       const withVolume = templateArgsFromConfig(config, { ...parts, workspaceDevices: devices });
       userData = encodeUserData(renderUserData(withVolume), info.features.maxUserDataBytes, info.features.userDataBinary);
       signal.throwIfAborted();
     }
+    // The SSH client (ssh2) and the rotation load while the provider creates the VM, not at start-up.
+    const sshCode = Promise.all([import("../ssh/connect.js"), import("./rotate.js")]);
+    sshCode.catch(() => {}); // awaited below
     // The provider names its own create phases (register SSH key, create server; seed, boot; ...).
     vm = await provider.create(
       {
@@ -138,6 +149,7 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       },
       progress,
     );
+    const [{ followOnVm, Login }, { parseNewHostKey, rotateHostKey }] = await sshCode;
     // A key the VM made itself and reported on a private channel replaces the user-data's before the first login;
     // it is checked as strictly as a rotated one (the VM is untrusted).
     const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
@@ -149,16 +161,24 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     const target = targetFor(record, vm, provider, clientKey.private);
     const saved = await state.update(name, (r) => ({ ...r, id: vm?.id, endpoint: { host: target.host, port: target.port } }));
 
+    // One login from here to the rotation's commit (the wait's, pinned to the key above); the rotation's proof is
+    // the only other one. A connection that drops during the cloud-init wait is replaced by a new login.
     progress.phase("wait SSH");
-    await waitForSsh(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
+    login = await Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
     const follow = deps.followCloudInit
-      ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal)
+      ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal, await login.client(signal))
       : undefined;
-    const ci = await execOnVm(target, provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", signal).finally(() => follow?.stop());
+    const ci = await login
+      .exec(provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", {
+        signal,
+        again: true,
+        onDrop: (err) => progress.info(`${err.message}; logging in again`),
+      })
+      .finally(() => follow?.stop());
     if (ci.code !== 0) {
-      const tail = await execOnVm(target, "sudo tail -n 25 /var/log/cloud-init-output.log", signal).catch(() => undefined);
+      const tail = await login.exec("sudo tail -n 25 /var/log/cloud-init-output.log", { signal, timeoutMs: 60_000, again: true }).catch(() => undefined);
       throw new ProviderError(`cloud-init on ${name} finished with errors`, {
         notes: [...ci.stdout.trim().split("\n"), ...(tail ? ["--- /var/log/cloud-init-output.log (tail)", ...tail.stdout.trimEnd().split("\n")] : [])],
         hint: `re-run with --keep-on-failure and inspect with \`spuff ssh ${name} -- sudo cloud-init status --long\``,
@@ -169,14 +189,16 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     // re-pin (docs/adr/0008-host-key-rotation.md). A key the VM made itself (`ownHostKey`) never did.
     if (!own) {
       progress.phase("rotate host key");
-      target.hostKey = await rotateHostKey({ state, progress }, target, signal);
+      target.hostKey = await rotateHostKey({ state, progress }, target, signal, login);
     }
+    login.end();
 
     progress.phase("ready");
     const done = await endUp(state, name, requestId);
     const ws = workspace.volume ? { volume: workspace.volume, created: Boolean(workspace.created) } : undefined;
     return { vm, record: done ?? saved ?? record, target, ...(ws ? { workspace: ws } : {}) };
   } catch (err) {
+    login?.end();
     const failed = progress.fail?.();
     const interrupted = signal.aborted || err instanceof Interrupted;
     if (!interrupted && req.keepOnFailure && vm) {

@@ -154,11 +154,12 @@ export async function markDetached(provider: Provider, v: Volume, now: Date, sig
  */
 export async function prepareWorkspace(
   deps: { provider: Provider; config: Config; owner: Owner; progress: Progress },
-  req: { name: string; requestId: string; location?: string; now: Date; signal: AbortSignal },
+  /** `found`: a `findWorkspace` of this name started earlier (`up` lists volumes alongside its other checks). */
+  req: { name: string; requestId: string; location?: string; now: Date; signal: AbortSignal; found?: Promise<Volume | undefined> },
 ): Promise<{ volume: Volume; created: boolean }> {
   const { provider, config, progress } = deps;
   const keep = keepSeconds(config);
-  const existing = await findWorkspace(provider, req.name, deps.owner, req.signal);
+  const existing = await (req.found ?? findWorkspace(provider, req.name, deps.owner, req.signal));
   if (existing?.attachedTo) {
     throw new UserError(`the workspace volume of "${req.name}" (${existing.provider} volume ${existing.id}) is attached to VM ${existing.attachedTo}`, {
       hint: `that VM still has the work: \`spuff ssh ${req.name}\`, or \`spuff down ${req.name}\` first (the volume is kept)`,

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Client as ClientType, ConnectConfig } from "ssh2";
+import type { ClientChannel, Client as ClientType, ConnectConfig } from "ssh2";
 import { ProviderError, UserError } from "../core/errors.js";
 import { Client, parseKey } from "./ssh2.js";
 
@@ -127,7 +127,10 @@ export async function execOnVm(
   }
 }
 
-/** `execOnVm` over a connection that is already open (and stays open). */
+/** The connection closed under a running command: neither spuff (abort, timeout) nor the command ended it. */
+export class ConnectionDropped extends ProviderError {}
+
+/** `execOnVm` over a connection that is already open (and stays open; only the command's channel is closed). */
 export async function execOnClient(
   client: ClientType,
   target: VmTarget,
@@ -139,6 +142,8 @@ export async function execOnClient(
   let timer: NodeJS.Timeout | undefined;
   let onAbort = () => {};
   let onClose = () => {};
+  let channel: ClientChannel | undefined;
+  let finished = false;
   try {
     return await new Promise<ExecResult>((resolve, reject) => {
       timer = setTimeout(
@@ -146,11 +151,12 @@ export async function execOnClient(
         timeoutMs,
       );
       onAbort = () => reject(signal?.reason);
-      onClose = () => reject(new ProviderError(`the connection to ${target.name} closed while running \`${command}\``));
+      onClose = () => reject(new ConnectionDropped(`the connection to ${target.name} closed while running \`${command}\``));
       signal?.addEventListener("abort", onAbort, { once: true });
       client.on("close", onClose);
       client.exec(command, (err, stream) => {
         if (err) return reject(err);
+        channel = stream;
         stream.end(); // no input: tell the remote side at once
         let stdout = "";
         let stderr = "";
@@ -161,30 +167,52 @@ export async function execOnClient(
         });
         stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
         stream.on("exit", (c: number | null) => (code = c ?? 255));
-        stream.on("close", () => resolve({ code, stdout, stderr }));
+        stream.on("close", () => {
+          finished = true;
+          resolve({ code, stdout, stderr });
+        });
       });
     });
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
     client.off("close", onClose);
+    // Stopped before it ended (abort, timeout): on a connection that stays open, its channel must not linger.
+    if (channel && !finished) {
+      try {
+        channel.signal("TERM");
+        channel.close();
+      } catch {
+        // the connection is gone; nothing to close
+      }
+    }
   }
 }
 
 /**
  * Follows a growing file on the VM (`tail -F`) and hands each complete line to `onLine` until `stop()`. Best effort:
- * a failure to follow is silent (it only adds detail to a wait that goes on without it).
+ * a failure to follow is silent (it only adds detail to a wait that goes on without it). With `client`, on a channel
+ * of that connection (no login of its own).
  */
-export function followOnVm(target: VmTarget, path: string, onLine: (line: string) => void, signal?: AbortSignal): { stop(): void } {
+export function followOnVm(
+  target: VmTarget,
+  path: string,
+  onLine: (line: string) => void,
+  signal?: AbortSignal,
+  client?: ClientType,
+): { stop(): void } {
   const ac = new AbortController();
   const stop = () => ac.abort();
   signal?.addEventListener("abort", stop, { once: true });
   let rest = "";
-  execOnVm(target, `sudo -n tail -n +1 -F ${path} 2>/dev/null`, ac.signal, 24 * 3600_000, (chunk) => {
+  const command = `sudo -n tail -n +1 -F ${path} 2>/dev/null`;
+  const onChunk = (chunk: string) => {
     const lines = (rest + chunk).split("\n");
     rest = lines.pop() ?? "";
     for (const l of lines) if (l.trim()) onLine(l.trimEnd());
-  }).catch(() => {});
+  };
+  const day = 24 * 3600_000;
+  (client ? execOnClient(client, target, command, ac.signal, day, onChunk) : execOnVm(target, command, ac.signal, day, onChunk)).catch(() => {});
   return {
     stop() {
       signal?.removeEventListener("abort", stop);
@@ -198,23 +226,97 @@ export function followOnVm(target: VmTarget, path: string, onLine: (line: string
  * stops the wait at once (it will not fix itself); connection refusals and timeouts are retried until `timeoutMs`.
  */
 export async function waitForSsh(target: VmTarget, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<void> {
-  const deadline = Date.now() + opts.timeoutMs;
+  (await connectWhenUp(target, opts.timeoutMs, opts.signal)).end();
+}
+
+/** How often an idle kept login asks sshd for a sign of life; a silent peer counts as dropped after 4 (2 minutes). */
+const KEEPALIVE = { keepaliveInterval: 30_000, keepaliveCountMax: 4 };
+
+async function connectWhenUp(target: VmTarget, timeoutMs: number, signal?: AbortSignal, extra: Partial<ConnectConfig> = {}): Promise<ClientType> {
+  const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (let delay = 250; Date.now() < deadline; delay = Math.min(delay * 1.5, 3000)) {
-    opts.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     try {
-      const client = await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())) }, opts.signal);
-      client.end();
-      return;
+      return await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())), ...extra }, signal);
     } catch (err) {
       if (err instanceof HostKeyMismatch) throw err;
-      opts.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       lastError = err;
     }
     await new Promise((r) => setTimeout(r, delay));
   }
-  throw new ProviderError(`SSH on ${target.name} (${target.host}:${target.port}) did not answer within ${Math.round(opts.timeoutMs / 1000)} s`, {
+  throw new ProviderError(`SSH on ${target.name} (${target.host}:${target.port}) did not answer within ${Math.round(timeoutMs / 1000)} s`, {
     notes: lastError instanceof Error ? [`last error: ${lastError.message}`] : [],
     hint: `check the VM's console or the provider's status; \`spuff status ${target.name}\``,
   });
+}
+
+/**
+ * One login to a VM that several steps use in turn: `up` logs in once when SSH answers and runs the cloud-init wait
+ * and the first steps of the host key rotation over it (docs/adr/0008-host-key-rotation.md). It pins what `target`
+ * pinned when it was made. A connection that dropped is replaced by a new login (same pins, same wait for SSH) when a
+ * step next needs it; a command it dropped under runs again only if the caller says it may (`again`).
+ */
+export class Login {
+  readonly target: VmTarget;
+  private conn: ClientType | undefined;
+  private closed = false;
+  private ended = false;
+
+  private constructor(
+    target: VmTarget,
+    conn: ClientType,
+    private readonly timeoutMs: number,
+  ) {
+    this.target = { ...target };
+    this.adopt(conn);
+  }
+
+  /** Waits for SSH as `waitForSsh` does and keeps the connection. */
+  static async open(target: VmTarget, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<Login> {
+    return new Login(target, await connectWhenUp(target, opts.timeoutMs, opts.signal, KEEPALIVE), opts.timeoutMs);
+  }
+
+  private adopt(conn: ClientType): void {
+    this.conn = conn;
+    this.closed = false;
+    conn.once("close", () => {
+      if (this.conn === conn) this.closed = true;
+    });
+  }
+
+  /** The logged-in connection; a new login if the last one dropped. */
+  async client(signal?: AbortSignal): Promise<ClientType> {
+    if (this.ended) throw new Error(`the login to ${this.target.name} was ended`);
+    if (this.conn && !this.closed) return this.conn;
+    this.adopt(await connectWhenUp(this.target, this.timeoutMs, signal, KEEPALIVE));
+    return this.conn as ClientType;
+  }
+
+  /**
+   * Runs `command` (as `execOnClient`). `again`: a command that may run twice (a wait, a read) runs once more over a
+   * new login when the connection drops under it, within the same `timeoutMs`; `onDrop` hears of it first.
+   */
+  async exec(
+    command: string,
+    opts: { signal?: AbortSignal; timeoutMs?: number; onStdout?: (chunk: string) => void; again?: boolean; onDrop?: (err: Error) => void } = {},
+  ): Promise<ExecResult> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 15 * 60_000);
+    const once = async () => execOnClient(await this.client(opts.signal), this.target, command, opts.signal, Math.max(1000, deadline - Date.now()), opts.onStdout);
+    try {
+      return await once();
+    } catch (err) {
+      if (!(opts.again && err instanceof ConnectionDropped) || opts.signal?.aborted) throw err;
+      opts.onDrop?.(err);
+      return await once();
+    }
+  }
+
+  /** Ends the connection; the login cannot be used afterwards. */
+  end(): void {
+    this.ended = true;
+    this.conn?.end();
+    this.conn = undefined;
+  }
 }

@@ -1,6 +1,11 @@
-import ssh2 from "ssh2";
+import { createRequire } from "node:module";
+import type * as SSH2 from "ssh2";
 
-const { utils } = ssh2;
+// ssh2's key generator and parser from their own files: its index also loads the SSH server and SFTP, and its client
+// (ssh2.ts) is loaded only when a command connects (`up` loads it while the provider creates the VM).
+const require = createRequire(import.meta.url);
+const { generateKeyPairSync } = require("ssh2/lib/keygen.js") as Pick<typeof SSH2.utils, "generateKeyPairSync">;
+const { parseKey } = require("ssh2/lib/protocol/keyParser.js") as Pick<typeof SSH2.utils, "parseKey">;
 
 export interface KeyPair {
   /** OpenSSH private key (PEM, unencrypted). */
@@ -15,9 +20,9 @@ export interface KeyPair {
  */
 export function ed25519KeyPair(comment = ""): KeyPair {
   for (;;) {
-    const k = utils.generateKeyPairSync("ed25519", { comment });
-    const pub = utils.parseKey(k.public);
-    const priv = utils.parseKey(k.private);
+    const k = generateKeyPairSync("ed25519", { comment });
+    const pub = parseKey(k.public);
+    const priv = parseKey(k.private);
     if (!(pub instanceof Error) && !(priv instanceof Error)) return { private: k.private, public: k.public.trim() };
   }
 }

@@ -50,6 +50,8 @@ export interface StandinVm {
   dir: string;
   /** The host key file its sshd serves. */
   hostKeyFile: string;
+  /** Logins its sshd accepted so far ("Accepted publickey" in its log, across its reloads). */
+  logins(): number;
   stop(): Promise<void>;
 }
 
@@ -251,8 +253,13 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
+    let logins = 0;
+    let line = "";
     const listening = new Promise<void>((resolve) => {
       child.stderr?.on("data", (d: Buffer) => {
+        const lines = (line + d.toString()).split("\n");
+        line = lines.pop() ?? "";
+        logins += lines.filter((l) => l.includes("Accepted publickey for ")).length;
         stderr = (stderr + d.toString()).slice(-20_000);
         if (/Server listening on /.test(stderr)) resolve();
       });
@@ -295,6 +302,7 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
       user: firstUser.name,
       dir,
       hostKeyFile,
+      logins: () => logins,
       stop: async () => {
         reloader.close();
         await stopSshd(child, dir);

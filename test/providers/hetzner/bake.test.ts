@@ -44,9 +44,11 @@ describe("hetzner: baked images through the CLI", { timeout: 60_000 }, () => {
     const sent = new Map<number, string>();
     fake.events.on("server-created", ({ id }: { id: number }) => sent.set(id, fake.servers.get(id)?.userData ?? ""));
     const roots: string[] = [];
+    const logins: number[] = [];
     fake.events.on("server-deleted", ({ id }: { id: number }) => {
       const dir = h?.standins.get(id)?.dir;
       if (dir) roots.push(join(dir, "root"));
+      logins.push(h?.standins.get(id)?.logins() ?? -1);
     });
     const seen: Record<string, boolean | string> = {};
     fake.events.on("server-deleted", () => {
@@ -107,6 +109,8 @@ describe("hetzner: baked images through the CLI", { timeout: 60_000 }, () => {
       cloud: false,
       kept: true,
     });
+    // One login for the cloud-init wait and the cleaning.
+    expect(logins[0]).toBe(1);
 
     // `up` boots the snapshot; its user-data has no package step and no image.setup, only the per-VM setup.
     const up = await h.spuff(["up", "box"]);
