@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import { createRequire } from "node:module";
+import type { Document, LineCounter, Node } from "yaml";
 import type { ZodIssue } from "zod";
 import { ConfigError } from "../core/errors.js";
 import { type Config, DEFAULTS } from "./defaults.js";
@@ -9,6 +10,15 @@ import { stateDir } from "../core/state.js";
 import { canonicalPath, sha256, type TrustStatus, TrustStore } from "../core/trust.js";
 import { allowedProjectKeys, PROJECT_KEYS } from "./project.js";
 import { type ConfigFile, configSchema } from "./schema.js";
+
+export { parseDuration, sizeMiB } from "./units.js";
+
+let yamlModule: typeof import("yaml") | undefined;
+/** yaml, loaded when a file is parsed (~50 ms of start-up): with no config file, spuff never loads it. */
+function yaml(): typeof import("yaml") {
+  yamlModule ??= createRequire(import.meta.url)("yaml") as typeof import("yaml");
+  return yamlModule;
+}
 
 export interface LoadOptions {
   env: NodeJS.ProcessEnv;
@@ -65,9 +75,9 @@ function nodeAt(doc: Document, path: (string | number)[]): Node | undefined {
 /** The node of a map key, so "unknown key" points at the key itself. */
 function keyNodeAt(doc: Document, parent: (string | number)[], key: string): Node | undefined {
   const map = parent.length === 0 ? doc.contents : (doc.getIn(parent, true) as Node | undefined);
-  if (map && isMap(map)) {
+  if (map && yaml().isMap(map)) {
     for (const pair of map.items) {
-      if (isScalar(pair.key) && pair.key.value === key) return pair.key;
+      if (yaml().isScalar(pair.key) && pair.key.value === key) return pair.key;
     }
   }
   return undefined;
@@ -141,11 +151,11 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 /** Expands `${VAR}` and `${VAR:-default}` in every string scalar; an unset `${VAR}` is an error naming it. */
 function expandEnv(doc: Document, lc: LineCounter, file: string, env: NodeJS.ProcessEnv, problems: string[]): void {
   const visit = (node: unknown, path: (string | number)[]): void => {
-    if (isMap(node)) {
-      for (const pair of node.items) visit(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : "?"]);
-    } else if (isSeq(node)) {
+    if (yaml().isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...path, yaml().isScalar(pair.key) ? String(pair.key.value) : "?"]);
+    } else if (yaml().isSeq(node)) {
       for (const [i, item] of node.items.entries()) visit(item, [...path, i]);
-    } else if (isScalar(node) && typeof node.value === "string" && node.value.includes("${")) {
+    } else if (yaml().isScalar(node) && typeof node.value === "string" && node.value.includes("${")) {
       node.value = node.value.replace(VAR_RE, (_m, name: string, fallback: string | undefined) => {
         const value = env[name];
         if (value !== undefined && value !== "") return value;
@@ -184,11 +194,11 @@ function readBytes(file: string): Buffer {
 function keyPositions(doc: Document, lc: LineCounter): Map<string, { line: number; col: number }> {
   const out = new Map<string, { line: number; col: number }>();
   const visit = (node: unknown, path: string[]): void => {
-    if (!isMap(node)) return;
+    if (!yaml().isMap(node)) return;
     for (const pair of node.items) {
-      if (!isScalar(pair.key)) continue;
+      if (!yaml().isScalar(pair.key)) continue;
       const p = [...path, String(pair.key.value)];
-      if (isMap(pair.value)) visit(pair.value, p);
+      if (yaml().isMap(pair.value)) visit(pair.value, p);
       else if (pair.key.range) out.set(p.join("."), lc.linePos(pair.key.range[0]));
     }
   };
@@ -200,16 +210,16 @@ function keyPositions(doc: Document, lc: LineCounter): Map<string, { line: numbe
 function refusedKeys(doc: Document, lc: LineCounter, file: string, userFile: string): string[] {
   const problems: string[] = [];
   const visit = (node: unknown, path: string[]): void => {
-    if (!isMap(node)) return;
+    if (!yaml().isMap(node)) return;
     for (const pair of node.items) {
-      if (!isScalar(pair.key)) continue;
+      if (!yaml().isScalar(pair.key)) continue;
       const p = [...path, String(pair.key.value)];
       const rule = PROJECT_KEYS[p.join(".")];
       if (typeof rule === "string") {
         problems.push(
           `${file}${position(lc, pair.key.range?.[0])}: ${p.join(".")}: not allowed in a project file (${rule}); move it to your user config ${userFile}`,
         );
-      } else if (rule === undefined && isMap(pair.value)) visit(pair.value, p);
+      } else if (rule === undefined && yaml().isMap(pair.value)) visit(pair.value, p);
     }
   };
   visit(doc.contents, []);
@@ -223,8 +233,8 @@ function refusedKeys(doc: Document, lc: LineCounter, file: string, userFile: str
  */
 export function parseConfigFile(file: string, bytes: Buffer, kind: FileKind, env: NodeJS.ProcessEnv, warnings: string[] = []): ParsedFile {
   const text = bytes.toString("utf8");
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const lc = new (yaml().LineCounter)();
+  const doc = yaml().parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(`${file} is not valid YAML`, {
       notes: doc.errors.map((e) => `${file}${position(lc, e.pos[0])}: ${e.message.split("\n")[0]}`),
@@ -443,20 +453,3 @@ export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
   return { config, files, sources, origins, warnings };
 }
 
-/** Parses "1h30m", "2d", "45s" into milliseconds. */
-export function parseDuration(text: string): number {
-  const m = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(text);
-  if (!m || text === "") throw new ConfigError(`invalid duration "${text}"`, { hint: 'use e.g. "30m", "4h", "1h30m", "2d"' });
-  const [, d, h, min, s] = m.map((x) => Number(x ?? 0));
-  return (((d * 24 + h) * 60 + min) * 60 + s) * 1000;
-}
-
-/** A config size ("10G", "512M", "2GiB", or a number of MiB) in MiB. */
-export function sizeMiB(size: string | number): number {
-  if (typeof size === "number") return size;
-  const m = /^(\d+)\s*([KMGT]?)i?B?$/i.exec(size.trim());
-  if (!m) throw new ConfigError(`invalid size "${size}"`, { hint: 'use e.g. "10G" or "2048M"' });
-  const n = Number(m[1]);
-  const unit = m[2].toUpperCase();
-  return unit === "K" ? Math.ceil(n / 1024) : unit === "G" ? n * 1024 : unit === "T" ? n * 1024 * 1024 : n;
-}
