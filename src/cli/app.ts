@@ -43,8 +43,10 @@ export class App {
   command?: string;
   private loaded?: LoadedConfig;
   private providers = new Map<string, Promise<Provider>>();
+  private quick?: typeof import("../config/quick.js");
+  /** The config of a run without config files, when it needs no validating (src/config/quick.ts). */
+  private withoutFiles?: LoadedConfig;
   private loader?: typeof import("../config/load.js");
-  private schema?: typeof import("../config/schema.js");
 
   constructor(readonly io: Io) {}
 
@@ -89,11 +91,13 @@ export class App {
 
   /**
    * Loads the config module (zod, yaml) before a command's action runs; `--help` and `--version` never need it,
-   * which keeps them fast.
+   * which keeps them fast. A run with no config file to read, and nothing in its environment or flags to validate,
+   * gets its config without them (src/config/quick.ts).
    */
   async prepare(): Promise<void> {
-    this.loader ??= await import("../config/load.js");
-    this.schema ??= await import("../config/schema.js");
+    this.quick ??= await import("../config/quick.js");
+    this.withoutFiles ??= this.quick.configWithoutFiles(this.loadOptions());
+    if (!this.withoutFiles) this.loader ??= await import("../config/load.js");
     if (this.untrustedProject === "refuse" && this.interactive && !this.globals.config && !this.reviewed) {
       this.reviewed = true;
       const { reviewProjectFile } = await import("./commands/trust.js");
@@ -103,7 +107,7 @@ export class App {
 
   /** `--provider` and `SPUFF_PROVIDER` are checked before any file is read, with spuff's words instead of zod's. */
   private checkProviderName(): void {
-    const known: readonly string[] = this.schema?.providerNames ?? [];
+    const known: readonly string[] = this.quick?.providerNames ?? [];
     for (const [source, name] of [["--provider", this.globals.provider], ["SPUFF_PROVIDER", this.io.env.SPUFF_PROVIDER]] as const) {
       if (name === undefined || (source === "SPUFF_PROVIDER" && (name === "" || this.globals.provider !== undefined))) continue;
       if (!known.includes(name)) {
@@ -112,17 +116,16 @@ export class App {
     }
   }
 
+  private loadOptions() {
+    return { env: this.io.env, cwd: this.io.cwd, configFile: this.globals.config, provider: this.globals.provider };
+  }
+
   loadedConfig(): LoadedConfig {
-    if (!this.loader) throw new Error("App.prepare() must run before config is read");
     if (!this.loaded) {
       this.checkProviderName();
-      this.loaded = this.loader.loadConfig({
-        env: this.io.env,
-        cwd: this.io.cwd,
-        configFile: this.globals.config,
-        provider: this.globals.provider,
-        untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse",
-      });
+      if (this.withoutFiles) this.loaded = this.withoutFiles;
+      else if (this.loader) this.loaded = this.loader.loadConfig({ ...this.loadOptions(), untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse" });
+      else throw new Error("App.prepare() must run before config is read");
       for (const w of this.loaded.warnings) this.warn(w);
     }
     return this.loaded;

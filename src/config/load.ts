@@ -9,9 +9,11 @@ import { type Config, DEFAULTS } from "./defaults.js";
 import { stateDir } from "../core/state.js";
 import { canonicalPath, sha256, type TrustStatus, TrustStore } from "../core/trust.js";
 import { allowedProjectKeys, PROJECT_KEYS } from "./project.js";
+import { combine, effective, findProjectConfig, leafPaths, userConfigPath } from "./quick.js";
 import { type ConfigFile, configSchema } from "./schema.js";
 
 export { parseDuration, sizeMiB } from "./units.js";
+export { findProjectConfig, leafPaths, merge, userConfigPath } from "./quick.js";
 
 let yamlModule: typeof import("yaml") | undefined;
 /** yaml, loaded when a file is parsed (~50 ms of start-up): with no config file, spuff never loads it. */
@@ -40,22 +42,6 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
-export function userConfigPath(env: NodeJS.ProcessEnv): string {
-  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
-  return join(base, "spuff", "config.yaml");
-}
-
-/** `spuff.yaml` in `cwd` or the nearest parent directory that has one. */
-export function findProjectConfig(cwd: string): string | undefined {
-  let dir = resolve(cwd);
-  for (;;) {
-    const candidate = join(dir, "spuff.yaml");
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
-}
 
 function position(lc: LineCounter, offset: number | undefined): string {
   if (offset === undefined) return "";
@@ -280,47 +266,6 @@ export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[
   return parseConfigFile(file, readBytes(file), kind, env, warnings).data;
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** Objects merge key by key; arrays and scalars from the higher layer replace the lower one. */
-export function merge<T>(lower: T, higher: unknown): T {
-  if (!isPlainObject(lower) || !isPlainObject(higher)) return (higher === undefined ? lower : higher) as T;
-  const out: Record<string, unknown> = { ...lower };
-  for (const [k, v] of Object.entries(higher)) {
-    if (v === undefined) continue;
-    out[k] = merge(out[k], v);
-  }
-  return out as T;
-}
-
-/** Dotted paths of the leaves of a layer (scalars and lists: what the merge replaces whole). */
-export function leafPaths(value: unknown, prefix = ""): string[] {
-  if (!isPlainObject(value)) return prefix ? [prefix] : [];
-  return Object.entries(value).flatMap(([k, v]) => (v === undefined ? [] : leafPaths(v, prefix ? `${prefix}.${k}` : k)));
-}
-
-const ENV_VARS: Record<string, (env: NodeJS.ProcessEnv) => string | undefined> = {
-  provider: (env) => (env.SPUFF_PROVIDER ? "SPUFF_PROVIDER" : undefined),
-  "hetzner.token": (env) => (env.HCLOUD_TOKEN ? "HCLOUD_TOKEN" : undefined),
-  "aws.region": (env) => (env.AWS_REGION ? "AWS_REGION" : env.AWS_DEFAULT_REGION ? "AWS_DEFAULT_REGION" : undefined),
-  "aws.profile": (env) => (env.AWS_PROFILE ? "AWS_PROFILE" : undefined),
-  "aws.endpoint": (env) => (env.AWS_ENDPOINT_URL_EC2 ? "AWS_ENDPOINT_URL_EC2" : undefined),
-};
-
-/** Environment layer: SPUFF_PROVIDER, HCLOUD_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_EC2. */
-function envLayer(env: NodeJS.ProcessEnv): ConfigFile {
-  const layer: Record<string, Record<string, unknown> | string> = {};
-  if (env.SPUFF_PROVIDER) layer.provider = env.SPUFF_PROVIDER;
-  if (env.HCLOUD_TOKEN) layer.hetzner = { token: env.HCLOUD_TOKEN };
-  const aws: Record<string, unknown> = {};
-  if (env.AWS_REGION || env.AWS_DEFAULT_REGION) aws.region = env.AWS_REGION || env.AWS_DEFAULT_REGION;
-  if (env.AWS_PROFILE) aws.profile = env.AWS_PROFILE;
-  if (env.AWS_ENDPOINT_URL_EC2) aws.endpoint = env.AWS_ENDPOINT_URL_EC2;
-  if (Object.keys(aws).length) layer.aws = aws;
-  return layer as ConfigFile;
-}
 
 /** Where a value of the effective config came from. */
 export type Origin =
@@ -421,23 +366,7 @@ export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
       }
     }
   }
-  const origins: Record<string, Origin> = {};
-  for (const p of leafPaths(DEFAULTS)) origins[p] = { source: "default" };
-  let merged: ConfigFile = {};
-  for (const { source, parsed } of layers) {
-    merged = merge(merged, parsed.data);
-    for (const p of leafPaths(parsed.data)) {
-      const at = parsed.positions.get(p) ?? parsed.positions.get(p.split(".")[0]) ?? { line: 1, col: 1 };
-      origins[p] = { source: source.kind, file: source.path, line: at.line, col: at.col, trusted: source.trusted };
-    }
-  }
-  const fromEnv = envLayer(opts.env);
-  merged = merge(merged, fromEnv);
-  for (const p of leafPaths(fromEnv)) origins[p] = { source: "env", name: ENV_VARS[p]?.(opts.env) ?? "environment" };
-  if (opts.provider !== undefined) {
-    merged = merge(merged, { provider: opts.provider });
-    origins.provider = { source: "flag", name: "--provider" };
-  }
+  const { merged, origins } = combine(layers, opts.env, opts.provider);
   const check = configSchema.safeParse(merged);
   if (!check.success) {
     const issue = check.error.issues[0];
@@ -446,10 +375,6 @@ export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
       hint: issue.path[0] === "provider" ? "valid providers: local, hetzner, aws" : undefined,
     });
   }
-  const config = merge(structuredClone(DEFAULTS) as unknown as Config, check.data);
-  // A leaf of the defaults that a file replaced with an object (dotfiles) or the reverse keeps only current paths.
-  for (const p of Object.keys(origins)) if (!leafPaths(config).includes(p)) delete origins[p];
-  const files = sources.filter((s) => !s.ignored).map((s) => s.path);
-  return { config, files, sources, origins, warnings };
+  return effective(check.data, origins, sources, warnings);
 }
 
