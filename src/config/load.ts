@@ -1,15 +1,14 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { homedir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { createRequire } from "node:module";
 import type { Document, LineCounter, Node } from "yaml";
 import type { ZodIssue } from "zod";
 import { ConfigError } from "../core/errors.js";
-import { type Config, DEFAULTS } from "./defaults.js";
+import type { Config } from "./defaults.js";
 import { stateDir } from "../core/state.js";
 import { canonicalPath, sha256, type TrustStatus, TrustStore } from "../core/trust.js";
 import { allowedProjectKeys, PROJECT_KEYS } from "./project.js";
-import { combine, effective, findProjectConfig, leafPaths, userConfigPath } from "./quick.js";
+import { combine, effective, findProjectConfig, userConfigPath } from "./quick.js";
 import { type ConfigFile, configSchema } from "./schema.js";
 
 export { parseDuration, sizeMiB } from "./units.js";

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { type Config, DEFAULTS } from "./defaults.js";
-import type { FileKind, LoadedConfig, LoadOptions, Origin, SourceFile } from "./load.js";
+import type { LoadedConfig, LoadOptions, Origin, SourceFile } from "./load.js";
 import type { ConfigFile } from "./schema.js";
 
 // The parts of the config loader that need neither yaml nor zod (~30 ms of CPU at start-up, docs/performance.md),
