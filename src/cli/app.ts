@@ -44,8 +44,6 @@ export class App {
   private loaded?: LoadedConfig;
   private providers = new Map<string, Promise<Provider>>();
   private quick?: typeof import("../config/quick.js");
-  /** The config of a run without config files, when it needs no validating (src/config/quick.ts). */
-  private withoutFiles?: LoadedConfig;
   private loader?: typeof import("../config/load.js");
 
   constructor(readonly io: Io) {}
@@ -92,12 +90,12 @@ export class App {
   /**
    * Loads the config module (zod, yaml) before a command's action runs; `--help` and `--version` never need it,
    * which keeps them fast. A run with no config file to read, and nothing in its environment or flags to validate,
-   * gets its config without them (src/config/quick.ts).
+   * gets its config without them (src/config/quick.ts); `longLived` (the picker) loads them anyway, for the files it
+   * may find later.
    */
-  async prepare(): Promise<void> {
+  async prepare(opts: { longLived?: boolean } = {}): Promise<void> {
     this.quick ??= await import("../config/quick.js");
-    this.withoutFiles ??= this.quick.configWithoutFiles(this.loadOptions());
-    if (!this.withoutFiles) this.loader ??= await import("../config/load.js");
+    if (opts.longLived || !this.quick.configWithoutFiles(this.loadOptions())) this.loader ??= await import("../config/load.js");
     if (this.untrustedProject === "refuse" && this.interactive && !this.globals.config && !this.reviewed) {
       this.reviewed = true;
       const { reviewProjectFile } = await import("./commands/trust.js");
@@ -123,9 +121,14 @@ export class App {
   loadedConfig(): LoadedConfig {
     if (!this.loaded) {
       this.checkProviderName();
-      if (this.withoutFiles) this.loaded = this.withoutFiles;
-      else if (this.loader) this.loaded = this.loader.loadConfig({ ...this.loadOptions(), untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse" });
-      else throw new Error("App.prepare() must run before config is read");
+      if (this.loader) this.loaded = this.loader.loadConfig({ ...this.loadOptions(), untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse" });
+      else if (!this.quick) throw new Error("App.prepare() must run before config is read");
+      else {
+        // Asked again now, as loadConfig would read the files now: one that appeared since prepare() is never passed over.
+        const now = this.quick.configWithoutFiles(this.loadOptions());
+        if (!now) throw new ConfigError("a config file appeared while spuff was starting", { hint: "run the command again" });
+        this.loaded = now;
+      }
       for (const w of this.loaded.warnings) this.warn(w);
     }
     return this.loaded;

@@ -1,6 +1,7 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { App } from "../../src/cli/app.js";
 import { loadConfig } from "../../src/config/load.js";
 import { configWithoutFiles } from "../../src/config/quick.js";
 import { runCli, tempHome, userConfigFile } from "../helpers/cli.js";
@@ -69,6 +70,31 @@ describe("the config of a run without config files", () => {
     } finally {
       rmSync(userConfigFile(t.env));
     }
+  });
+});
+
+describe("a config file that appears after start-up", () => {
+  const t = tempHome();
+  afterAll(() => t.cleanup());
+  const app = () => new App({ stdout: { write: () => true }, stderr: { write: () => true }, stdin: process.stdin, env: t.env, cwd: t.home });
+
+  it("is never passed over: the command stops and says to run it again, the next run reads it", async () => {
+    const first = app();
+    await first.prepare();
+    mkdirSync(join(t.env.XDG_CONFIG_HOME as string, "spuff"), { recursive: true });
+    writeFileSync(userConfigFile(t.env), "provider: aws\n");
+    expect(() => first.loadedConfig()).toThrow(/a config file appeared while spuff was starting/);
+    const next = app();
+    await next.prepare();
+    expect(next.config().provider).toBe("aws");
+  });
+
+  it("the picker (long-lived) reads files that appear after it started", async () => {
+    rmSync(userConfigFile(t.env));
+    const picker = app();
+    await picker.prepare({ longLived: true });
+    writeFileSync(userConfigFile(t.env), "provider: hetzner\n");
+    expect(picker.config().provider).toBe("hetzner");
   });
 });
 
