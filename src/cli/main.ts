@@ -104,18 +104,30 @@ async function noArguments(app: App, program: Command): Promise<number> {
     program.outputHelp();
     return 0;
   }
-  await app.prepare();
+  await app.prepare({ longLived: true });
   const { runTui } = await import("../tui/run.js");
   return runTui(app);
 }
 
-function defaultIo(): Io {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+/**
+ * The process's streams, env and cwd, where `io` gives none. `process.stdin` is made only when read (~3 ms: Node builds
+ * its stream on first access), which `ls --json` and most commands never do.
+ */
+function processIo(io: Partial<Io>): Io {
+  return {
+    stdout: io.stdout ?? process.stdout,
+    stderr: io.stderr ?? process.stderr,
+    get stdin() {
+      return io.stdin ?? process.stdin;
+    },
+    env: io.env ?? process.env,
+    cwd: io.cwd ?? process.cwd(),
+  };
 }
 
 /** Runs spuff with `argv` (without node and script) and returns the exit code. Never throws. */
 export async function main(argv: string[], io: Partial<Io> = {}): Promise<number> {
-  const app = new App({ ...defaultIo(), ...io });
+  const app = new App(processIo(io));
   // Only the command being run is registered (and its module loaded); help, errors and suggestions get all of them.
   const word = commandWord(argv);
   const registers = word ? [(await COMMAND_WORDS[word]()).register] : (await import("./commands/index.js")).commands;

@@ -100,7 +100,8 @@ export function combine(
 export function effective(valid: ConfigFile, origins: Record<string, Origin>, sources: SourceFile[], warnings: string[]): LoadedConfig {
   const config = merge(structuredClone(DEFAULTS) as unknown as Config, valid);
   // A leaf of the defaults that a file replaced with an object (dotfiles) or the reverse keeps only current paths.
-  for (const p of Object.keys(origins)) if (!leafPaths(config).includes(p)) delete origins[p];
+  const leaves = new Set(leafPaths(config));
+  for (const p of Object.keys(origins)) if (!leaves.has(p)) delete origins[p];
   const files = sources.filter((s) => !s.ignored).map((s) => s.path);
   return { config, files, sources, origins, warnings };
 }
