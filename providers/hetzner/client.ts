@@ -1,5 +1,5 @@
-import createClient, { type Client } from "openapi-fetch";
-import { nodeFetch } from "./transport.js";
+import type { Client } from "openapi-fetch";
+import { type ApiResponse, apiClient } from "./transport.js";
 import { backoff, showEndpoint, sleep } from "../../src/core/api.js";
 import { ProviderError, UserError } from "../../src/core/errors.js";
 import type { operations, paths } from "./api.gen.js";
@@ -55,7 +55,7 @@ interface ApiErrorBody {
   error?: { code?: string; message?: string; details?: { fields?: { name?: string; messages?: string[] }[] } | null };
 }
 
-type Result<D> = { data?: D; error?: unknown; response: Response };
+type Result<D> = { data?: D; error?: unknown; response: ApiResponse };
 
 /** What messages say for an HCLOUD_ENDPOINT that is not a URL. */
 export const INVALID_ENDPOINT = "(invalid HCLOUD_ENDPOINT)";
@@ -75,11 +75,7 @@ export class HetznerClient {
     } catch {
       throw new UserError(`HCLOUD_ENDPOINT is not a URL`, { hint: `unset it to use ${DEFAULT_ENDPOINT}` });
     }
-    this.http = createClient<paths>({
-      baseUrl: base.toString().replace(/\/$/, ""),
-      headers: { Authorization: `Bearer ${opts.token}`, "User-Agent": "spuff" },
-      fetch: nodeFetch,
-    });
+    this.http = apiClient<paths>(base.toString().replace(/\/$/, ""), { Authorization: `Bearer ${opts.token}`, "User-Agent": "spuff" });
   }
 
   get pollMs(): number {
@@ -170,13 +166,13 @@ export class HetznerClient {
   }
 
   /** Maps an API error response to a UserError (the user fixes it: exit 1) or ProviderError (exit 2), with hints. */
-  toError(what: string, response: Response, body: ApiErrorBody): UserError | ProviderError {
+  toError(what: string, response: ApiResponse, body: ApiErrorBody): UserError | ProviderError {
     const err = this.mapError(what, response, body);
     apiErrors.set(err, { status: response.status, code: body.error?.code ?? "" });
     return err;
   }
 
-  private mapError(what: string, response: Response, body: ApiErrorBody): UserError | ProviderError {
+  private mapError(what: string, response: ApiResponse, body: ApiErrorBody): UserError | ProviderError {
     const status = response.status;
     const code = body.error?.code ?? "";
     const apiMessage = this.redact(body.error?.message ?? response.statusText ?? "");
@@ -232,7 +228,7 @@ export class HetznerClient {
   }
 
   /** 429 for longer than spuff waits: how long it tried, and how the quota comes back. */
-  private rateLimitError(what: string, response: Response, body: ApiErrorBody, waitedMs: number): ProviderError {
+  private rateLimitError(what: string, response: ApiResponse, body: ApiErrorBody, waitedMs: number): ProviderError {
     const code = body.error?.code ?? "";
     const apiMessage = this.redact(body.error?.message ?? response.statusText ?? "");
     const said = `429${code ? ` ${code}` : ""}${apiMessage ? `: ${apiMessage}` : ""}`;
@@ -474,7 +470,7 @@ export function pollDelay(i: number, pollMs: number): number {
  * `RateLimit-Limit` per hour, evenly: 1 s at the default 3600), or until `RateLimit-Reset` when the whole quota is back
  * sooner than that; at least 50 ms, at most 10 s, plus up to 10 % so processes sharing a project do not retry in step.
  */
-export function rateLimitWait(headers: Headers, now = Date.now(), jitter = Math.random()): number {
+export function rateLimitWait(headers: ApiResponse["headers"], now = Date.now(), jitter = Math.random()): number {
   const limit = Number(headers.get("RateLimit-Limit"));
   let ms = limit > 0 ? 3_600_000 / limit : 1000;
   const reset = headers.get("RateLimit-Reset");

@@ -43,8 +43,8 @@ export class App {
   command?: string;
   private loaded?: LoadedConfig;
   private providers = new Map<string, Promise<Provider>>();
+  private quick?: typeof import("../config/quick.js");
   private loader?: typeof import("../config/load.js");
-  private schema?: typeof import("../config/schema.js");
 
   constructor(readonly io: Io) {}
 
@@ -89,11 +89,13 @@ export class App {
 
   /**
    * Loads the config module (zod, yaml) before a command's action runs; `--help` and `--version` never need it,
-   * which keeps them fast.
+   * which keeps them fast. A run with no config file to read, and nothing in its environment or flags to validate,
+   * gets its config without them (src/config/quick.ts); `longLived` (the picker) loads them anyway, for the files it
+   * may find later.
    */
-  async prepare(): Promise<void> {
-    this.loader ??= await import("../config/load.js");
-    this.schema ??= await import("../config/schema.js");
+  async prepare(opts: { longLived?: boolean } = {}): Promise<void> {
+    this.quick ??= await import("../config/quick.js");
+    if (opts.longLived || !this.quick.configWithoutFiles(this.loadOptions())) this.loader ??= await import("../config/load.js");
     if (this.untrustedProject === "refuse" && this.interactive && !this.globals.config && !this.reviewed) {
       this.reviewed = true;
       const { reviewProjectFile } = await import("./commands/trust.js");
@@ -103,7 +105,7 @@ export class App {
 
   /** `--provider` and `SPUFF_PROVIDER` are checked before any file is read, with spuff's words instead of zod's. */
   private checkProviderName(): void {
-    const known: readonly string[] = this.schema?.providerNames ?? [];
+    const known: readonly string[] = this.quick?.providerNames ?? [];
     for (const [source, name] of [["--provider", this.globals.provider], ["SPUFF_PROVIDER", this.io.env.SPUFF_PROVIDER]] as const) {
       if (name === undefined || (source === "SPUFF_PROVIDER" && (name === "" || this.globals.provider !== undefined))) continue;
       if (!known.includes(name)) {
@@ -112,17 +114,21 @@ export class App {
     }
   }
 
+  private loadOptions() {
+    return { env: this.io.env, cwd: this.io.cwd, configFile: this.globals.config, provider: this.globals.provider };
+  }
+
   loadedConfig(): LoadedConfig {
-    if (!this.loader) throw new Error("App.prepare() must run before config is read");
     if (!this.loaded) {
       this.checkProviderName();
-      this.loaded = this.loader.loadConfig({
-        env: this.io.env,
-        cwd: this.io.cwd,
-        configFile: this.globals.config,
-        provider: this.globals.provider,
-        untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse",
-      });
+      if (this.loader) this.loaded = this.loader.loadConfig({ ...this.loadOptions(), untrusted: this.untrustedProject === "ignore" ? "ignore" : "refuse" });
+      else if (!this.quick) throw new Error("App.prepare() must run before config is read");
+      else {
+        // Asked again now, as loadConfig would read the files now: one that appeared since prepare() is never passed over.
+        const now = this.quick.configWithoutFiles(this.loadOptions());
+        if (!now) throw new ConfigError("a config file appeared while spuff was starting", { hint: "run the command again" });
+        this.loaded = now;
+      }
       for (const w of this.loaded.warnings) this.warn(w);
     }
     return this.loaded;

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { SpuffError } from "../core/errors.js";
 import { App, type Io } from "./app.js";
-import { commands } from "./commands/index.js";
+import { commandWord, COMMAND_WORDS } from "./commands/table.js";
 import { VERSION } from "./version.js";
 
 const EXIT_CODES = `
@@ -59,7 +59,10 @@ function commandPath(cmd: Command): string {
   return names.join(" ");
 }
 
-export function buildProgram(app: App): Command {
+type Register = (program: Command, app: App) => void;
+
+/** The program with the commands `registers` register (all of them: commands/index.ts). */
+export function buildProgram(app: App, registers: Register[]): Command {
   const program = new Command("spuff")
     .description("Ephemeral development VMs with pinned host keys and a guarded, forwarded SSH agent")
     .version(VERSION, "--version", "print the version")
@@ -84,7 +87,7 @@ export function buildProgram(app: App): Command {
     app.untrustedProject = typeof policy === "function" ? policy(action.processedArgs) : policy;
     if (!LOADS_CONFIG_ITSELF.has(action.name())) await app.prepare();
   });
-  for (const register of commands) register(program, app);
+  for (const register of registers) register(program, app);
   for (const cmd of program.commands) {
     cmd.exitOverride().configureOutput({
       writeOut: (s) => app.io.stdout.write(s),
@@ -101,19 +104,34 @@ async function noArguments(app: App, program: Command): Promise<number> {
     program.outputHelp();
     return 0;
   }
-  await app.prepare();
+  await app.prepare({ longLived: true });
   const { runTui } = await import("../tui/run.js");
   return runTui(app);
 }
 
-function defaultIo(): Io {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+/**
+ * The process's streams, env and cwd, where `io` gives none. `process.stdin` is made only when read (~3 ms: Node builds
+ * its stream on first access), which `ls --json` and most commands never do.
+ */
+function processIo(io: Partial<Io>): Io {
+  return {
+    stdout: io.stdout ?? process.stdout,
+    stderr: io.stderr ?? process.stderr,
+    get stdin() {
+      return io.stdin ?? process.stdin;
+    },
+    env: io.env ?? process.env,
+    cwd: io.cwd ?? process.cwd(),
+  };
 }
 
 /** Runs spuff with `argv` (without node and script) and returns the exit code. Never throws. */
 export async function main(argv: string[], io: Partial<Io> = {}): Promise<number> {
-  const app = new App({ ...defaultIo(), ...io });
-  const program = buildProgram(app);
+  const app = new App(processIo(io));
+  // Only the command being run is registered (and its module loaded); help, errors and suggestions get all of them.
+  const word = commandWord(argv);
+  const registers = word ? [(await COMMAND_WORDS[word]()).register] : (await import("./commands/index.js")).commands;
+  const program = buildProgram(app, registers);
   const before = process.exitCode;
   process.exitCode = undefined;
   try {

@@ -1,14 +1,25 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { homedir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import { resolve } from "node:path";
+import { createRequire } from "node:module";
+import type { Document, LineCounter, Node } from "yaml";
 import type { ZodIssue } from "zod";
 import { ConfigError } from "../core/errors.js";
-import { type Config, DEFAULTS } from "./defaults.js";
+import type { Config } from "./defaults.js";
 import { stateDir } from "../core/state.js";
 import { canonicalPath, sha256, type TrustStatus, TrustStore } from "../core/trust.js";
 import { allowedProjectKeys, PROJECT_KEYS } from "./project.js";
+import { combine, effective, findProjectConfig, userConfigPath } from "./quick.js";
 import { type ConfigFile, configSchema } from "./schema.js";
+
+export { parseDuration, sizeMiB } from "./units.js";
+export { findProjectConfig, leafPaths, merge, userConfigPath } from "./quick.js";
+
+let yamlModule: typeof import("yaml") | undefined;
+/** yaml, loaded when a file is parsed (~50 ms of start-up): with no config file, spuff never loads it. */
+function yaml(): typeof import("yaml") {
+  yamlModule ??= createRequire(import.meta.url)("yaml") as typeof import("yaml");
+  return yamlModule;
+}
 
 export interface LoadOptions {
   env: NodeJS.ProcessEnv;
@@ -30,22 +41,6 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
-export function userConfigPath(env: NodeJS.ProcessEnv): string {
-  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
-  return join(base, "spuff", "config.yaml");
-}
-
-/** `spuff.yaml` in `cwd` or the nearest parent directory that has one. */
-export function findProjectConfig(cwd: string): string | undefined {
-  let dir = resolve(cwd);
-  for (;;) {
-    const candidate = join(dir, "spuff.yaml");
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
-}
 
 function position(lc: LineCounter, offset: number | undefined): string {
   if (offset === undefined) return "";
@@ -65,9 +60,9 @@ function nodeAt(doc: Document, path: (string | number)[]): Node | undefined {
 /** The node of a map key, so "unknown key" points at the key itself. */
 function keyNodeAt(doc: Document, parent: (string | number)[], key: string): Node | undefined {
   const map = parent.length === 0 ? doc.contents : (doc.getIn(parent, true) as Node | undefined);
-  if (map && isMap(map)) {
+  if (map && yaml().isMap(map)) {
     for (const pair of map.items) {
-      if (isScalar(pair.key) && pair.key.value === key) return pair.key;
+      if (yaml().isScalar(pair.key) && pair.key.value === key) return pair.key;
     }
   }
   return undefined;
@@ -141,11 +136,11 @@ const VAR_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 /** Expands `${VAR}` and `${VAR:-default}` in every string scalar; an unset `${VAR}` is an error naming it. */
 function expandEnv(doc: Document, lc: LineCounter, file: string, env: NodeJS.ProcessEnv, problems: string[]): void {
   const visit = (node: unknown, path: (string | number)[]): void => {
-    if (isMap(node)) {
-      for (const pair of node.items) visit(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : "?"]);
-    } else if (isSeq(node)) {
+    if (yaml().isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...path, yaml().isScalar(pair.key) ? String(pair.key.value) : "?"]);
+    } else if (yaml().isSeq(node)) {
       for (const [i, item] of node.items.entries()) visit(item, [...path, i]);
-    } else if (isScalar(node) && typeof node.value === "string" && node.value.includes("${")) {
+    } else if (yaml().isScalar(node) && typeof node.value === "string" && node.value.includes("${")) {
       node.value = node.value.replace(VAR_RE, (_m, name: string, fallback: string | undefined) => {
         const value = env[name];
         if (value !== undefined && value !== "") return value;
@@ -184,11 +179,11 @@ function readBytes(file: string): Buffer {
 function keyPositions(doc: Document, lc: LineCounter): Map<string, { line: number; col: number }> {
   const out = new Map<string, { line: number; col: number }>();
   const visit = (node: unknown, path: string[]): void => {
-    if (!isMap(node)) return;
+    if (!yaml().isMap(node)) return;
     for (const pair of node.items) {
-      if (!isScalar(pair.key)) continue;
+      if (!yaml().isScalar(pair.key)) continue;
       const p = [...path, String(pair.key.value)];
-      if (isMap(pair.value)) visit(pair.value, p);
+      if (yaml().isMap(pair.value)) visit(pair.value, p);
       else if (pair.key.range) out.set(p.join("."), lc.linePos(pair.key.range[0]));
     }
   };
@@ -200,16 +195,16 @@ function keyPositions(doc: Document, lc: LineCounter): Map<string, { line: numbe
 function refusedKeys(doc: Document, lc: LineCounter, file: string, userFile: string): string[] {
   const problems: string[] = [];
   const visit = (node: unknown, path: string[]): void => {
-    if (!isMap(node)) return;
+    if (!yaml().isMap(node)) return;
     for (const pair of node.items) {
-      if (!isScalar(pair.key)) continue;
+      if (!yaml().isScalar(pair.key)) continue;
       const p = [...path, String(pair.key.value)];
       const rule = PROJECT_KEYS[p.join(".")];
       if (typeof rule === "string") {
         problems.push(
           `${file}${position(lc, pair.key.range?.[0])}: ${p.join(".")}: not allowed in a project file (${rule}); move it to your user config ${userFile}`,
         );
-      } else if (rule === undefined && isMap(pair.value)) visit(pair.value, p);
+      } else if (rule === undefined && yaml().isMap(pair.value)) visit(pair.value, p);
     }
   };
   visit(doc.contents, []);
@@ -223,8 +218,8 @@ function refusedKeys(doc: Document, lc: LineCounter, file: string, userFile: str
  */
 export function parseConfigFile(file: string, bytes: Buffer, kind: FileKind, env: NodeJS.ProcessEnv, warnings: string[] = []): ParsedFile {
   const text = bytes.toString("utf8");
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const lc = new (yaml().LineCounter)();
+  const doc = yaml().parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(`${file} is not valid YAML`, {
       notes: doc.errors.map((e) => `${file}${position(lc, e.pos[0])}: ${e.message.split("\n")[0]}`),
@@ -270,47 +265,6 @@ export function loadFile(file: string, env: NodeJS.ProcessEnv, warnings: string[
   return parseConfigFile(file, readBytes(file), kind, env, warnings).data;
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** Objects merge key by key; arrays and scalars from the higher layer replace the lower one. */
-export function merge<T>(lower: T, higher: unknown): T {
-  if (!isPlainObject(lower) || !isPlainObject(higher)) return (higher === undefined ? lower : higher) as T;
-  const out: Record<string, unknown> = { ...lower };
-  for (const [k, v] of Object.entries(higher)) {
-    if (v === undefined) continue;
-    out[k] = merge(out[k], v);
-  }
-  return out as T;
-}
-
-/** Dotted paths of the leaves of a layer (scalars and lists: what the merge replaces whole). */
-export function leafPaths(value: unknown, prefix = ""): string[] {
-  if (!isPlainObject(value)) return prefix ? [prefix] : [];
-  return Object.entries(value).flatMap(([k, v]) => (v === undefined ? [] : leafPaths(v, prefix ? `${prefix}.${k}` : k)));
-}
-
-const ENV_VARS: Record<string, (env: NodeJS.ProcessEnv) => string | undefined> = {
-  provider: (env) => (env.SPUFF_PROVIDER ? "SPUFF_PROVIDER" : undefined),
-  "hetzner.token": (env) => (env.HCLOUD_TOKEN ? "HCLOUD_TOKEN" : undefined),
-  "aws.region": (env) => (env.AWS_REGION ? "AWS_REGION" : env.AWS_DEFAULT_REGION ? "AWS_DEFAULT_REGION" : undefined),
-  "aws.profile": (env) => (env.AWS_PROFILE ? "AWS_PROFILE" : undefined),
-  "aws.endpoint": (env) => (env.AWS_ENDPOINT_URL_EC2 ? "AWS_ENDPOINT_URL_EC2" : undefined),
-};
-
-/** Environment layer: SPUFF_PROVIDER, HCLOUD_TOKEN, AWS_REGION/AWS_DEFAULT_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_EC2. */
-function envLayer(env: NodeJS.ProcessEnv): ConfigFile {
-  const layer: Record<string, Record<string, unknown> | string> = {};
-  if (env.SPUFF_PROVIDER) layer.provider = env.SPUFF_PROVIDER;
-  if (env.HCLOUD_TOKEN) layer.hetzner = { token: env.HCLOUD_TOKEN };
-  const aws: Record<string, unknown> = {};
-  if (env.AWS_REGION || env.AWS_DEFAULT_REGION) aws.region = env.AWS_REGION || env.AWS_DEFAULT_REGION;
-  if (env.AWS_PROFILE) aws.profile = env.AWS_PROFILE;
-  if (env.AWS_ENDPOINT_URL_EC2) aws.endpoint = env.AWS_ENDPOINT_URL_EC2;
-  if (Object.keys(aws).length) layer.aws = aws;
-  return layer as ConfigFile;
-}
 
 /** Where a value of the effective config came from. */
 export type Origin =
@@ -411,23 +365,7 @@ export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
       }
     }
   }
-  const origins: Record<string, Origin> = {};
-  for (const p of leafPaths(DEFAULTS)) origins[p] = { source: "default" };
-  let merged: ConfigFile = {};
-  for (const { source, parsed } of layers) {
-    merged = merge(merged, parsed.data);
-    for (const p of leafPaths(parsed.data)) {
-      const at = parsed.positions.get(p) ?? parsed.positions.get(p.split(".")[0]) ?? { line: 1, col: 1 };
-      origins[p] = { source: source.kind, file: source.path, line: at.line, col: at.col, trusted: source.trusted };
-    }
-  }
-  const fromEnv = envLayer(opts.env);
-  merged = merge(merged, fromEnv);
-  for (const p of leafPaths(fromEnv)) origins[p] = { source: "env", name: ENV_VARS[p]?.(opts.env) ?? "environment" };
-  if (opts.provider !== undefined) {
-    merged = merge(merged, { provider: opts.provider });
-    origins.provider = { source: "flag", name: "--provider" };
-  }
+  const { merged, origins } = combine(layers, opts.env, opts.provider);
   const check = configSchema.safeParse(merged);
   if (!check.success) {
     const issue = check.error.issues[0];
@@ -436,27 +374,6 @@ export function loadConfig(opts: LoadOptions & TrustOptions): LoadedConfig {
       hint: issue.path[0] === "provider" ? "valid providers: local, hetzner, aws" : undefined,
     });
   }
-  const config = merge(structuredClone(DEFAULTS) as unknown as Config, check.data);
-  // A leaf of the defaults that a file replaced with an object (dotfiles) or the reverse keeps only current paths.
-  for (const p of Object.keys(origins)) if (!leafPaths(config).includes(p)) delete origins[p];
-  const files = sources.filter((s) => !s.ignored).map((s) => s.path);
-  return { config, files, sources, origins, warnings };
+  return effective(check.data, origins, sources, warnings);
 }
 
-/** Parses "1h30m", "2d", "45s" into milliseconds. */
-export function parseDuration(text: string): number {
-  const m = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(text);
-  if (!m || text === "") throw new ConfigError(`invalid duration "${text}"`, { hint: 'use e.g. "30m", "4h", "1h30m", "2d"' });
-  const [, d, h, min, s] = m.map((x) => Number(x ?? 0));
-  return (((d * 24 + h) * 60 + min) * 60 + s) * 1000;
-}
-
-/** A config size ("10G", "512M", "2GiB", or a number of MiB) in MiB. */
-export function sizeMiB(size: string | number): number {
-  if (typeof size === "number") return size;
-  const m = /^(\d+)\s*([KMGT]?)i?B?$/i.exec(size.trim());
-  if (!m) throw new ConfigError(`invalid size "${size}"`, { hint: 'use e.g. "10G" or "2048M"' });
-  const n = Number(m[1]);
-  const unit = m[2].toUpperCase();
-  return unit === "K" ? Math.ceil(n / 1024) : unit === "G" ? n * 1024 : unit === "T" ? n * 1024 * 1024 : n;
-}

@@ -1,4 +1,7 @@
 import { z } from "zod";
+import { providerNames } from "./quick.js";
+
+export { providerNames };
 
 /**
  * The config schema. Every object is strict: an unknown key is an error that names the key and lists the valid ones.
@@ -14,8 +17,6 @@ const duration = z
 
 const sizeRe = /^\d+(?:[KMGT]i?B?|[KMGT])?$/i;
 const size = z.union([z.number().int().positive(), z.string().regex(sizeRe, 'expected a size such as "2G" or "2048M"')]);
-
-export const providerNames = ["local", "hetzner", "aws"] as const;
 
 const hostKeyLine = z
   .string()

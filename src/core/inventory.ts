@@ -1,5 +1,6 @@
 import { UserError } from "./errors.js";
 import { LABEL } from "./labels.js";
+import { compareNames } from "./order.js";
 import { isMine, type Owner, recordOf } from "./owner.js";
 import type { Progress, Provider, Vm, Volume } from "./provider.js";
 import { processAlive, type StateStore, type VmRecord } from "./state.js";
@@ -72,7 +73,7 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
     const vm: Vm = { id: r.id ?? "", name: r.name, provider: r.provider, status: creating ? "creating" : "gone", labels, createdAt: r.createdAt };
     vms.push(toView(vm, now, { billsWhenStopped: false, free: false }, true));
   }
-  vms.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider) || Number(b.mine) - Number(a.mine));
+  vms.sort((a, b) => compareNames(a.name, b.name) || compareNames(a.provider, b.provider) || Number(b.mine) - Number(a.mine));
   return { vms, errors };
 }
 
@@ -186,7 +187,7 @@ export async function workspaces(
       errors.push({ provider: name, message: (err as Error).message });
     }
   }
-  out.sort((a, b) => a.name.localeCompare(b.name) || a.provider.localeCompare(b.provider));
+  out.sort((a, b) => compareNames(a.name, b.name) || compareNames(a.provider, b.provider));
   return { workspaces: out, errors };
 }
 

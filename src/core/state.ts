@@ -16,6 +16,7 @@ import { spawnSync } from "node:child_process";
 import { homedir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { UserError } from "./errors.js";
+import { compareNames } from "./order.js";
 import type { SshEndpoint } from "./provider.js";
 
 /**
@@ -246,7 +247,7 @@ export class StateStore {
       .filter((n) => statSync(join(root, n)).isDirectory())
       .map((n) => this.read(n))
       .filter((r): r is VmRecord => r !== undefined)
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => compareNames(a.name, b.name));
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Config } from "../config/defaults.js";
-import { parseDuration, sizeMiB } from "../config/load.js";
+import { parseDuration, sizeMiB } from "../config/units.js";
 import { ProviderError, UserError } from "./errors.js";
 import { LABEL, labelTime, MANAGED_BY_VALUE } from "./labels.js";
 import { ownedLabels, type Owner } from "./owner.js";

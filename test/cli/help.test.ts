@@ -1,11 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { App } from "../../src/cli/app.js";
+import { commands } from "../../src/cli/commands/index.js";
 import { buildProgram } from "../../src/cli/main.js";
 import { runCli, tempHome } from "../helpers/cli.js";
 
 /** Every command path of the real program: ["up"], ["config", "init"], ... */
 function commandPaths(): string[][] {
-  const program = buildProgram(new App({ stdout: { write: () => true }, stderr: { write: () => true }, stdin: process.stdin, env: {}, cwd: "/" }));
+  const program = buildProgram(new App({ stdout: { write: () => true }, stderr: { write: () => true }, stdin: process.stdin, env: {}, cwd: "/" }), commands);
   const paths: string[][] = [];
   const walk = (cmd: typeof program, prefix: string[]) => {
     for (const sub of cmd.commands) {

@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { ensureGuard, guardFor, resolveRecord, userSshConfig, vmTarget } from "../../core/session.js";
 import { hostAlias, type VmRecord } from "../../core/state.js";
 import { table } from "../../core/view.js";
 import type { Check } from "../../ssh/doctor.js";
@@ -18,6 +17,7 @@ async function openSshChecks(app: App, record: VmRecord, forward: boolean): Prom
       { check: sshCheck, ok: true, detail: "skipped: no agent is forwarded" },
     ];
   }
+  const { ensureGuard, userSshConfig } = await import("../../core/session.js");
   const checks: Check[] = [];
   let socket: string | undefined;
   try {
@@ -84,6 +84,7 @@ Examples:
   $ spuff doctor api --json`,
     )
     .action(async (name: string | undefined, opts: { agent: boolean; gitHost?: string[] }) => {
+      const { guardFor, resolveRecord, vmTarget } = await import("../../core/session.js");
       const record = resolveRecord(app.state(), name);
       const config = app.config();
       const gitHosts = opts.gitHost?.length ? opts.gitHost : config.git_hosts.length ? config.git_hosts.map((h) => h.host) : ["github.com"];

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { down, type DownResult, pick, workspaces } from "../../core/inventory.js";
 import { UserError } from "../../core/errors.js";
-import { describeUnsaved, type UnsavedWork, unsavedWork } from "../../core/unsaved.js";
+import type { UnsavedWork } from "../../core/unsaved.js";
 import { recordOf } from "../../core/owner.js";
 import { formatMoney, type VmView } from "../../core/view.js";
 import { keptNote, type WorkspaceView } from "../../core/workspace.js";
@@ -98,6 +98,7 @@ Examples:
       if (!app.globals.yes) {
         const list = targets.map(which).join(", ");
         const lost = [...unsaved.entries()].filter(([, u]) => u.repos.length);
+        const { describeUnsaved } = await import("../../core/unsaved.js");
         if (!app.interactive) {
           throw new UserError(`refusing to destroy ${list} without confirmation`, {
             notes: lost.flatMap(([t, u]) => [`unsaved work on ${t.name}:`, ...u.repos.map((r) => `  ${describeUnsaved(r)}`)]),
@@ -146,6 +147,7 @@ async function checkUnsaved(app: App, targets: VmView[], volumes: WorkspaceView[
   const attached = new Set(volumes.filter((w) => w.attachedTo).map((w) => `${w.provider}/${w.attachedTo}`));
   const candidates = targets.filter((t) => t.status === "running" && !attached.has(`${t.provider}/${t.id}`));
   if (!candidates.length) return out;
+  const { unsavedWork } = await import("../../core/unsaved.js");
   await Promise.all(
     candidates.map(async (t) => {
       const record = recordOf(app.state(), t);

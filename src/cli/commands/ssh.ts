@@ -1,9 +1,6 @@
 import type { Command } from "commander";
 import { ProviderError } from "../../core/errors.js";
-import { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } from "../../core/session.js";
 import type { App } from "../app.js";
-import { OTHER_BUILD } from "../../ssh/warm-client.js";
-import { largeFileOnStdin, sessionInput } from "../session-input.js";
 
 interface SshOpts {
   agent: boolean;
@@ -44,7 +41,13 @@ Examples:
   $ spuff ssh api --direct -- uptime      a connection of its own, not the warm one`,
     )
     .action(async (name: string | undefined, command: string[], opts: SshOpts) => {
-      const { dial, parseForward } = await import("../../ssh/dial.js");
+      // Loaded here, not at the top: every other command (ls, --help) would load them too (docs/performance.md).
+      const [{ dial, parseForward }, session, { largeFileOnStdin, sessionInput }] = await Promise.all([
+        import("../../ssh/dial.js"),
+        import("../../core/session.js"),
+        import("../session-input.js"),
+      ]);
+      const { guardDir, openSession, resolveRecord, restartGuardDaemon, spawnGuardDaemon, spuffBuild, vmTarget } = session;
       const forwards = (opts.L ?? []).map(parseForward);
       const stdin = sessionInput(app.io.stdin);
       // A command with the agent forwarded runs on the guard daemon's warm connection when there is one
@@ -95,7 +98,7 @@ Examples:
         if (!agent || parseDuration(app.config().ssh.persist) <= 0) {
           // ssh.persist 0 or no agent: nothing to start
         } else if (warm.kind === "absent") spawnGuardDaemon(guardDir(app.io.env), app.io.env);
-        else if (warm.why === OTHER_BUILD) await restartGuardDaemon(app.io.env).catch(() => {});
+        else if (warm.why === (await import("../../ssh/warm-client.js")).OTHER_BUILD) await restartGuardDaemon(app.io.env).catch(() => {});
       }
       if (code !== 0 && !agent && !interactive) {
         const [why, fix] = opts.agent

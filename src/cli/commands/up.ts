@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { nameFromDir, randomName, validateName } from "../../core/names.js";
 import { hostAlias } from "../../core/state.js";
 import { toView } from "../../core/view.js";
 import type { App } from "../app.js";
@@ -35,6 +34,7 @@ Examples:
       const config = app.config();
       if (opts.cold) config.local.warm = false; // before the provider is made: it reads this config
       const { findProjectConfig } = await import("../../config/load.js");
+      const { nameFromDir, randomName, validateName } = await import("../../core/names.js");
       const project = findProjectConfig(app.io.cwd);
       const name = validateName(nameArg ?? (project ? nameFromDir(dirname(project)) : undefined) ?? randomName());
       const provider = await app.provider();
