@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import type * as SSH2 from "ssh2";
 import { type Document, parseDocument, visit } from "yaml";
 import type { Config } from "../config/defaults.js";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import { UserError } from "../core/errors.js";
 import { templateDir } from "./template-dir.js";
 import type { GitHostInput, TemplateArgs } from "./types.js";

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { BAKE_CLEAN, DEFAULT_PACKAGES, encodeUserData, renderUserData, templateDir } from "../cloudinit/index.js";
 import type { TemplateArgs } from "../cloudinit/types.js";
 import type { Config } from "../config/defaults.js";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";

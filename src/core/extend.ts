@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import { execOnVm } from "../ssh/connect.js";
 import { ProviderError, UserError } from "./errors.js";
 import { LABEL, labelTime } from "./labels.js";

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import { waitForSsh } from "../ssh/connect.js";
 import { UserError } from "./errors.js";
 import { vmOf } from "./inventory.js";

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { encodeUserData, renderUserData, templateArgsFromConfig, trustWarnings } from "../cloudinit/index.js";
 import type { Config } from "../config/defaults.js";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { chooseBake } from "./bake.js";

@@ -1,5 +1,5 @@
 import type { App } from "../cli/app.js";
-import { parseDuration } from "../config/load.js";
+import { parseDuration } from "../config/units.js";
 import { UserError } from "../core/errors.js";
 import { type DownResult, down, type Inventory, inventory, vmOf, volumeOf, workspaces } from "../core/inventory.js";
 import { recordOf } from "../core/owner.js";
