@@ -61,20 +61,30 @@ async function listBench(home: string): Promise<string> {
     floor,
     `require("http").get(process.env.HCLOUD_ENDPOINT + "/servers?label_selector=managed-by%3Dspuff&page=1&per_page=50", { headers: { Authorization: "Bearer " + process.env.HCLOUD_TOKEN } }, (r) => r.resume());\n`,
   );
+  // Most users have a config file: the same ls reading one (yaml and zod loaded, the file validated), side by side.
+  const userConfig = join(home, "user-config.yaml");
+  writeFileSync(userConfig, "provider: hetzner\nhetzner:\n  location: nbg1\n  server_type: cx32\nidle:\n  timeout: 45m\nrepositories:\n  - git@github.com:example/app.git\n");
   for (const seed of [0, 60]) {
     const { child, endpoint } = await fakeProcess(seed);
     try {
       const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: endpoint, HCLOUD_TOKEN: TOKEN };
-      const cmds = [`${SPUFF.join(" ")} --provider hetzner ls --json`, `node ${floor}`, ...(hcloud ? ["hcloud server list -o json"] : [])];
-      const [s, f, h] = rounds(cmds, { rounds: ROUNDS, runs: 10, env });
+      const cmds = [
+        `${SPUFF.join(" ")} --provider hetzner ls --json`,
+        `node ${floor}`,
+        `${SPUFF.join(" ")} --config ${userConfig} ls --json`,
+        ...(hcloud ? ["hcloud server list -o json"] : []),
+      ];
+      const [s, f, c, h] = rounds(cmds, { rounds: ROUNDS, runs: 10, env });
       const label = (t: typeof s, name: string) => {
         const m = spread(t.medians);
         return `| \`${name}\` | ${seed} | ${ms(m.median)} | ${ms(m.min)} – ${ms(m.max)} | ${ms(m.worst)} | ${t.runs} |`;
       };
-      rows.push(label(s, "spuff ls --json"), label(f, "node + one HTTP GET"));
+      rows.push(label(s, "spuff ls --json"), label(c, "spuff --config FILE ls --json"), label(f, "node + one HTTP GET"));
       const toFloor = s.medians.map((m, i) => m / f.medians[i]);
+      const withFile = c.medians.map((m, i) => m / f.medians[i]);
       ratios.push(
         `${seed} servers: spuff ÷ (node + one GET) per round ${toFloor.map(ratio).join(", ")}, worst ${goal(`\`ls --json\` (${seed} servers) ÷ (node + one HTTP GET), worst round`, Math.max(...toFloor), "≤", 1.5, ratio)}`,
+        `${seed} servers, with a config file: spuff ÷ (node + one GET) per round ${withFile.map(ratio).join(", ")}, worst ${goal(`\`ls --json\` (${seed} servers, a config file) ÷ (node + one HTTP GET), worst round`, Math.max(...withFile), "≤", 1.5, ratio)}`,
       );
       if (h) {
         rows.push(label(h, "hcloud server list -o json"));
@@ -88,6 +98,8 @@ async function listBench(home: string): Promise<string> {
 All list the servers of the same fake in its own process (60 servers = 2 pages of 50), with legacy \`datacenter\`
 payloads so the old hcloud-cli gets what it expects. "node + one HTTP GET" starts Node and sends the first request
 spuff sends: what a Node CLI cannot go below. Goal: \`ls --json\` ≤ 1.5× that, in every round (${ROUNDS} rounds of 10 runs).
+"--config FILE": the same listing with a user config file of five settings (provider, location, server type, idle
+timeout, one repository), which loads the YAML parser and the schema; without a file spuff needs neither.
 
 | command | servers | median of the round medians | their range | worst median | runs |
 |---|---|---|---|---|---|
