@@ -1,3 +1,4 @@
+import { fstatSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import type { SessionRequest } from "./guard-client.js";
 import { controlSocket } from "./guard-client.js";
@@ -7,8 +8,35 @@ import { controlSocket } from "./guard-client.js";
 // only: no ssh2, no config, no agent code; the daemon has them loaded and settles the session in this process's
 // environment and directory, as `spuff guard ensure` does.
 
-/** Frame types. To the daemon: stdin data, stdin's end. From it: stdout, stderr, a spuff status line, the exit. */
-export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, status: 0x73, exit: 0x78 } as const;
+/**
+ * Frame types. To the daemon: stdin data, stdin's end. From it: stdout, stderr, a spuff status line, the exit. `pipe`,
+ * both ways: the caller's stdin is a pipe the daemon may read itself (`PipeRef`), and the daemon's answer ("1": it
+ * reads it, the caller sends no stdin frames; empty: the caller sends them as usual).
+ */
+export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, status: 0x73, exit: 0x78, pipe: 0x70 } as const;
+
+/**
+ * A pipe on the caller's stdin (`cat blob | spuff ssh vm -- 'cat > x'`), as the daemon finds it on Linux:
+ * /proc/PID/fd/0, checked to be the same pipe (device and inode). The daemon then reads the pipe itself instead of
+ * having this process read it and pass every byte on over the control socket, a second process on the data path
+ * that halved the throughput (docs/performance.md).
+ */
+export interface PipeRef {
+  pid: number;
+  dev: number;
+  ino: number;
+}
+
+/** `stdin` is this process's stdin and a pipe (FIFO) on Linux: what the daemon needs to find it; else undefined. */
+export function pipeOnStdin(stdin: unknown): PipeRef | undefined {
+  if (stdin !== process.stdin || process.platform !== "linux") return undefined;
+  try {
+    const st = fstatSync(0);
+    return st.isFIFO() ? { pid: process.pid, dev: st.dev, ino: st.ino } : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** One frame: type (1 byte), length (4 bytes, big-endian), payload. */
 export function frame(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
@@ -111,8 +139,18 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       }
     };
     const onStdinEnd = () => sock.write(frame(FRAME.eof));
+    const relayStdin = () => {
+      io.stdin.on("data", onStdin);
+      io.stdin.on("end", onStdinEnd);
+      io.stdin.resume();
+    };
+    // A pipe the daemon may read itself: this process reads none of it unless the daemon answers that it cannot.
+    const pipe = pipeOnStdin(io.stdin);
     const frames = new FrameReader((type, payload) => {
       if (type === FRAME.stdout) io.stdout.write(payload);
+      else if (type === FRAME.pipe) {
+        if (!payload.length) relayStdin();
+      }
       else if (type === FRAME.stderr) io.stderr.write(payload);
       else if (type === FRAME.status) io.stderr.write(`${payload.toString()}\n`);
       else if (type === FRAME.exit) {
@@ -137,9 +175,7 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       // A daemon from before warm sessions answers a request it does not know with its status: nothing ran.
       if (typeof reply.reused !== "boolean") return finish({ kind: "fallback", why: OTHER_BUILD });
       started = true;
-      io.stdin.on("data", onStdin);
-      io.stdin.on("end", onStdinEnd);
-      io.stdin.resume();
+      if (!pipe) relayStdin();
       const rest = Buffer.from(head.slice(nl + 1), "latin1");
       if (rest.length) frames.push(rest);
     };
@@ -153,5 +189,6 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       else finish({ kind: "failed", error: "the guard daemon went away during the session" });
     });
     sock.write(`${JSON.stringify(req)}\n`);
+    if (pipe) sock.write(frame(FRAME.pipe, JSON.stringify(pipe)));
   });
 }

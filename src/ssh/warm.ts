@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import type { Socket } from "node:net";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { Socket } from "node:net";
 import type { Client, ClientChannel } from "ssh2";
 import type { GuardedAgent } from "./agent.js";
 import { connect, fingerprintOfLine, type VmTarget } from "./connect.js";
 import { forwardAgentWithoutWaiting } from "./ssh2.js";
-import { FRAME, FrameReader, frame, type SessionReply, writeFrame } from "./warm-client.js";
+import { FRAME, FrameReader, frame, type PipeRef, type SessionReply, writeFrame } from "./warm-client.js";
 
 /**
  * The guard daemon's warm connections, one per VM (like OpenSSH's ControlMaster with ControlPersist): `spuff ssh NAME
@@ -51,6 +52,27 @@ function ended(ch: ClientChannel): Promise<number | undefined> {
     });
     ch.on("close", () => resolve(code));
   });
+}
+
+/**
+ * Opens the pipe on the caller's stdin (`ref`, from the caller) for reading, if it is one this process can open: the
+ * same pipe (device and inode) at /proc/PID/fd/0. Non-blocking: an open of a pipe whose writer is gone would wait for
+ * the next one, and reads go through the event loop, not the thread pool. A process of the user's could do the same;
+ * the control socket answers only the user.
+ */
+function openPipe(payload: Buffer): Socket | undefined {
+  let fd: number | undefined;
+  try {
+    const ref = JSON.parse(payload.toString()) as PipeRef;
+    if (!Number.isSafeInteger(ref.pid) || ref.pid <= 0) return undefined;
+    fd = openSync(`/proc/${ref.pid}/fd/0`, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = fstatSync(fd);
+    if (!st.isFIFO() || st.dev !== ref.dev || st.ino !== ref.ino) throw new Error("another pipe");
+    return new Socket({ fd, readable: true, writable: false });
+  } catch {
+    if (fd !== undefined) closeSync(fd);
+    return undefined;
+  }
 }
 
 /** Why a session could not start; `fallback`: nothing ran on the VM. */
@@ -139,6 +161,23 @@ export class WarmPool {
     reply({ ok: true, reused });
     const onStatus = (line: string) => c.write(frame(FRAME.status, line));
     listeners.add(onStatus);
+    // The caller's stdin when this process reads it itself (FRAME.pipe): to the channel, as fast as the VM takes it.
+    let pipe: Socket | undefined;
+    const takePipe = (payload: Buffer) => {
+      pipe = openPipe(payload);
+      c.write(frame(FRAME.pipe, pipe ? "1" : ""));
+      if (!pipe) return;
+      const p = pipe;
+      p.on("data", (d: Buffer) => {
+        if (!channel.write(d)) {
+          p.pause();
+          channel.once("drain", () => p.resume());
+        }
+      });
+      // A read error ends the input, as OpenSSH's does.
+      p.on("end", () => channel.end());
+      p.on("error", () => channel.end());
+    };
     const frames = new FrameReader((type, payload) => {
       if (type === FRAME.stdin) {
         if (!channel.write(payload)) {
@@ -146,6 +185,7 @@ export class WarmPool {
           channel.once("drain", () => c.resume());
         }
       } else if (type === FRAME.eof) channel.end();
+      else if (type === FRAME.pipe && !pipe) takePipe(payload);
     });
     c.on("data", (d: Buffer) => frames.push(d));
     if (rest.length) frames.push(rest);
@@ -159,9 +199,14 @@ export class WarmPool {
     channel.on("data", out(FRAME.stdout));
     channel.stderr.on("data", out(FRAME.stderr));
     // The caller went away (Ctrl-C, killed): its command ends with it, as with OpenSSH.
-    c.on("close", () => channel.close());
+    c.on("close", () => {
+      channel.close();
+      pipe?.destroy();
+    });
     c.on("error", () => {});
     const code = await ended;
+    // What the command did not read stays in the pipe, as with OpenSSH; its writer sees the end once the caller exits.
+    pipe?.destroy();
     listeners.delete(onStatus);
     c.end(frame(FRAME.exit, JSON.stringify(code !== undefined ? { code } : { error: `the connection to ${vm} was lost` })));
     w.sessions--;

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -100,6 +100,74 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
       closeSync(fd);
     }
     expect(connection()).toBe(warm);
+  });
+
+  /**
+   * `sh -c "INPUT | spuff ssh box -- COMMAND"`: a pipe (FIFO) on spuff's stdin, as a shell makes one. `during` runs
+   * once spuff's pid is known and its stdout has `mark` (the command's output so far), while the command still runs.
+   */
+  const piped = (input: string, command: string, during?: { mark: string; run(pid: number): void | Promise<void> }) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const pidFile = join(t.home, `spuff.pid.${Math.random()}`);
+      // `$!`: the pipeline's last process, spuff.
+      const script = `${input} | '${process.execPath}' '${BIN}' ssh box -- '${command}' & echo $! > '${pidFile}'; wait $!`;
+      const p = spawn("sh", ["-c", script], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      let ran: Promise<void> | undefined;
+      const timer = setTimeout(() => p.kill(), 60_000);
+      p.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        if (during && !ran && stdout.includes(during.mark)) ran = (async () => during.run(Number(readFileSync(pidFile, "utf8"))))();
+      });
+      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      p.on("close", (status) => {
+        clearTimeout(timer);
+        Promise.resolve(ran).then(() => resolve({ status, stdout, stderr }), reject);
+      });
+    });
+  const procField = (pid: number, file: string, field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1]);
+
+  it("a pipe on stdin (`cat f | spuff ssh`) goes through on the warm connection byte for byte, read by the daemon, not by spuff", async () => {
+    const warm = connection();
+    const file = join(t.home, "piped");
+    const blob = randomBytes(8 << 20);
+    writeFileSync(file, blob);
+    let read = Number.NaN;
+    const r = await piped(`cat '${file}'`, "sha256sum; echo $SSH_CONNECTION; echo to-stderr >&2; sleep 1; exit 7", {
+      mark: "127.0.0.1",
+      run: (pid) => (read = procField(pid, "io", "rchar")),
+    });
+    expect([r.status, r.stderr]).toEqual([7, "to-stderr\n"]);
+    const [sum, conn] = r.stdout.trim().split("\n");
+    expect(sum.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
+    expect(conn).toBe(warm);
+    // All spuff itself read (its code, the daemon's frames): far less than the 8 MiB that went through.
+    expect(read).toBeLessThan(2 << 20);
+    // Its end reaches the command; nothing, too; and a command that stops reading ends the pipeline (as with OpenSSH).
+    expect(await piped("printf abc", "wc -c")).toEqual({ status: 0, stdout: "3\n", stderr: "" });
+    expect(await piped("true", "wc -c")).toEqual({ status: 0, stdout: "0\n", stderr: "" });
+    expect(await piped("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "" });
+    expect(connection()).toBe(warm);
+  });
+
+  it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    let grew = { daemon: Number.NaN, spuff: Number.NaN };
+    // 256 MiB on its way while the command sleeps before it reads any of it.
+    const r = await piped("head -c 268435456 /dev/zero", "echo sleeping; sleep 2; wc -c", {
+      mark: "sleeping",
+      run: async (pid) => {
+        await new Promise((r) => setTimeout(r, 1000)); // time for the pipe's writer to fill whatever would take it
+        grew = { daemon: procField(daemon, "status", "VmRSS") - rssBefore, spuff: procField(pid, "status", "VmRSS") };
+      },
+    });
+    expect(r).toEqual({ status: 0, stdout: "sleeping\n268435456\n", stderr: "" });
+    // kB: a few MiB in flight (the channel's window and buffer), not the input.
+    expect(grew.daemon).toBeLessThan(48 << 10);
+    expect(grew.spuff).toBeLessThan(96 << 10);
   });
 
   it("the guard stands on the reused path: only the allowed key, git logins signed, every signature logged", () => {
