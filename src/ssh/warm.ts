@@ -55,7 +55,7 @@ function ended(ch: ClientChannel): Promise<number | undefined> {
 }
 
 /**
- * Opens the pipe on the caller's stdin (`ref`, from the caller) for reading, if it is one this process can open: the
+ * Opens the pipe on the caller's stdin (a `PipeRef` from the caller) for reading, if it is one this process can open: the
  * same pipe (device and inode) at /proc/PID/fd/0. Non-blocking: an open of a pipe whose writer is gone would wait for
  * the next one, and reads go through the event loop, not the thread pool. A process of the user's could do the same;
  * the control socket answers only the user.

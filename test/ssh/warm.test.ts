@@ -129,6 +129,8 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   const procField = (pid: number, file: string, field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1]);
 
   it("a pipe on stdin (`cat f | spuff ssh`) goes through on the warm connection byte for byte, read by the daemon, not by spuff", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
     const warm = connection();
     const file = join(t.home, "piped");
     const blob = randomBytes(8 << 20);
@@ -152,6 +154,8 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   });
 
   it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
     connection();
     const daemon = status().pid as number;
     const rssBefore = procField(daemon, "status", "VmRSS");
