@@ -60,27 +60,48 @@ export function writeFrame(sock: { write(b: Buffer): boolean; cork(): void; unco
   return ok;
 }
 
-/** Splits a byte stream into frames; a frame's bytes are joined once, when all of them are there. */
+/** Frames whose payload is a byte stream: handed on piece by piece as it arrives, without being joined first. */
+const STREAMED: ReadonlySet<number> = new Set([FRAME.stdin, FRAME.stdout, FRAME.stderr]);
+
+/**
+ * Splits a byte stream into frames. A data frame (stdin, stdout, stderr) comes out as the pieces of it each read
+ * brought, views of that read (a frame of 64 KiB spans two reads of the socket: no copy of it, no garbage); any other
+ * frame once whole.
+ */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private length = 0;
+  private head: Buffer = Buffer.alloc(0);
+  /** The frame being read (its type and the bytes of its payload still to come), or none (-1): a header is next. */
+  private type = -1;
+  private left = 0;
+  private parts: Buffer[] = [];
   constructor(private readonly onFrame: (type: number, payload: Buffer) => void) {}
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-    for (;;) {
-      if (this.length < 5) return;
-      if (this.chunks[0].length < 5) this.chunks = [Buffer.concat(this.chunks)];
-      const head = this.chunks[0];
-      const need = 5 + head.readUInt32BE(1);
-      if (this.length < need) return;
-      const all = this.chunks.length === 1 ? head : Buffer.concat(this.chunks, this.length);
-      const type = all[0];
-      const payload = all.subarray(5, need);
-      const rest = all.subarray(need);
-      this.chunks = rest.length ? [rest] : [];
-      this.length = rest.length;
-      this.onFrame(type, payload);
+    let off = 0;
+    while (off < chunk.length || (this.type >= 0 && this.left === 0)) {
+      if (this.type < 0) {
+        const take = Math.min(5 - this.head.length, chunk.length - off);
+        this.head = this.head.length ? Buffer.concat([this.head, chunk.subarray(off, off + take)]) : chunk.subarray(off, off + take);
+        off += take;
+        if (this.head.length < 5) return;
+        this.type = this.head[0];
+        this.left = this.head.readUInt32BE(1);
+        this.head = Buffer.alloc(0);
+      }
+      const piece = chunk.subarray(off, off + Math.min(this.left, chunk.length - off));
+      off += piece.length;
+      this.left -= piece.length;
+      const type = this.type;
+      if (STREAMED.has(type)) {
+        if (this.left === 0) this.type = -1;
+        if (piece.length) this.onFrame(type, piece);
+      } else {
+        if (piece.length) this.parts.push(piece);
+        if (this.left > 0) continue;
+        const payload = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+        this.parts = [];
+        this.type = -1;
+        this.onFrame(type, payload);
+      }
     }
   }
 }
