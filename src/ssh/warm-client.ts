@@ -10,32 +10,51 @@ import { controlSocket } from "./guard-client.js";
 
 /**
  * Frame types. To the daemon: stdin data, stdin's end. From it: stdout, stderr, a spuff status line, the exit. `pipe`,
- * both ways: the caller's stdin is a pipe the daemon may read itself (`PipeRef`), and the daemon's answer ("1": it
- * reads it, the caller sends no stdin frames; empty: the caller sends them as usual).
+ * both ways, first: the pipes on the caller's stdin and stdout the daemon may use itself (`PipeOffer`), and which of
+ * them it took (`PipesTaken`); the caller then sends no stdin frames, and gets no stdout frames, for those.
  */
 export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, status: 0x73, exit: 0x78, pipe: 0x70 } as const;
 
-/**
- * A pipe on the caller's stdin (`cat blob | spuff ssh vm -- 'cat > x'`), as the daemon finds it on Linux:
- * /proc/PID/fd/0, checked to be the same pipe (device and inode). The daemon then reads the pipe itself instead of
- * having this process read it and pass every byte on over the control socket, a second process on the data path
- * that halved the throughput (docs/performance.md).
- */
-export interface PipeRef {
-  pid: number;
+/** A pipe (FIFO): its device and inode, which tell it from any other. */
+export interface PipeId {
   dev: number;
   ino: number;
 }
 
-/** `stdin` is this process's stdin and a pipe (FIFO) on Linux: what the daemon needs to find it; else undefined. */
-export function pipeOnStdin(stdin: unknown): PipeRef | undefined {
-  if (stdin !== process.stdin || process.platform !== "linux") return undefined;
+/**
+ * The pipes on the caller's stdin and stdout (`cat blob | spuff ssh vm -- 'cat > x'`, `spuff ssh vm -- cat x | tar
+ * x`), as the daemon finds them on Linux: /proc/PID/fd/0 and 1, checked to be the same pipes. The daemon then reads
+ * and writes them itself instead of this process passing every byte on over the control socket, a second process on
+ * the data path that halved the throughput (docs/performance.md).
+ */
+export interface PipeOffer {
+  pid: number;
+  stdin?: PipeId;
+  stdout?: PipeId;
+}
+
+export interface PipesTaken {
+  stdin: boolean;
+  stdout: boolean;
+}
+
+function pipeOn(fd: number): PipeId | undefined {
   try {
-    const st = fstatSync(0);
-    return st.isFIFO() ? { pid: process.pid, dev: st.dev, ino: st.ino } : undefined;
+    const st = fstatSync(fd);
+    return st.isFIFO() ? { dev: st.dev, ino: st.ino } : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** The pipes among this process's stdin and stdout, when `io` uses them, on Linux. */
+export function pipesOf(io: { stdin: unknown; stdout: unknown }): PipeOffer {
+  const linux = process.platform === "linux";
+  return {
+    pid: process.pid,
+    stdin: linux && io.stdin === process.stdin ? pipeOn(0) : undefined,
+    stdout: linux && io.stdout === process.stdout ? pipeOn(1) : undefined,
+  };
 }
 
 /** One frame: type (1 byte), length (4 bytes, big-endian), payload. */
@@ -165,12 +184,12 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       io.stdin.on("end", onStdinEnd);
       io.stdin.resume();
     };
-    // A pipe the daemon may read itself: this process reads none of it unless the daemon answers that it cannot.
-    const pipe = pipeOnStdin(io.stdin);
+    // A pipe on stdin the daemon may read itself: this process reads none of it unless the daemon answers it cannot.
+    const offer = pipesOf(io);
     const frames = new FrameReader((type, payload) => {
       if (type === FRAME.stdout) io.stdout.write(payload);
       else if (type === FRAME.pipe) {
-        if (!payload.length) relayStdin();
+        if (offer.stdin && !(JSON.parse(payload.toString()) as PipesTaken).stdin) relayStdin();
       }
       else if (type === FRAME.stderr) io.stderr.write(payload);
       else if (type === FRAME.status) io.stderr.write(`${payload.toString()}\n`);
@@ -196,7 +215,7 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       // A daemon from before warm sessions answers a request it does not know with its status: nothing ran.
       if (typeof reply.reused !== "boolean") return finish({ kind: "fallback", why: OTHER_BUILD });
       started = true;
-      if (!pipe) relayStdin();
+      if (!offer.stdin) relayStdin();
       const rest = Buffer.from(head.slice(nl + 1), "latin1");
       if (rest.length) frames.push(rest);
     };
@@ -210,6 +229,6 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       else finish({ kind: "failed", error: "the guard daemon went away during the session" });
     });
     sock.write(`${JSON.stringify(req)}\n`);
-    if (pipe) sock.write(frame(FRAME.pipe, JSON.stringify(pipe)));
+    sock.write(frame(FRAME.pipe, JSON.stringify(offer)));
   });
 }

@@ -103,29 +103,47 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   });
 
   /**
-   * `sh -c "INPUT | spuff ssh box -- COMMAND"`: a pipe (FIFO) on spuff's stdin, as a shell makes one. `during` runs
-   * once spuff's pid is known and its stdout has `mark` (the command's output so far), while the command still runs.
+   * `sh -c SCRIPT`, where `$SPUFF` is spuff and `$PIDFILE` where the script puts its pid (`$!`): pipes on spuff's
+   * stdin or stdout (FIFOs), as a shell makes them. `during` runs once spuff's pid is known and the output so far has
+   * `mark`, while the command still runs.
    */
-  const piped = (input: string, command: string, during?: { mark: string; run(pid: number): void | Promise<void> }) =>
+  const sh = (script: string, during?: { mark: string; run(pid: number): void | Promise<void> }) =>
     new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const pidFile = join(t.home, `spuff.pid.${Math.random()}`);
-      // `$!`: the pipeline's last process, spuff.
-      const script = `${input} | '${process.execPath}' '${BIN}' ssh box -- '${command}' & echo $! > '${pidFile}'; wait $!`;
-      const p = spawn("sh", ["-c", script], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+      const bin = join(t.home, "spuff");
+      writeFileSync(bin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o755 });
+      const p = spawn("sh", ["-c", script], { env: { ...env, SPUFF: bin, PIDFILE: pidFile }, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "";
       let stderr = "";
       let ran: Promise<void> | undefined;
       const timer = setTimeout(() => p.kill(), 60_000);
+      const seen = () => {
+        if (during && !ran && (stdout + stderr).includes(during.mark)) {
+          ran = (async () => {
+            while (!existsSync(pidFile) || !readFileSync(pidFile, "utf8").endsWith("\n")) await new Promise((r) => setTimeout(r, 10));
+            await during.run(Number(readFileSync(pidFile, "utf8")));
+          })();
+        }
+      };
       p.stdout.on("data", (d: Buffer) => {
         stdout += d.toString();
-        if (during && !ran && stdout.includes(during.mark)) ran = (async () => during.run(Number(readFileSync(pidFile, "utf8"))))();
+        seen();
       });
-      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      p.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+        seen();
+      });
       p.on("close", (status) => {
         clearTimeout(timer);
         Promise.resolve(ran).then(() => resolve({ status, stdout, stderr }), reject);
       });
     });
+  /** `INPUT | spuff ssh box -- COMMAND`: a pipe on spuff's stdin. */
+  const piped = (input: string, command: string, during?: Parameters<typeof sh>[1]) =>
+    sh(`${input} | "$SPUFF" ssh box -- '${command}' & echo $! > "$PIDFILE"; wait $!`, during);
+  /** `spuff ssh box -- COMMAND | OUTPUT`: a pipe on spuff's stdout; spuff's exit code comes last on stderr. */
+  const pipedOut = (command: string, output: string, during?: Parameters<typeof sh>[1]) =>
+    sh(`{ "$SPUFF" ssh box -- '${command}' & echo $! > "$PIDFILE"; wait $!; echo "exit $?" >&2; } | ${output}`, during);
   const procField = (pid: number, file: string, field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1]);
 
   it("a pipe on stdin (`cat f | spuff ssh`) goes through on the warm connection byte for byte, read by the daemon, not by spuff", async () => {
@@ -143,14 +161,14 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     expect([r.status, r.stderr]).toEqual([7, "to-stderr\n"]);
     const [sum, conn] = r.stdout.trim().split("\n");
     expect(sum.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
-    expect(conn).toBe(warm);
+    expect(conn, daemonLog()).toBe(warm);
     // All spuff itself read (its code, the daemon's frames): far less than the 8 MiB that went through.
     expect(read).toBeLessThan(2 << 20);
     // Its end reaches the command; nothing, too; and a command that stops reading ends the pipeline (as with OpenSSH).
     expect(await piped("printf abc", "wc -c")).toEqual({ status: 0, stdout: "3\n", stderr: "" });
     expect(await piped("true", "wc -c")).toEqual({ status: 0, stdout: "0\n", stderr: "" });
     expect(await piped("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "" });
-    expect(connection()).toBe(warm);
+    expect(connection(), daemonLog()).toBe(warm);
   });
 
   it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
@@ -172,6 +190,41 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     // kB: a few MiB in flight (the channel's window and buffer), not the input.
     expect(grew.daemon).toBeLessThan(48 << 10);
     expect(grew.spuff).toBeLessThan(96 << 10);
+  });
+
+  it("a pipe on stdout (`spuff ssh -- cat f | …`) goes through byte for byte, written by the daemon, not by spuff", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    // 8 MiB the command makes itself (the VM's user cannot read this test's files).
+    const blob = Buffer.from("0123456789abcdef\n".repeat(Math.ceil((8 << 20) / 17))).subarray(0, 8 << 20);
+    let wrote = Number.NaN;
+    const r = await pipedOut(`yes 0123456789abcdef | head -c ${8 << 20}; echo sent >&2; sleep 1; exit 5`, "sha256sum", {
+      mark: "sent",
+      run: (pid) => (wrote = procField(pid, "io", "wchar")),
+    });
+    expect([r.status, r.stdout.split(" ")[0], r.stderr]).toEqual([0, createHash("sha256").update(blob).digest("hex"), "sent\nexit 5\n"]);
+    expect(wrote).toBeLessThan(1 << 20);
+    // A reader that stops (`| head`) ends the command, and spuff exits 0, as when it wrote the pipe itself.
+    expect(await pipedOut("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "exit 0\n" });
+    expect(await pipedOut("echo x; exit 3", "cat")).toEqual({ status: 0, stdout: "x\n", stderr: "exit 3\n" });
+  });
+
+  it("a pipe out of a command to a slow reader is held back, not buffered: the daemon's memory stays bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    let grew = Number.NaN;
+    const r = await pipedOut("head -c 268435456 /dev/zero", "(echo reading >&2; sleep 4; wc -c)", {
+      mark: "reading",
+      run: async () => {
+        await new Promise((r) => setTimeout(r, 2500)); // time for the command to fill whatever would take it
+        grew = procField(daemon, "status", "VmRSS") - rssBefore;
+      },
+    });
+    expect(r).toEqual({ status: 0, stdout: "268435456\n", stderr: "reading\nexit 0\n" });
+    expect(grew).toBeLessThan(48 << 10);
   });
 
   it("the guard stands on the reused path: only the allowed key, git logins signed, every signature logged", () => {
