@@ -161,14 +161,13 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     expect([r.status, r.stderr]).toEqual([7, "to-stderr\n"]);
     const [sum, conn] = r.stdout.trim().split("\n");
     expect(sum.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
-    expect(conn, daemonLog()).toBe(warm);
+    expect(conn).toBe(warm);
     // All spuff itself read (its code, the daemon's frames): far less than the 8 MiB that went through.
     expect(read).toBeLessThan(2 << 20);
     // Its end reaches the command; nothing, too; and a command that stops reading ends the pipeline (as with OpenSSH).
     expect(await piped("printf abc", "wc -c")).toEqual({ status: 0, stdout: "3\n", stderr: "" });
     expect(await piped("true", "wc -c")).toEqual({ status: 0, stdout: "0\n", stderr: "" });
     expect(await piped("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "" });
-    expect(connection(), daemonLog()).toBe(warm);
   });
 
   it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
