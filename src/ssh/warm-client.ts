@@ -186,12 +186,26 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
     };
     // A pipe on stdin the daemon may read itself: this process reads none of it unless the daemon answers it cannot.
     const offer = pipesOf(io);
+    // A slow reader of this process's stdout or stderr holds the daemon back, frames and all, instead of this process
+    // buffering what the command writes.
+    let held = false;
+    const write = (w: WarmIo["stdout"], payload: Buffer) => {
+      const out = w as Partial<NodeJS.WritableStream>;
+      if (w.write(payload) === false && !held && typeof out.once === "function") {
+        held = true;
+        sock.pause();
+        out.once("drain", () => {
+          held = false;
+          sock.resume();
+        });
+      }
+    };
     const frames = new FrameReader((type, payload) => {
-      if (type === FRAME.stdout) io.stdout.write(payload);
+      if (type === FRAME.stdout) write(io.stdout, payload);
       else if (type === FRAME.pipe) {
         if (offer.stdin && !(JSON.parse(payload.toString()) as PipesTaken).stdin) relayStdin();
       }
-      else if (type === FRAME.stderr) io.stderr.write(payload);
+      else if (type === FRAME.stderr) write(io.stderr, payload);
       else if (type === FRAME.status) io.stderr.write(`${payload.toString()}\n`);
       else if (type === FRAME.exit) {
         const x = JSON.parse(payload.toString()) as { code?: number; error?: string };

@@ -226,6 +226,26 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
     expect(grew).toBeLessThan(48 << 10);
   });
 
+  it("output to a reader that is not a pipe (a socket) and reads slowly is held back too: spuff's memory stays bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    // Node's "pipe" is a socket pair: spuff relays what the daemon sends it.
+    const p = spawn(process.execPath, [BIN, "ssh", "box", "--", "head -c 268435456 /dev/zero"], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+    p.stdout.pause();
+    await new Promise((r) => setTimeout(r, 3000));
+    const grew = { daemon: procField(daemon, "status", "VmRSS") - rssBefore, spuff: procField(p.pid as number, "status", "VmRSS") };
+    let n = 0;
+    p.stdout.on("data", (d: Buffer) => (n += d.length));
+    p.stdout.resume();
+    const code = await new Promise((r) => p.on("close", r));
+    expect([code, n]).toEqual([0, 268435456]);
+    expect(grew.daemon).toBeLessThan(48 << 10);
+    expect(grew.spuff).toBeLessThan(96 << 10);
+  });
+
   it("the guard stands on the reused path: only the allowed key, git logins signed, every signature logged", () => {
     const warm = connection();
     const keys = spuff(["ssh", "box", "--", "ssh-add -l"]);
