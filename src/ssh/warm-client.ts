@@ -1,3 +1,4 @@
+import { fstatSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import type { SessionRequest } from "./guard-client.js";
 import { controlSocket } from "./guard-client.js";
@@ -7,8 +8,54 @@ import { controlSocket } from "./guard-client.js";
 // only: no ssh2, no config, no agent code; the daemon has them loaded and settles the session in this process's
 // environment and directory, as `spuff guard ensure` does.
 
-/** Frame types. To the daemon: stdin data, stdin's end. From it: stdout, stderr, a spuff status line, the exit. */
-export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, status: 0x73, exit: 0x78 } as const;
+/**
+ * Frame types. To the daemon: stdin data, stdin's end. From it: stdout, stderr, a spuff status line, the exit. `pipe`,
+ * both ways, first: the pipes on the caller's stdin and stdout the daemon may use itself (`PipeOffer`), and which of
+ * them it took (`PipesTaken`); the caller then sends no stdin frames, and gets no stdout frames, for those.
+ */
+export const FRAME = { stdin: 0x69, eof: 0x65, stdout: 0x6f, stderr: 0x72, status: 0x73, exit: 0x78, pipe: 0x70 } as const;
+
+/** A pipe (FIFO): its device and inode, which tell it from any other. */
+export interface PipeId {
+  dev: number;
+  ino: number;
+}
+
+/**
+ * The pipes on the caller's stdin and stdout (`cat blob | spuff ssh vm -- 'cat > x'`, `spuff ssh vm -- cat x | tar
+ * x`), as the daemon finds them on Linux: /proc/PID/fd/0 and 1, checked to be the same pipes. The daemon then reads
+ * and writes them itself instead of this process passing every byte on over the control socket, a second process on
+ * the data path that halved the throughput (docs/performance.md).
+ */
+export interface PipeOffer {
+  pid: number;
+  stdin?: PipeId;
+  stdout?: PipeId;
+}
+
+export interface PipesTaken {
+  stdin: boolean;
+  stdout: boolean;
+}
+
+function pipeOn(fd: number): PipeId | undefined {
+  try {
+    const st = fstatSync(fd);
+    return st.isFIFO() ? { dev: st.dev, ino: st.ino } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pipes among this process's stdin and stdout, when `io` uses them, on Linux. */
+export function pipesOf(io: { stdin: unknown; stdout: unknown }): PipeOffer {
+  const linux = process.platform === "linux";
+  return {
+    pid: process.pid,
+    stdin: linux && io.stdin === process.stdin ? pipeOn(0) : undefined,
+    stdout: linux && io.stdout === process.stdout ? pipeOn(1) : undefined,
+  };
+}
 
 /** One frame: type (1 byte), length (4 bytes, big-endian), payload. */
 export function frame(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
@@ -32,27 +79,48 @@ export function writeFrame(sock: { write(b: Buffer): boolean; cork(): void; unco
   return ok;
 }
 
-/** Splits a byte stream into frames; a frame's bytes are joined once, when all of them are there. */
+/** Frames whose payload is a byte stream: handed on piece by piece as it arrives, without being joined first. */
+const STREAMED: ReadonlySet<number> = new Set([FRAME.stdin, FRAME.stdout, FRAME.stderr]);
+
+/**
+ * Splits a byte stream into frames. A data frame (stdin, stdout, stderr) comes out as the pieces of it each read
+ * brought, views of that read (a frame of 64 KiB spans two reads of the socket: no copy of it, no garbage); any other
+ * frame once whole.
+ */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private length = 0;
+  private head: Buffer = Buffer.alloc(0);
+  /** The frame being read (its type and the bytes of its payload still to come), or none (-1): a header is next. */
+  private type = -1;
+  private left = 0;
+  private parts: Buffer[] = [];
   constructor(private readonly onFrame: (type: number, payload: Buffer) => void) {}
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-    for (;;) {
-      if (this.length < 5) return;
-      if (this.chunks[0].length < 5) this.chunks = [Buffer.concat(this.chunks)];
-      const head = this.chunks[0];
-      const need = 5 + head.readUInt32BE(1);
-      if (this.length < need) return;
-      const all = this.chunks.length === 1 ? head : Buffer.concat(this.chunks, this.length);
-      const type = all[0];
-      const payload = all.subarray(5, need);
-      const rest = all.subarray(need);
-      this.chunks = rest.length ? [rest] : [];
-      this.length = rest.length;
-      this.onFrame(type, payload);
+    let off = 0;
+    while (off < chunk.length || (this.type >= 0 && this.left === 0)) {
+      if (this.type < 0) {
+        const take = Math.min(5 - this.head.length, chunk.length - off);
+        this.head = this.head.length ? Buffer.concat([this.head, chunk.subarray(off, off + take)]) : chunk.subarray(off, off + take);
+        off += take;
+        if (this.head.length < 5) return;
+        this.type = this.head[0];
+        this.left = this.head.readUInt32BE(1);
+        this.head = Buffer.alloc(0);
+      }
+      const piece = chunk.subarray(off, off + Math.min(this.left, chunk.length - off));
+      off += piece.length;
+      this.left -= piece.length;
+      const type = this.type;
+      if (STREAMED.has(type)) {
+        if (this.left === 0) this.type = -1;
+        if (piece.length) this.onFrame(type, piece);
+      } else {
+        if (piece.length) this.parts.push(piece);
+        if (this.left > 0) continue;
+        const payload = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+        this.parts = [];
+        this.type = -1;
+        this.onFrame(type, payload);
+      }
     }
   }
 }
@@ -111,9 +179,33 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       }
     };
     const onStdinEnd = () => sock.write(frame(FRAME.eof));
+    const relayStdin = () => {
+      io.stdin.on("data", onStdin);
+      io.stdin.on("end", onStdinEnd);
+      io.stdin.resume();
+    };
+    // A pipe on stdin the daemon may read itself: this process reads none of it unless the daemon answers it cannot.
+    const offer = pipesOf(io);
+    // A slow reader of this process's stdout or stderr holds the daemon back, frames and all, instead of this process
+    // buffering what the command writes.
+    let held = false;
+    const write = (w: WarmIo["stdout"], payload: Buffer) => {
+      const out = w as Partial<NodeJS.WritableStream>;
+      if (w.write(payload) === false && !held && typeof out.once === "function") {
+        held = true;
+        sock.pause();
+        out.once("drain", () => {
+          held = false;
+          sock.resume();
+        });
+      }
+    };
     const frames = new FrameReader((type, payload) => {
-      if (type === FRAME.stdout) io.stdout.write(payload);
-      else if (type === FRAME.stderr) io.stderr.write(payload);
+      if (type === FRAME.stdout) write(io.stdout, payload);
+      else if (type === FRAME.pipe) {
+        if (offer.stdin && !(JSON.parse(payload.toString()) as PipesTaken).stdin) relayStdin();
+      }
+      else if (type === FRAME.stderr) write(io.stderr, payload);
       else if (type === FRAME.status) io.stderr.write(`${payload.toString()}\n`);
       else if (type === FRAME.exit) {
         const x = JSON.parse(payload.toString()) as { code?: number; error?: string };
@@ -137,9 +229,7 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       // A daemon from before warm sessions answers a request it does not know with its status: nothing ran.
       if (typeof reply.reused !== "boolean") return finish({ kind: "fallback", why: OTHER_BUILD });
       started = true;
-      io.stdin.on("data", onStdin);
-      io.stdin.on("end", onStdinEnd);
-      io.stdin.resume();
+      if (!offer.stdin) relayStdin();
       const rest = Buffer.from(head.slice(nl + 1), "latin1");
       if (rest.length) frames.push(rest);
     };
@@ -153,5 +243,6 @@ export function warmSession(dir: string, req: SessionRequest, io: WarmIo, replyT
       else finish({ kind: "failed", error: "the guard daemon went away during the session" });
     });
     sock.write(`${JSON.stringify(req)}\n`);
+    sock.write(frame(FRAME.pipe, JSON.stringify(offer)));
   });
 }

@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import type { Socket } from "node:net";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
+import { Socket } from "node:net";
 import type { Client, ClientChannel } from "ssh2";
 import type { GuardedAgent } from "./agent.js";
 import { connect, fingerprintOfLine, type VmTarget } from "./connect.js";
 import { forwardAgentWithoutWaiting } from "./ssh2.js";
-import { FRAME, FrameReader, frame, type SessionReply, writeFrame } from "./warm-client.js";
+import { FRAME, FrameReader, frame, type PipeId, type PipeOffer, type PipesTaken, type SessionReply, writeFrame } from "./warm-client.js";
 
 /**
  * The guard daemon's warm connections, one per VM (like OpenSSH's ControlMaster with ControlPersist): `spuff ssh NAME
@@ -51,6 +52,26 @@ function ended(ch: ClientChannel): Promise<number | undefined> {
     });
     ch.on("close", () => resolve(code));
   });
+}
+
+/**
+ * Opens the caller's stdin (fd 0, for reading) or stdout (1, for writing) if it is the pipe `id` the caller offered:
+ * the same pipe (device and inode) at /proc/PID/fd/N. Non-blocking: an open of a pipe whose other end is gone would
+ * wait for the next one (a pipe with no reader is refused), and reads and writes go through the event loop, not the
+ * thread pool. A process of the user's could do the same; the control socket answers only the user.
+ */
+function openPipe(pid: number, fd: 0 | 1, id: PipeId | undefined): Socket | undefined {
+  if (!id || !Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  let opened: number | undefined;
+  try {
+    opened = openSync(`/proc/${pid}/fd/${fd}`, (fd === 0 ? constants.O_RDONLY : constants.O_WRONLY) | constants.O_NONBLOCK);
+    const st = fstatSync(opened);
+    if (!st.isFIFO() || st.dev !== id.dev || st.ino !== id.ino) throw new Error("another pipe");
+    return new Socket({ fd: opened, readable: fd === 0, writable: fd === 1 });
+  } catch {
+    if (opened !== undefined) closeSync(opened);
+    return undefined;
+  }
 }
 
 /** Why a session could not start; `fallback`: nothing ran on the VM. */
@@ -139,31 +160,98 @@ export class WarmPool {
     reply({ ok: true, reused });
     const onStatus = (line: string) => c.write(frame(FRAME.status, line));
     listeners.add(onStatus);
-    const frames = new FrameReader((type, payload) => {
-      if (type === FRAME.stdin) {
-        if (!channel.write(payload)) {
-          c.pause();
-          channel.once("drain", () => c.resume());
-        }
-      } else if (type === FRAME.eof) channel.end();
-    });
-    c.on("data", (d: Buffer) => frames.push(d));
-    if (rest.length) frames.push(rest);
-    c.resume();
+    // The caller's pipes this process uses itself (FRAME.pipe, the caller's first frame): stdin to the channel and
+    // the channel to stdout, as fast as the other end takes them.
+    let pipeIn: Socket | undefined;
+    let pipeOut: Socket | undefined;
+    /** The caller's stdout pipe broke (its reader went away): the command is ended, the caller exits 0 as it would. */
+    let outBroke = false;
+    let offered = false;
     const out = (type: number) => (d: Buffer) => {
       if (!writeFrame(c, type, d)) {
         channel.pause();
         c.once("drain", () => channel.resume());
       }
     };
-    channel.on("data", out(FRAME.stdout));
+    const takePipes = (payload: Buffer) => {
+      offered = true;
+      let offer: PipeOffer = { pid: 0 };
+      try {
+        offer = JSON.parse(payload.toString()) as PipeOffer;
+      } catch {}
+      pipeIn = openPipe(offer.pid, 0, offer.stdin);
+      pipeOut = openPipe(offer.pid, 1, offer.stdout);
+      c.write(frame(FRAME.pipe, JSON.stringify({ stdin: Boolean(pipeIn), stdout: Boolean(pipeOut) } satisfies PipesTaken)));
+      const pin = pipeIn;
+      pin?.on("data", (d: Buffer) => {
+        if (channel.writableEnded) return pin.destroy(); // the command ended (`yes | spuff ssh vm -- head -1`)
+        if (!channel.write(d)) {
+          pin.pause();
+          channel.once("drain", () => pin.resume());
+        }
+      });
+      // A read error ends the input, as OpenSSH's does.
+      pin?.on("end", () => {
+        if (!channel.writableEnded) channel.end();
+      });
+      pin?.on("error", () => {
+        if (!channel.writableEnded) channel.end();
+      });
+      const pout = pipeOut;
+      pout?.on("error", () => {
+        outBroke = true;
+        channel.close();
+        // What still comes is dropped: the channel closes once all of it is read.
+        channel.resume();
+      });
+      // Only now: stdout was held until it is known where it goes (ssh2 closes the channel after its data is read).
+      channel.on(
+        "data",
+        pout
+          ? (d: Buffer) => {
+              if (!outBroke && !pout.write(d)) {
+                channel.pause();
+                pout.once("drain", () => channel.resume());
+              }
+            }
+          : out(FRAME.stdout),
+      );
+    };
+    const frames = new FrameReader((type, payload) => {
+      if (type === FRAME.stdin) {
+        if (channel.writableEnded) return;
+        if (!channel.write(payload)) {
+          c.pause();
+          channel.once("drain", () => c.resume());
+        }
+      } else if (type === FRAME.eof) {
+        if (!channel.writableEnded) channel.end();
+      }
+      else if (type === FRAME.pipe && !offered) takePipes(payload);
+    });
+    c.on("data", (d: Buffer) => frames.push(d));
+    if (rest.length) frames.push(rest);
+    c.resume();
     channel.stderr.on("data", out(FRAME.stderr));
+    // A write that races the command's end (input still coming when it exits) must not take the daemon down; how the
+    // session ended is told by "exit" and "close".
+    channel.on("error", () => {});
     // The caller went away (Ctrl-C, killed): its command ends with it, as with OpenSSH.
-    c.on("close", () => channel.close());
+    c.on("close", () => {
+      channel.close();
+      pipeIn?.destroy();
+      pipeOut?.destroy();
+    });
     c.on("error", () => {});
     const code = await ended;
+    // What the command did not read stays in the pipe, as with OpenSSH; its writer sees the end once the caller exits.
+    pipeIn?.destroy();
+    // All of stdout is in the caller's pipe before the caller hears the exit.
+    const po = pipeOut;
+    if (po && !po.destroyed) await new Promise((r) => po.write(Buffer.alloc(0), r));
+    po?.destroy();
     listeners.delete(onStatus);
-    c.end(frame(FRAME.exit, JSON.stringify(code !== undefined ? { code } : { error: `the connection to ${vm} was lost` })));
+    c.end(frame(FRAME.exit, JSON.stringify(outBroke ? { code: 0 } : code !== undefined ? { code } : { error: `the connection to ${vm} was lost` })));
     w.sessions--;
     if (w.sessions === 0 && this.conns.get(vm) === w) {
       clearTimeout(w.idle);

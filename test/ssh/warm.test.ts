@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -100,6 +100,150 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
       closeSync(fd);
     }
     expect(connection()).toBe(warm);
+  });
+
+  /**
+   * `sh -c SCRIPT`, where `$SPUFF` is spuff and `$PIDFILE` where the script puts its pid (`$!`): pipes on spuff's
+   * stdin or stdout (FIFOs), as a shell makes them. `during` runs once spuff's pid is known and the output so far has
+   * `mark`, while the command still runs.
+   */
+  const sh = (script: string, during?: { mark: string; run(pid: number): void | Promise<void> }) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const pidFile = join(t.home, `spuff.pid.${Math.random()}`);
+      const bin = join(t.home, "spuff");
+      writeFileSync(bin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o755 });
+      const p = spawn("sh", ["-c", script], { env: { ...env, SPUFF: bin, PIDFILE: pidFile }, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      let ran: Promise<void> | undefined;
+      const timer = setTimeout(() => p.kill(), 60_000);
+      const seen = () => {
+        if (during && !ran && (stdout + stderr).includes(during.mark)) {
+          ran = (async () => {
+            while (!existsSync(pidFile) || !readFileSync(pidFile, "utf8").endsWith("\n")) await new Promise((r) => setTimeout(r, 10));
+            await during.run(Number(readFileSync(pidFile, "utf8")));
+          })();
+        }
+      };
+      p.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        seen();
+      });
+      p.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+        seen();
+      });
+      p.on("close", (status) => {
+        clearTimeout(timer);
+        Promise.resolve(ran).then(() => resolve({ status, stdout, stderr }), reject);
+      });
+    });
+  /** `INPUT | spuff ssh box -- COMMAND`: a pipe on spuff's stdin. */
+  const piped = (input: string, command: string, during?: Parameters<typeof sh>[1]) =>
+    sh(`${input} | "$SPUFF" ssh box -- '${command}' & echo $! > "$PIDFILE"; wait $!`, during);
+  /** `spuff ssh box -- COMMAND | OUTPUT`: a pipe on spuff's stdout; spuff's exit code comes last on stderr. */
+  const pipedOut = (command: string, output: string, during?: Parameters<typeof sh>[1]) =>
+    sh(`{ "$SPUFF" ssh box -- '${command}' & echo $! > "$PIDFILE"; wait $!; echo "exit $?" >&2; } | ${output}`, during);
+  const procField = (pid: number, file: string, field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1]);
+
+  it("a pipe on stdin (`cat f | spuff ssh`) goes through on the warm connection byte for byte, read by the daemon, not by spuff", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    const warm = connection();
+    const file = join(t.home, "piped");
+    const blob = randomBytes(8 << 20);
+    writeFileSync(file, blob);
+    let read = Number.NaN;
+    const r = await piped(`cat '${file}'`, "sha256sum; echo $SSH_CONNECTION; echo to-stderr >&2; sleep 1; exit 7", {
+      mark: "127.0.0.1",
+      run: (pid) => (read = procField(pid, "io", "rchar")),
+    });
+    expect([r.status, r.stderr]).toEqual([7, "to-stderr\n"]);
+    const [sum, conn] = r.stdout.trim().split("\n");
+    expect(sum.split(" ")[0]).toBe(createHash("sha256").update(blob).digest("hex"));
+    expect(conn).toBe(warm);
+    // All spuff itself read (its code, the daemon's frames): far less than the 8 MiB that went through.
+    expect(read).toBeLessThan(2 << 20);
+    // Its end reaches the command; nothing, too; and a command that stops reading ends the pipeline (as with OpenSSH).
+    expect(await piped("printf abc", "wc -c")).toEqual({ status: 0, stdout: "3\n", stderr: "" });
+    expect(await piped("true", "wc -c")).toEqual({ status: 0, stdout: "0\n", stderr: "" });
+    expect(await piped("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "" });
+  });
+
+  it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    let grew = { daemon: Number.NaN, spuff: Number.NaN };
+    // 256 MiB on its way while the command sleeps before it reads any of it.
+    const r = await piped("head -c 268435456 /dev/zero", "echo sleeping; sleep 2; wc -c", {
+      mark: "sleeping",
+      run: async (pid) => {
+        await new Promise((r) => setTimeout(r, 1000)); // time for the pipe's writer to fill whatever would take it
+        grew = { daemon: procField(daemon, "status", "VmRSS") - rssBefore, spuff: procField(pid, "status", "VmRSS") };
+      },
+    });
+    expect(r).toEqual({ status: 0, stdout: "sleeping\n268435456\n", stderr: "" });
+    // kB: a few MiB in flight (the channel's window and buffer), not the input.
+    expect(grew.daemon).toBeLessThan(48 << 10);
+    expect(grew.spuff).toBeLessThan(96 << 10);
+  });
+
+  it("a pipe on stdout (`spuff ssh -- cat f | …`) goes through byte for byte, written by the daemon, not by spuff", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    // 8 MiB the command makes itself (the VM's user cannot read this test's files).
+    const blob = Buffer.from("0123456789abcdef\n".repeat(Math.ceil((8 << 20) / 17))).subarray(0, 8 << 20);
+    let wrote = Number.NaN;
+    const r = await pipedOut(`yes 0123456789abcdef | head -c ${8 << 20}; echo sent >&2; sleep 1; exit 5`, "sha256sum", {
+      mark: "sent",
+      run: (pid) => (wrote = procField(pid, "io", "wchar")),
+    });
+    expect([r.status, r.stdout.split(" ")[0], r.stderr]).toEqual([0, createHash("sha256").update(blob).digest("hex"), "sent\nexit 5\n"]);
+    expect(wrote).toBeLessThan(1 << 20);
+    // A reader that stops (`| head`) ends the command, and spuff exits 0, as when it wrote the pipe itself.
+    expect(await pipedOut("yes", "head -c 6")).toEqual({ status: 0, stdout: "y\ny\ny\n", stderr: "exit 0\n" });
+    expect(await pipedOut("echo x; exit 3", "cat")).toEqual({ status: 0, stdout: "x\n", stderr: "exit 3\n" });
+  });
+
+  it("a pipe out of a command to a slow reader is held back, not buffered: the daemon's memory stays bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    let grew = Number.NaN;
+    const r = await pipedOut("head -c 268435456 /dev/zero", "(echo reading >&2; sleep 4; wc -c)", {
+      mark: "reading",
+      run: async () => {
+        await new Promise((r) => setTimeout(r, 2500)); // time for the command to fill whatever would take it
+        grew = procField(daemon, "status", "VmRSS") - rssBefore;
+      },
+    });
+    expect(r).toEqual({ status: 0, stdout: "268435456\n", stderr: "reading\nexit 0\n" });
+    expect(grew).toBeLessThan(48 << 10);
+  });
+
+  it("output to a reader that is not a pipe (a socket) and reads slowly is held back too: spuff's memory stays bounded", async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    const rssBefore = procField(daemon, "status", "VmRSS");
+    // Node's "pipe" is a socket pair: spuff relays what the daemon sends it.
+    const p = spawn(process.execPath, [BIN, "ssh", "box", "--", "head -c 268435456 /dev/zero"], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
+    p.stdout.pause();
+    await new Promise((r) => setTimeout(r, 3000));
+    const grew = { daemon: procField(daemon, "status", "VmRSS") - rssBefore, spuff: procField(p.pid as number, "status", "VmRSS") };
+    let n = 0;
+    p.stdout.on("data", (d: Buffer) => (n += d.length));
+    p.stdout.resume();
+    const code = await new Promise((r) => p.on("close", r));
+    expect([code, n]).toEqual([0, 268435456]);
+    expect(grew.daemon).toBeLessThan(48 << 10);
+    expect(grew.spuff).toBeLessThan(96 << 10);
   });
 
   it("the guard stands on the reused path: only the allowed key, git logins signed, every signature logged", () => {
