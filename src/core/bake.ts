@@ -210,12 +210,12 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     const rotate = import("./rotate.js");
     for (const p of [ssh, rotate]) p.catch(() => {});
     vm = await provider.create({ name, labels, userData, publicKey: clientKey.public, requestId, size: req.placement.size, location: req.placement.location, signal }, progress);
+    // A VM restored from a saved machine state made its own host key and reported it (as in `up`, checked as strictly).
+    const own = vm.ownHostKey === undefined ? undefined : (await rotate).parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
     signal.throwIfAborted();
     progress.phase("wait running");
     vm = await provider.waitReady(vm, progress, signal);
     const ep = provider.sshEndpoint(vm);
-    // A VM restored from a saved machine state made its own host key and reported it (as in `up`, checked as strictly).
-    const own = vm.ownHostKey === undefined ? undefined : (await rotate).parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
     const target: VmTarget = { name, host: ep.host, port: ep.port, user: config.ssh.user, privateKey: clientKey.private, hostKey: own ?? hostKey.public };
     progress.phase("wait SSH");
     // One login for the cloud-init wait and the cleaning (a new one if it drops during the wait), as in `up`.
