@@ -74,9 +74,11 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   // The provider's read-only checks go out now and are awaited once the name is reserved, so their round trips overlap
   // the key generation, rendering and state writes below; the errors keep their order (bad input, a taken name, these).
   const placement = { size: req.size, location: req.location };
+  // The lookups wait for the provider's own checks: input it refuses sends no request at all.
   const validated = provider.validate?.(placement, signal);
-  const found = provider.get(name, signal);
-  const kept = wantsVolume(config, provider) ? findWorkspace(provider, name, deps.owner, signal) : undefined;
+  const checked = Promise.resolve(validated);
+  const found = checked.then(() => provider.get(name, signal));
+  const kept = wantsVolume(config, provider) ? checked.then(() => findWorkspace(provider, name, deps.owner, signal)) : undefined;
   // Each is awaited below, in this order; a rejection before then is not unhandled.
   for (const p of [validated, found, kept]) p?.catch(() => {});
   const clientKey = ed25519KeyPair(`spuff-${name}`);
