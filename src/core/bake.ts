@@ -6,6 +6,7 @@ import type { Config } from "../config/defaults.js";
 import { parseDuration } from "../config/units.js";
 import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
+import { cloudInitFailure } from "./cloud-init-wait.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL, labelTime, MANAGED_BY_VALUE } from "./labels.js";
 import type { Image, Placement, Progress, Provider, Vm } from "./provider.js";
@@ -211,7 +212,7 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     for (const p of [ssh, rotate]) p.catch(() => {});
     vm = await provider.create({ name, labels, userData, publicKey: clientKey.public, requestId, size: req.placement.size, location: req.placement.location, signal }, progress);
     // A VM restored from a saved machine state made its own host key and reported it (as in `up`, checked as strictly).
-    const own = vm.ownHostKey === undefined ? undefined : (await rotate).parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
+    const own = (await rotate).ownHostKeyOf(vm, hostKey.public, name);
     signal.throwIfAborted();
     progress.phase("wait running");
     vm = await provider.waitReady(vm, progress, signal);
@@ -222,16 +223,10 @@ export async function bake(deps: BakeDeps, req: BakeRequest): Promise<BakeResult
     login = await (await ssh).Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 
     progress.phase("cloud-init");
-    const ci = await login.exec("cloud-init status --wait --long", {
-      signal,
-      timeoutMs: bootTimeoutMs(deps.env),
-      again: true,
-      onDrop: (err) => progress.info(`${err.message}; logging in again`),
-    });
-    if (ci.code !== 0) {
-      const tail = await login.exec("sudo tail -n 25 /var/log/cloud-init-output.log", { signal, timeoutMs: 60_000, again: true }).catch(() => undefined);
+    const failure = await cloudInitFailure(login, "cloud-init status --wait --long", { signal, progress, timeoutMs: bootTimeoutMs(deps.env) });
+    if (failure) {
       throw new ProviderError(`cloud-init on the bake VM ${name} finished with errors: nothing was baked`, {
-        notes: [...ci.stdout.trim().split("\n"), ...(tail ? ["--- /var/log/cloud-init-output.log (tail)", ...tail.stdout.trimEnd().split("\n")] : [])],
+        notes: failure,
         hint: "fix packages or image.setup and run `spuff image bake` again",
       });
     }

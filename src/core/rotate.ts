@@ -49,6 +49,14 @@ export function parseNewHostKey(stdout: string, current: string, name: string, s
   return line;
 }
 
+/**
+ * The host key a VM made itself and reported before any login (`Vm.ownHostKey`, set by `create`), checked as strictly
+ * as a rotated one (the VM is untrusted); undefined when it reported none and keeps the user-data's key.
+ */
+export function ownHostKeyOf(vm: { ownHostKey?: string }, userDataKey: string, name: string): string | undefined {
+  return vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, userDataKey, name, "reported as its own host key");
+}
+
 function stepFailed(target: VmTarget, step: string, r: ExecResult): ProviderError {
   return new ProviderError(`replacing the host key of ${target.name} failed: \`sudo -n ${ROTATE_HOST_KEY} ${step}\` exited with ${r.code}`, {
     notes: shown(r.stderr).split("\n").filter(Boolean),

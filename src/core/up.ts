@@ -5,6 +5,7 @@ import { parseDuration } from "../config/units.js";
 import type { Login, VmTarget } from "../ssh/connect.js";
 import { ed25519KeyPair } from "../ssh/keys.js";
 import { chooseBake } from "./bake.js";
+import { cloudInitFailure } from "./cloud-init-wait.js";
 import { Interrupted, ProviderError, UserError } from "./errors.js";
 import { buildLabels, LABEL } from "./labels.js";
 import { validateName } from "./names.js";
@@ -151,10 +152,9 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
       },
       progress,
     );
-    const [{ followOnVm, Login }, { parseNewHostKey, rotateHostKey }] = await sshCode;
-    // A key the VM made itself and reported on a private channel replaces the user-data's before the first login;
-    // it is checked as strictly as a rotated one (the VM is untrusted).
-    const own = vm.ownHostKey === undefined ? undefined : parseNewHostKey(`${vm.ownHostKey}\n`, hostKey.public, name, "reported as its own host key");
+    const [{ followOnVm, Login }, { ownHostKeyOf, rotateHostKey }] = await sshCode;
+    // A key the VM made itself and reported on a private channel replaces the user-data's before the first login.
+    const own = ownHostKeyOf(vm, hostKey.public, name);
     if (own) record.hostKey = own;
     await state.update(name, (r) => ({ ...r, id: vm?.id, ...(own ? { hostKey: own } : {}) }));
     signal.throwIfAborted();
@@ -172,17 +172,12 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     const follow = deps.followCloudInit
       ? followOnVm(target, "/var/log/cloud-init-output.log", (line) => progress.info(`cloud-init: ${line}`), signal, await login.client(signal))
       : undefined;
-    const ci = await login
-      .exec(provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", {
-        signal,
-        again: true,
-        onDrop: (err) => progress.info(`${err.message}; logging in again`),
-      })
-      .finally(() => follow?.stop());
-    if (ci.code !== 0) {
-      const tail = await login.exec("sudo tail -n 25 /var/log/cloud-init-output.log", { signal, timeoutMs: 60_000, again: true }).catch(() => undefined);
+    const failure = await cloudInitFailure(login, provider.cloudInitCheck?.(vm) ?? "cloud-init status --wait --long", { signal, progress }).finally(() =>
+      follow?.stop(),
+    );
+    if (failure) {
       throw new ProviderError(`cloud-init on ${name} finished with errors`, {
-        notes: [...ci.stdout.trim().split("\n"), ...(tail ? ["--- /var/log/cloud-init-output.log (tail)", ...tail.stdout.trimEnd().split("\n")] : [])],
+        notes: failure,
         hint: `re-run with --keep-on-failure and inspect with \`spuff ssh ${name} -- sudo cloud-init status --long\``,
       });
     }
