@@ -2,7 +2,7 @@ import { render } from "ink-testing-library";
 import { afterEach, describe, expect, it } from "vitest";
 import { Picker } from "../../src/tui/picker.js";
 import { KeyRoot } from "../../src/tui/widgets.js";
-import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
+import { closeEach, type Harness, harness } from "../providers/hetzner/harness.js";
 import { DIRTY, type WorkTree, workTree } from "../helpers/unsaved-work.js";
 import { frame, has, plain, type Rendered, servicesFor } from "./helpers.js";
 
@@ -13,16 +13,17 @@ describe("picker: destroy asks the VM for unsaved work first", { timeout: 60_000
   let h: Harness | undefined;
   let r: Rendered | undefined;
   let work: WorkTree | undefined;
-  afterEach(async () => {
+  // After each test (vitest runs these hooks last registered first): the terminal and the work tree go, then closeEach
+  // checks the fake for problems and closes the harness.
+  closeEach(
+    () => h,
+    () => (h = undefined),
+  );
+  afterEach(() => {
     r?.unmount();
     r = undefined;
     work?.remove();
     work = undefined;
-    if (h) {
-      expect(problems(h.fake)).toEqual([]);
-      await h.close();
-    }
-    h = undefined;
   });
 
   it("lists uncommitted changes, unpushed commits and stashes in the dialog; a failed check says why; y destroys", async () => {
