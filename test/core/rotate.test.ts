@@ -205,7 +205,13 @@ describe("host key rotation on up", () => {
     const run = spawnCli(["--provider", "hetzner", "up", "crash"], h.env, h.home.home);
     await phaseShown(run, "rotate host key");
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !record("crash").nextHostKey) await new Promise((r) => setTimeout(r, 20));
+    // Both written: the record, then known_hosts (a kill between the two lands before the commit is sent, so the VM
+    // still presents the old key; this test is about the moment after both).
+    const pinnedBoth = () => {
+      const next = record("crash").nextHostKey;
+      return next !== undefined && knownHosts().includes(bare(next));
+    };
+    while (Date.now() < deadline && !pinnedBoth()) await new Promise((r) => setTimeout(r, 20));
     run.child.kill("SIGKILL");
     await run.exit;
     const rec = record("crash");
