@@ -45,7 +45,7 @@ export async function run(want: (n: string) => boolean): Promise<string[]> {
     sh(`${spuff} true`);
     sh(`${persisted} true`);
     // Rounds side by side: each round times every command, so a busy moment of a shared machine hits all of them.
-    // SPUFF_BENCH_BASELINE=path/to/bin.js[,another/bin.js] adds those builds (e.g. earlier commits') to the same rounds.
+    // SPUFF_BENCH_BASELINE=path/to/bin.cjs[,another/bin.cjs] adds those builds (e.g. earlier commits') to the same rounds.
     const baselines = (process.env.SPUFF_BENCH_BASELINE ?? "").split(",").filter(Boolean);
     const startCmds = [
       `${spuff} true`,

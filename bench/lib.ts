@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 
-export const SPUFF = ["node", join(process.cwd(), "dist/src/cli/bin.js")];
+export const SPUFF = ["node", join(process.cwd(), "dist/src/cli/bin.cjs")];
 
 export interface Timing {
   command: string;

@@ -105,7 +105,8 @@ async function noArguments(app: App, program: Command): Promise<number> {
     return 0;
   }
   await app.prepare({ longLived: true });
-  const { runTui } = await import("../tui/run.js");
+  const { loadTui } = await import("../tui/load.js");
+  const { runTui } = await loadTui(() => import("../tui/run.js"));
   return runTui(app);
 }
 

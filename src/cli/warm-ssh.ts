@@ -24,12 +24,17 @@ export function warmArgv(argv: string[]): { vm?: string; configFile?: string; co
   return { vm, configFile, command: argv.slice(i).join(" ") };
 }
 
-let tried: WarmResult | undefined;
+/**
+ * Where runWarm leaves its answer for the `ssh` command: on globalThis, as bin.cts's instance of this module and the
+ * bundle's (docs/adr/0013-code-cache.md) are two.
+ */
+const TRIED = Symbol.for("spuff.warmResult");
+const slot = globalThis as { [TRIED]?: WarmResult };
 
 /** What this process's warm attempt gave, once (the `ssh` command takes it instead of asking the daemon again). */
 export function takeWarmResult(): WarmResult | undefined {
-  const r = tried;
-  tried = undefined;
+  const r = slot[TRIED];
+  delete slot[TRIED];
   return r;
 }
 
@@ -40,6 +45,6 @@ export async function runWarm(a: { vm?: string; configFile?: string; command: st
   const req = { op: "session" as const, vm: a.vm, env, cwd: io.cwd, configFile: a.configFile, command: a.command, build: spuffBuild() };
   const r = await warmSession(guardDir(io.env), req, { stdin: sessionInput(io.stdin), stdout: io.stdout, stderr: io.stderr });
   if (r.kind === "done") return r.code;
-  tried = r;
+  slot[TRIED] = r;
   return undefined;
 }

@@ -1,4 +1,3 @@
-import { createHash, randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
@@ -29,7 +28,7 @@ export function legacyOwnerId(env: NodeJS.ProcessEnv): string {
       user = "unknown";
     }
   }
-  return createHash("sha256").update(`${user}@${hostname()}`).digest("hex").slice(0, 12);
+  return process.getBuiltinModule("node:crypto").createHash("sha256").update(`${user}@${hostname()}`).digest("hex").slice(0, 12);
 }
 
 function read(file: string): Owner | undefined {
@@ -61,8 +60,8 @@ export function owner(env: NodeJS.ProcessEnv = process.env): Owner {
   let found = read(file);
   if (!found) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const fresh: Owner = { id: randomBytes(6).toString("hex"), aliases: [legacyOwnerId(env)] };
-    const tmp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+    const fresh: Owner = { id: process.getBuiltinModule("node:crypto").randomBytes(6).toString("hex"), aliases: [legacyOwnerId(env)] };
+    const tmp = `${file}.${process.pid}.${process.getBuiltinModule("node:crypto").randomBytes(6).toString("hex")}.tmp`;
     writeFileSync(tmp, `${JSON.stringify(fresh, null, 2)}\n`, { mode: 0o600 });
     try {
       linkSync(tmp, file); // fails with EEXIST when another spuff created it first: then that one is the id

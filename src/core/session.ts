@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, statSync } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../config/defaults.js";
 import type { AgentPolicy, SignDecision } from "../ssh/agent.js";
@@ -237,22 +237,26 @@ export function guardDir(env: NodeJS.ProcessEnv): string {
   return join(stateDir(env), "guard");
 }
 
-/** How OpenSSH runs this spuff: this Node and this spuff's bin.js, by absolute path (no PATH needed). */
+/** How OpenSSH runs this spuff: this Node and this spuff's bin.cjs, by absolute path (no PATH needed). */
 export function spuffCommand(): string[] {
-  const candidates = ["../cli/bin.js", "../../dist/src/cli/bin.js"].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+  const candidates = ["../cli/bin.cjs", "../../dist/src/cli/bin.cjs"].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
   return [process.execPath, candidates.find((p) => existsSync(p)) ?? candidates[0]];
 }
 
-/** This spuff's build, as the guard daemon reports it: Node and bin.js by path, and when bin.js was last written. */
+/**
+ * This spuff's build, as the guard daemon reports it: Node and bin.cjs by path, and when bin.cjs and the bundle next to
+ * it (spuff.cjs, what bin.cjs runs) were last written.
+ */
 export function spuffBuild(): string {
   const [node, bin] = spuffCommand();
-  let mtime = 0;
-  try {
-    mtime = statSync(bin).mtimeMs;
-  } catch {
-    /* not built: compared as it is */
-  }
-  return `${node} ${bin} ${mtime}`;
+  const mtime = (file: string) => {
+    try {
+      return statSync(file).mtimeMs;
+    } catch {
+      return 0; // not built: compared as it is
+    }
+  };
+  return `${node} ${bin} ${mtime(bin)} ${mtime(join(dirname(bin), "spuff.cjs"))}`;
 }
 
 /** Renders the generated config from the VM records: one block per VM that has an address. */

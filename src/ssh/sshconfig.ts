@@ -27,7 +27,7 @@ function shellWord(w: string): string {
 /**
  * The `Match exec` command: `spuff guard ensure NAME`, through /bin/sh (OpenSSH runs it with the user's $SHELL, which
  * may be fish or tcsh: that shell only sees single-quoted words). While spuff itself asks OpenSSH (`ssh -G`, with
- * RESOLVING_ENV set) it answers "no" without starting Node. $0/$1 are spuff's Node and bin.js, expanded unsplit
+ * RESOLVING_ENV set) it answers "no" without starting Node. $0/$1 are spuff's Node and bin.cjs, expanded unsplit
  * (IFS empty) and unglobbed (set -f), so their paths may hold spaces.
  */
 function ensureCommand(spuff: string[], name: string): string {

@@ -10,7 +10,7 @@ import { runCli, tempHome, writeUserConfig } from "../helpers/cli.js";
 // the rollback, or after `spuff reap` when spuff had no chance to roll back, nothing is left running or on disk.
 const cacheDir = process.env.SPUFF_CACHE_DIR ?? join(process.env.HOME ?? "/root", ".cache", "spuff");
 const imageReady = existsSync(join(builtImageDir(cacheDir, "debian-13"), "disk.qcow2"));
-const BIN = resolve("dist/src/cli/bin.js");
+const BIN = resolve("dist/src/cli/bin.cjs");
 
 describe.skipIf(!imageReady || !existsSync(BIN))("interrupting spuff up on the local provider", { timeout: 10 * 60_000 }, () => {
   const t = tempHome();

@@ -24,7 +24,12 @@ export function tempHome(): { home: string; env: NodeJS.ProcessEnv; cleanup(): v
     CI: "true",
     NO_COLOR: "1",
   };
-  return { home, env, cleanup: () => rmSync(home, { recursive: true, force: true }) };
+  return {
+    home,
+    env,
+    // Retried: a guard daemon of the test may be writing its last files (its code cache) as it stops.
+    cleanup: () => rmSync(home, { recursive: true, force: true, maxRetries: 5 }),
+  };
 }
 
 /** The user's own config file of a `tempHome` env ($XDG_CONFIG_HOME/spuff/config.yaml). */
@@ -60,7 +65,7 @@ export async function runCli(argv: string[], opts: { env: NodeJS.ProcessEnv; cwd
 }
 
 /** The built CLI, as a user runs it. */
-export const BIN = resolve("dist/src/cli/bin.js");
+export const BIN = resolve("dist/src/cli/bin.cjs");
 
 export interface Running {
   child: ChildProcess;

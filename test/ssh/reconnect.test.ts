@@ -10,7 +10,7 @@ import { tempHome, writeUserConfig } from "../helpers/cli.js";
 import { type Sshd, startSshd } from "../helpers/sshd.js";
 import { ed25519KeyPair } from "../../src/ssh/keys.js";
 
-const BIN = resolve("dist/src/cli/bin.js");
+const BIN = resolve("dist/src/cli/bin.cjs");
 
 /** A loopback TCP relay in front of sshd that the test can cut, like a dropped Wi-Fi. */
 class Relay {

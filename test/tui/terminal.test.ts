@@ -1,10 +1,11 @@
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Harness, harness, problems } from "../providers/hetzner/harness.js";
 import { type Agent, startAgent } from "../helpers/sshd.js";
 import { haveTmux, Terminal } from "../helpers/tmux.js";
 
-const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.js");
+const BIN = join(import.meta.dirname, "..", "..", "dist", "src", "cli", "bin.cjs");
 
 // The built `spuff` in a real terminal (tmux), against the Hetzner fake with stand-in sshds on 127.0.77.N: create a VM
 // through the wizard, see it in the list, destroy it (its workspace volume is kept), delete the kept workspace, quit.
@@ -105,6 +106,13 @@ describe.skipIf(!haveTmux)("spuff in a terminal (tmux)", () => {
 
     t.keys("q");
     expect(await t.exitCode()).toBe(0);
+
+    // The first run left its code cache (docs/adr/0013-code-cache.md); a run from it loads ink as well.
+    expect(existsSync(join(env.XDG_CACHE_HOME as string, "spuff", "code", "none.v8"))).toBe(true);
+    term = Terminal.start([process.execPath, BIN], { ...env, SSH_AUTH_SOCK: agent.socket }, { width: 100, height: 30, cwd: h.home.home });
+    await term.waitFor("no VMs — press n to create one");
+    term.keys("q");
+    expect(await term.exitCode()).toBe(0);
     expect(problems(h.fake)).toEqual([]);
   });
 });

@@ -100,6 +100,8 @@ Examples:
         }),
       );
       if (!started) return log("another guard daemon already serves here; exiting");
+      // It stops when its last VM goes, maybe while its home is deleted: the code cache is saved now, not then.
+      (await import("../code-cache.js")).saveCodeCache();
       await started.done;
     });
 

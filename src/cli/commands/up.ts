@@ -43,7 +43,7 @@ Examples:
       // A terminal gets the Ink progress view (loaded only then); scripts, CI and --json get plain lines or JSON events.
       const progress =
         app.interactive && app.io.stderr.isTTY
-          ? (await import("../../tui/progress.js")).startInkProgress(app, `Creating ${name} with ${provider.info().description}`)
+          ? (await (await import("../../tui/load.js")).loadTui(() => import("../../tui/progress.js"))).startInkProgress(app, `Creating ${name} with ${provider.info().description}`)
           : new PlainProgress(app);
       const { up } = await import("../../core/up.js");
       // A bounded check, run alongside: leftovers that need `spuff reap` are named at the end, never slowing `up` down.

@@ -8,7 +8,7 @@ import { BIN, type CliResult, type Running, spawnCli, tempHome, writeUserConfig 
 
 /**
  * moto (the real EC2 emulator) behind the test proxy (test/fakes/moto.ts), plus a throw-away HOME, for driving the
- * REAL built CLI (`node dist/src/cli/bin.js`, a child process with exactly the environment given here, so nothing of
+ * REAL built CLI (`node dist/src/cli/bin.cjs`, a child process with exactly the environment given here, so nothing of
  * the developer's AWS setup leaks in) against it. Each test file passes its own `ipv4Prefix` (127.0.8X.), so
  * stand-in sshds of files running in parallel never share an address.
  */

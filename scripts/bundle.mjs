@@ -1,0 +1,68 @@
+// Bundles the compiled CLI (dist/src/cli/main.js and all it imports of spuff's own code, commander, yaml and zod) into
+// one CommonJS file, dist/src/cli/spuff.cjs, that src/cli/launch.ts runs with a V8 code cache
+// (docs/adr/0013-code-cache.md). Packages with native parts or of great size stay outside and load from node_modules.
+import { readFile } from "node:fs/promises";
+import { dirname, relative } from "node:path";
+import { build } from "esbuild";
+
+const outfile = "dist/src/cli/spuff.cjs";
+const outDir = dirname(outfile);
+
+let modules = 0;
+let inkImports = 0;
+const plugin = {
+  name: "spuff-bundle",
+  setup(b) {
+    // The UI's static imports of ink read what src/tui/load.ts loaded (below): the bundle cannot require ink.
+    b.onResolve({ filter: /^ink$/ }, () => ({ path: "ink", namespace: "spuff-ink" }));
+    b.onLoad({ filter: /.*/, namespace: "spuff-ink" }, () => ({
+      contents: 'module.exports = globalThis[Symbol.for("spuff.ink")] ?? (() => { throw new Error("ink was not loaded first (src/tui/load.ts)"); })();',
+      loader: "js",
+    }));
+    b.onLoad({ filter: /\.(c|m)?js$/ }, async (args) => {
+      let text = await readFile(args.path, "utf8");
+      if (/\/dist\/[^/]/.test(args.path) && text.includes("import.meta.url")) {
+        // Each of spuff's modules keeps its own import.meta.url (it finds assets relative to itself), and a lazy
+        // `createRequire(import.meta.url)("pkg")` becomes the bundle's own require, so the package is bundled too.
+        const rel = JSON.stringify(relative(outDir, args.path).split("\\").join("/"));
+        text = text.replaceAll("createRequire(import.meta.url)(", "require(").replaceAll("import.meta.url", `__spuffUrl(${rel})`);
+      }
+      // ink has top-level await (no require): its one dynamic import (src/tui/load.ts) goes through launch.cts's own
+      // import(). Node 20 loses a vm.Script's dynamic import callback when the script comes from a code cache.
+      if (text.includes('import("ink")')) {
+        text = text.replaceAll('import("ink")', '__spuffImport("ink")');
+        inkImports++;
+      }
+      // Each module notes that it ran: launch.ts makes the code cache anew only when a run ran modules it lacks.
+      return { contents: `__spuffRan[${modules++}] = 1;\n${text}`, loader: "js" };
+    });
+  },
+};
+
+await build({
+  entryPoints: ["dist/src/cli/main.js"],
+  outfile,
+  bundle: true,
+  platform: "node",
+  format: "cjs",
+  target: "node20",
+  logLevel: "warning",
+  // No import() is left in the bundle (see inkImports): every other package and built-in is required.
+  supported: { "dynamic-import": false },
+  // Less to read and hash at each start; names are kept (error messages and stack traces use them).
+  minifyWhitespace: true,
+  minifySyntax: true,
+  charset: "ascii",
+  // ssh2 has optional native bindings found by relative paths; the AWS SDK, ink and react are large and loaded only
+  // when used; ink: see above; openapi-fetch is used for its types only.
+  external: ["ssh2", "ssh2/*", "@aws-sdk/*", "react", "react/*", "openapi-fetch"],
+  banner: {
+    js: [
+      'const __spuffUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, rel)).href;',
+      "const __spuffRan = [];",
+    ].join("\n"),
+  },
+  footer: { js: "module.exports.modulesRan = __spuffRan;" },
+  plugins: [plugin],
+});
+if (inkImports !== 1) throw new Error(`bundle: expected one import("ink") (src/tui/load.ts), found ${inkImports}`);
