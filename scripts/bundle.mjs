@@ -1,8 +1,8 @@
-// Bundles the compiled CLI (dist/src/cli/main.js and all it imports of spuff's own code, commander, yaml and zod) into
-// one CommonJS file, dist/src/cli/spuff.cjs, that src/cli/launch.ts runs with a V8 code cache
+// Bundles the compiled CLI (dist/src/cli/main.js and all it imports of spuff's own code, commander, yaml, zod, ssh2) into
+// one CommonJS file, dist/src/cli/spuff.cjs, that src/cli/launch.cts runs with a V8 code cache
 // (docs/adr/0013-code-cache.md). Packages with native parts or of great size stay outside and load from node_modules.
 import { readFile } from "node:fs/promises";
-import { dirname, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { build } from "esbuild";
 
 const outfile = "dist/src/cli/spuff.cjs";
@@ -13,6 +13,14 @@ let inkImports = 0;
 const plugin = {
   name: "spuff-bundle",
   setup(b) {
+    // ssh2's native part stays where npm put it, required by its package path (ssh2 falls back to JavaScript without
+    // it, as it does where it was not built).
+    b.onResolve({ filter: /\.node$/ }, (args) => {
+      const file = join(args.resolveDir, args.path).split("\\").join("/");
+      const at = file.lastIndexOf("/node_modules/");
+      if (at < 0) throw new Error(`bundle: a native module outside node_modules: ${file}`);
+      return { path: file.slice(at + "/node_modules/".length), external: true };
+    });
     // The UI's static imports of ink read what src/tui/load.ts loaded (below): the bundle cannot require ink.
     b.onResolve({ filter: /^ink$/ }, () => ({ path: "ink", namespace: "spuff-ink" }));
     b.onLoad({ filter: /.*/, namespace: "spuff-ink" }, () => ({
@@ -22,10 +30,13 @@ const plugin = {
     b.onLoad({ filter: /\.(c|m)?js$/ }, async (args) => {
       let text = await readFile(args.path, "utf8");
       if (/\/dist\/[^/]/.test(args.path) && text.includes("import.meta.url")) {
-        // Each of spuff's modules keeps its own import.meta.url (it finds assets relative to itself), and a lazy
-        // `createRequire(import.meta.url)("pkg")` becomes the bundle's own require, so the package is bundled too.
+        // Each of spuff's modules keeps its own import.meta.url (it finds assets relative to itself), and its
+        // `createRequire(import.meta.url)` becomes the bundle's own require, so what it requires is bundled too.
         const rel = JSON.stringify(relative(outDir, args.path).split("\\").join("/"));
-        text = text.replaceAll("createRequire(import.meta.url)(", "require(").replaceAll("import.meta.url", `__spuffUrl(${rel})`);
+        text = text
+          .replaceAll("const require = createRequire(import.meta.url);", "")
+          .replaceAll("createRequire(import.meta.url)(", "require(")
+          .replaceAll("import.meta.url", `__spuffUrl(${rel})`);
       }
       // ink has top-level await (no require): its one dynamic import (src/tui/load.ts) goes through launch.cts's own
       // import(). Node 20 loses a vm.Script's dynamic import callback when the script comes from a code cache.
@@ -53,9 +64,9 @@ await build({
   minifyWhitespace: true,
   minifySyntax: true,
   charset: "ascii",
-  // ssh2 has optional native bindings found by relative paths; the AWS SDK, ink and react are large and loaded only
-  // when used; ink: see above; openapi-fetch is used for its types only.
-  external: ["ssh2", "ssh2/*", "@aws-sdk/*", "react", "react/*", "openapi-fetch"],
+  // cpu-features (ssh2's, optional) is native; the AWS SDK and react are large and loaded only when used; ink: see
+  // above; openapi-fetch is used for its types only.
+  external: ["cpu-features", "@aws-sdk/*", "react", "react/*", "openapi-fetch"],
   banner: {
     js: [
       'const __spuffUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, rel)).href;',
