@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
@@ -81,15 +81,27 @@ function cacheFile(env: NodeJS.ProcessEnv, word: string): string | undefined {
 
 /** The cache for `key` and the modules whose runs it holds (one "0"/"1" per module of the bundle), if there is one. */
 function readCache(file: string, key: string): { data: Buffer; ran: string } | undefined {
+  let fd: number | undefined;
   try {
-    const bytes = readFileSync(file);
+    fd = openSync(file, "r");
+    // Code that V8 runs: only a file of this user's that nobody else may write (never, say, one that root under sudo
+    // finds in the invoking user's cache).
+    if (!mine(fstatSync(fd))) return undefined;
+    const bytes = readFileSync(fd);
     const nl = bytes.indexOf(10);
     const head = bytes.subarray(0, nl).toString("latin1");
     if (nl < 0 || !head.startsWith(`${key} `)) return undefined;
     return { data: bytes.subarray(nl + 1), ran: head.slice(key.length + 1) };
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
+}
+
+/** Owned by this process's user and writable by nobody else. */
+function mine(st: { uid: number; mode: number }): boolean {
+  return st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
 }
 
 function writeCache(file: string, head: string, data: Buffer): void {
@@ -97,11 +109,13 @@ function writeCache(file: string, head: string, data: Buffer): void {
   try {
     // One level at a time, from a parent that exists: a process that outlives its home (a guard daemon stopping after
     // the home was deleted) writes nothing rather than making the directories again.
+    // And only into directories of this user's: root under sudo, with the user's HOME, leaves the user's cache alone.
     for (const dir of [dirname(dirname(dirname(file))), dirname(dirname(file)), dirname(file)]) {
       try {
         mkdirSync(dir, { mode: 0o700 });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        if (statSync(dir).uid !== process.getuid?.()) return;
       }
     }
     writeFileSync(tmp, Buffer.concat([Buffer.from(head), data]), { mode: 0o600 });

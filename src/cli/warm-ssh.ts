@@ -2,7 +2,7 @@ import { guardDir, spuffBuild } from "../core/session.js";
 import { type WarmResult, warmSession } from "../ssh/warm-client.js";
 import { largeFileOnStdin, sessionInput } from "./session-input.js";
 
-// `spuff [--config FILE] ssh [NAME] -- COMMAND` as bin.ts runs it before loading the CLI: over the guard daemon's warm
+// `spuff [--config FILE] ssh [NAME] -- COMMAND` as bin.cts runs it before loading the CLI: over the guard daemon's warm
 // connection (src/ssh/warm.ts), without commander, the commands or the config (the daemon settles those). Anything it
 // does not run ends up in the `ssh` command as usual, which then knows what happened here.
 

@@ -3,7 +3,7 @@ import { execFile } from "node:child_process";
 /**
  * Set in the environment of the `ssh -G` that spuff runs to read the user's OpenSSH config. The generated config's
  * `Match … exec "spuff guard ensure NAME"` line runs during that query too; with this set, `guard ensure` answers
- * "no" at once (src/cli/bin.ts), so the query neither recurses nor starts the guard.
+ * "no" at once (src/cli/bin.cts), so the query neither recurses nor starts the guard.
  */
 export const RESOLVING_ENV = "SPUFF_GUARD_RESOLVING";
 

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { BIN, tempHome, writeUserConfig } from "../helpers/cli.js";
@@ -78,6 +78,33 @@ describe("the code cache of the built CLI", () => {
     } finally {
       other.cleanup();
     }
+  });
+
+  // Root under sudo may run with the invoking user's HOME: a cache someone else can write is code they could make root
+  // run, and root's files in the user's cache would lock the user out of it.
+  const root = process.getuid?.() === 0;
+  it.skipIf(!root)("a cache file another user owns, or others may write, is not used but replaced", () => {
+    spuff(ls);
+    const valid = readFileSync(cache);
+    const nl = valid.indexOf(10);
+    // Every module marked as seen: a cache that is used is then not written again.
+    const allSeen = Buffer.concat([Buffer.from(head().replace(/ [01]+$/, ` ${"1".repeat(ran().length)}`)), valid.subarray(nl)]);
+    for (const plant of [{ uid: 65534, mode: 0o600 }, { uid: 0, mode: 0o666 }]) {
+      writeFileSync(cache, allSeen);
+      chownSync(cache, plant.uid, 0);
+      chmodSync(cache, plant.mode);
+      expect(spuff(ls)).toEqual({ code: 0, stdout: "[]\n", stderr: "" });
+      expect(statSync(cache).uid).toBe(0);
+      expect(statSync(cache).mode & 0o777).toBe(0o600);
+    }
+  });
+
+  it.skipIf(!root)("root writes nothing into a cache directory of another user's", () => {
+    const base = home.env.XDG_CACHE_HOME as string;
+    mkdirSync(base, { recursive: true });
+    chownSync(base, 65534, 65534);
+    expect(spuff(ls)).toEqual({ code: 0, stdout: "[]\n", stderr: "" });
+    expect(readdirSync(base)).toEqual([]);
   });
 
   it("errors and exit codes are the same from the bundle as from the modules", () => {

@@ -7,7 +7,7 @@ import type { App } from "../app.js";
  * Hidden from the command list: OpenSSH runs `guard ensure` from the generated config, and `ensure` starts `serve`.
  */
 /**
- * `spuff guard ensure NAME`, run by OpenSSH before each connection to spuff-NAME (src/cli/bin.ts calls it without
+ * `spuff guard ensure NAME`, run by OpenSSH before each connection to spuff-NAME (src/cli/bin.cts calls it without
  * loading the rest of the CLI): exit 0 when the guard serves NAME; else the reason on stderr (OpenSSH shows it; the
  * connection goes on without an agent) and exit 1.
  */

@@ -55,7 +55,7 @@ Examples:
       const warmable = command.length > 0 && !opts.t && forwards.length === 0 && opts.agent && !opts.direct && !largeFileOnStdin(app.io.stdin);
       let warm: Awaited<ReturnType<typeof import("../../ssh/warm-client.js").warmSession>> | undefined;
       if (warmable) {
-        // bin.ts may have tried already (src/cli/warm-ssh.ts), before loading the CLI.
+        // bin.cts may have tried already (src/cli/warm-ssh.ts), before loading the CLI.
         warm = (await import("../warm-ssh.js")).takeWarmResult();
         if (!warm) {
           const { warmSession } = await import("../../ssh/warm-client.js");
