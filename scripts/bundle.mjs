@@ -44,6 +44,13 @@ const plugin = {
         text = text.replaceAll('import("ink")', '__spuffImport("ink")');
         inkImports++;
       }
+      // commander needs node:child_process only for executable subcommands, which spuff has none of: loaded when used
+      // (with node:dgram, ~4 ms of every start).
+      if (args.path.endsWith("/node_modules/commander/lib/command.js")) {
+        const eager = "const childProcess = require('node:child_process');";
+        if (!text.includes(eager)) throw new Error("bundle: commander no longer requires node:child_process as expected");
+        text = text.replace(eager, "const childProcess = { spawn: (...a) => require('node:child_process').spawn(...a) };");
+      }
       // Each module notes that it ran: launch.ts makes the code cache anew only when a run ran modules it lacks.
       return { contents: `__spuffRan[${modules++}] = 1;\n${text}`, loader: "js" };
     });

@@ -1,5 +1,4 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { Script } from "node:vm";
@@ -41,7 +40,8 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
   // The bundle's one import() (ink, an ES module) is this file's: Node 20 loses a vm.Script's own import callback when
   // the script comes from a code cache.
   const esmImport = (specifier: string) => import(specifier);
-  script.runInThisContext()(module.exports, createRequire(bundle), module, bundle, dirname(bundle), esmImport);
+  // This file's own require resolves as the bundle's would: they share a directory.
+  script.runInThisContext()(module.exports, require, module, bundle, dirname(bundle), esmImport);
   let saved = false;
   const save = () => {
     // Made after the run, so it holds the functions the run compiled, not only the top level; made anew (~2-8 ms)

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { resolve } from "node:path";
 import { UserError } from "./errors.js";
@@ -23,7 +22,8 @@ interface TrustFile {
 }
 
 export function sha256(bytes: Buffer | string): string {
-  return createHash("sha256").update(bytes).digest("hex");
+  // node:crypto loads when first used (a project file to check), not with every config file.
+  return process.getBuiltinModule("node:crypto").createHash("sha256").update(bytes).digest("hex");
 }
 
 /** The path a file is trusted under: absolute, symlinks resolved (when it exists). */
