@@ -30,13 +30,14 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
   } finally {
     closeSync(fd);
   }
-  const file = cacheFile(env, cacheWord(argv));
+  const word = cacheWord(argv);
+  const file = cacheFile(env, word);
   const cached = file ? readCache(file, key) : undefined;
   const script = new Script(`(function (exports, require, module, __filename, __dirname, __spuffImport) {${source}\n})`, {
     filename: bundle,
     cachedData: cached?.data,
   });
-  const module = { exports: {} as { main: Main; modulesRan: (1 | undefined)[] } };
+  const module = { exports: {} as { main: Main; commandWord(argv: string[]): string | undefined; modulesRan: (1 | undefined)[] } };
   // The bundle's one import() (ink, an ES module) is this file's: Node 20 loses a vm.Script's own import callback when
   // the script comes from a code cache.
   const esmImport = (specifier: string) => import(specifier);
@@ -48,6 +49,8 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
     // only when this run ran a module the cache has not seen run: each command word's cache grows to the paths run.
     if (saved || !file) return;
     saved = true;
+    // Only for the commands there are (and none): a mistyped word gets no file of its own.
+    if (word !== (module.exports.commandWord(argv) ?? "none")) return;
     const ran = module.exports.modulesRan;
     const seen = cached && !script.cachedDataRejected ? cached.ran : "";
     const union = Array.from({ length: Math.max(ran.length, seen.length) }, (_, i) => (ran[i] || seen[i] === "1" ? "1" : "0")).join("");
@@ -62,8 +65,9 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
 const SAVE = Symbol.for("spuff.saveCodeCache");
 
 /**
- * Which cache a run uses: one per command, so each holds what that command runs. Only a hint (a wrong guess costs
- * time, never correctness): the first word after the program's options that take a value.
+ * Which cache a run uses: one per command, so each holds what that command runs. Only a guess, before the bundle is
+ * loaded (a wrong one costs time, never correctness): the first word after the program's options that take a value.
+ * A run writes its cache only where the bundle's own `commandWord` agrees.
  */
 function cacheWord(argv: string[]): string {
   for (let i = 0; i < argv.length; i++) {

@@ -4,6 +4,9 @@ import { App, type Io } from "./app.js";
 import { commandWord, COMMAND_WORDS } from "./commands/table.js";
 import { VERSION } from "./version.js";
 
+// For src/cli/launch.cts: which command a run of the bundle ran.
+export { commandWord };
+
 const EXIT_CODES = `
 Exit codes:
   0    success

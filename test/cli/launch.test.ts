@@ -107,6 +107,17 @@ describe("the code cache of the built CLI", () => {
     expect(readdirSync(base)).toEqual([]);
   });
 
+  it("one cache per command (and one for none): a mistyped word, or help for a command, writes no file", () => {
+    const code = join(cache, "..");
+    expect(spuff(["--provider", "local", "lss"]).code).toBe(1);
+    expect(spuff(["--provider", "local", "ls", "--help"]).code).toBe(0);
+    expect(spuff(["--provider", "local", "help", "ls"]).code).toBe(0);
+    expect(existsSync(code) ? readdirSync(code) : []).toEqual([]);
+    spuff(["--help"]);
+    spuff(ls);
+    expect(readdirSync(code).sort()).toEqual(["ls.v8", "none.v8"]);
+  });
+
   it("errors and exit codes are the same from the bundle as from the modules", () => {
     const bad = writeUserConfig(home.env, "provider: local\nidle:\n  timeout: soon\n");
     const cached = spuff(["--config", bad, "ls", "--json"]);
