@@ -32,7 +32,7 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
   }
   const word = cacheWord(argv);
   const file = cacheFile(env, word);
-  const cached = file ? readCache(file, key) : undefined;
+  const cached = readCache(file, key);
   const script = new Script(`(function (exports, require, module, __filename, __dirname, __spuffImport) {${source}\n})`, {
     filename: bundle,
     cachedData: cached?.data,
@@ -47,7 +47,7 @@ export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<
   const save = () => {
     // Made after the run, so it holds the functions the run compiled, not only the top level; made anew (~2-8 ms)
     // only when this run ran a module the cache has not seen run: each command word's cache grows to the paths run.
-    if (saved || !file) return;
+    if (saved) return;
     saved = true;
     // Only for the commands there are (and none): a mistyped word gets no file of its own.
     if (word !== (module.exports.commandWord(argv) ?? "none")) return;
@@ -78,9 +78,8 @@ function cacheWord(argv: string[]): string {
 }
 
 /** `$XDG_CACHE_HOME/spuff/code/WORD.v8`: the user's own cache, as trusted as the rest of their files. */
-function cacheFile(env: NodeJS.ProcessEnv, word: string): string | undefined {
-  const base = env.XDG_CACHE_HOME || (env.HOME ? join(env.HOME, ".cache") : homedir());
-  return base ? join(base, "spuff", "code", `${word}.v8`) : undefined;
+function cacheFile(env: NodeJS.ProcessEnv, word: string): string {
+  return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache"), "spuff", "code", `${word}.v8`);
 }
 
 /** The cache for `key` and the modules whose runs it holds (one "0"/"1" per module of the bundle), if there is one. */
