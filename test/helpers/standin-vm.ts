@@ -37,7 +37,8 @@ import { stopSshd } from "./sshd.js";
  *
  * Host key rotation (docs/adr/0008-host-key-rotation.md) runs for real: the stand-in installs the rotate script from
  * the user-data's write_files (as cloud-init would) into `lib/`, its sshd reads the host key from `keys/` and the
- * files cloud-init keeps from `cloud/instances/`. A `sudo` on the session PATH runs that one script (nothing else)
+ * files cloud-init keeps from `cloud/instances/`. A `sudo` on the session PATH runs that one script (and a bake's
+ * cleaning, and `tail` of a `cloud-init-output.log` a test put in the stand-in's directory; nothing else)
  * as the login user on those files, which that user owns here; the stand-in sends sshd the SIGHUP that
  * `systemctl reload` would. Nothing runs with the test machine's own sudo or touches its /etc/ssh.
  */
@@ -130,7 +131,11 @@ function sudoShim(dir: string): string {
     "  shift 2",
     `  exec env -i PATH=/usr/local/bin:/usr/bin:/bin SPUFF_BAKE_ROOT=${join(dir, "root")} /bin/sh ${join(dir, "lib", "bake-clean")} "$@"`,
     "fi",
-    'echo "sudo (stand-in VM): only the host key rotation and a bake\'s cleaning run as root here" >&2',
+    // What spuff reads of a failed boot: the tail of the log a test wrote for cloud-init.
+    `if [ "$1" = tail ] && [ "$2" = -n ] && [ "$4" = /var/log/cloud-init-output.log ] && [ -f ${join(dir, "cloud-init-output.log")} ]; then`,
+    `  exec tail -n "$3" ${join(dir, "cloud-init-output.log")}`,
+    "fi",
+    'echo "sudo (stand-in VM): only the host key rotation, a bake\'s cleaning and the cloud-init log run as root here" >&2',
     "exit 1",
     "",
   ].join("\n");

@@ -38,6 +38,8 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
   let vm: StandinVm | undefined;
   /** When set, the stand-in's `cloud-init status` waits (sleeps) on its first `hangs` runs, each leaving a mark in drops/. */
   let hangs = 0;
+  /** When set, the stand-in's cloud-init finished with errors, and this is its output log. */
+  let failedLog: string | undefined;
   const running: Running[] = [];
   const spawnUp = (name: string) => {
     const run = spawnCli(["--provider", "hetzner", "up", name], h.env, h.home.home);
@@ -52,6 +54,7 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
     await vm?.stop();
     vm = undefined;
     hangs = 0;
+    failedLog = undefined;
   });
 
   const start = async () => {
@@ -60,6 +63,11 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
       standin: false,
       onServerCreated: async (s) => {
         vm = await startStandinVm(s.userData, s.ipv4 ?? "::1");
+        if (failedLog !== undefined) {
+          const status = 'echo "status: error"; echo "errors:"; echo "  - (scripts_user/WARNING): Failed to run module scripts_user"; exit 1';
+          writeFileSync(join(vm.dir, "bin", "cloud-init"), `#!/bin/sh\n${status}\n`, { mode: 0o755 });
+          writeFileSync(join(vm.dir, "cloud-init-output.log"), failedLog, { mode: 0o644 });
+        }
         if (hangs) {
           const drops = join(vm.dir, "drops");
           mkdirSync(drops);
@@ -121,6 +129,27 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
     expect(vm?.logins()).toBe(3);
     expect((await h.spuff(["ssh", "drop", "--no-agent", "--direct", "--", "true"])).code).toBe(0);
     expect((await h.spuff(["down", "drop", "--yes"])).code).toBe(0);
+  });
+
+  it("cloud-init that finished with errors fails the up with its status and the log's tail, and rolls back", async () => {
+    failedLog = `${Array.from({ length: 40 }, (_, i) => `early line ${i}`).join("\n")}\nE: Unable to locate package nosuchpkg\nCloud-init v. 24.4 finished\n`;
+    await start();
+    const up = await h.spuff(["up", "bad"]);
+    expect(up.code).toBe(2);
+    expect(up.stderr).toContain("error: cloud-init on bad finished with errors");
+    // What `cloud-init status` printed, then the last 25 lines of its log (not the early ones), then how to look.
+    expect(up.stderr).toContain("  status: error");
+    expect(up.stderr).toContain("Failed to run module scripts_user");
+    expect(up.stderr).toContain("  --- /var/log/cloud-init-output.log (tail)");
+    expect(up.stderr).toContain("  E: Unable to locate package nosuchpkg");
+    expect(up.stderr).toContain("  early line 39");
+    expect(up.stderr).not.toContain("early line 10\n");
+    expect(up.stderr).toContain("hint: re-run with --keep-on-failure");
+    expect(up.stderr).toContain("rolled back bad");
+    expect(up.stderr).not.toContain("    at "); // no stack trace without --verbose
+    await h.fake.settled();
+    expect({ servers: h.fake.servers.size, keys: h.fake.sshKeys.size, volumes: h.fake.volumes.size }).toEqual({ servers: 0, keys: 0, volumes: 0 });
+    expect((await h.spuff(["ls", "--json"])).stdout.trim()).toBe("[]");
   });
 
   it("a second drop fails the up with what happened, and rolls back", async () => {
