@@ -112,19 +112,22 @@ function writeCache(file: string, head: string, data: Buffer): void {
   try {
     // One level at a time, from a parent that exists: a process that outlives its home (a guard daemon stopping after
     // the home was deleted) writes nothing rather than making the directories again.
-    // And only into directories of this user's: root under sudo, with the user's HOME, leaves the user's cache alone.
+    // And only into directories of this user's that nobody else may write: root under sudo, with the user's HOME,
+    // leaves the user's cache alone.
     for (const dir of [dirname(dirname(dirname(file))), dirname(dirname(file)), dirname(file)]) {
       try {
         mkdirSync(dir, { mode: 0o700 });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        if (statSync(dir).uid !== process.getuid?.()) return;
+        if (!mine(statSync(dir))) return;
       }
     }
-    writeFileSync(tmp, Buffer.concat([Buffer.from(head), data]), { mode: 0o600 });
+    // A new file (never through a link someone left under that name), renamed into place.
+    writeFileSync(tmp, Buffer.concat([Buffer.from(head), data]), { mode: 0o600, flag: "wx" });
     renameSync(tmp, file); // atomic: a concurrent run reads the old file or the new one, never half of one
-  } catch {
-    // a cache that cannot be written costs only time
+  } catch (err) {
+    // A cache that cannot be written costs only time; a file of that name that was already there stays.
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return;
     try {
       rmSync(tmp, { force: true });
     } catch {}

@@ -65,6 +65,13 @@ describe("the code cache of the built CLI", () => {
     expect(readFileSync(cache).length).toBeGreaterThan(nl + 1);
   });
 
+  it("nothing is written into a cache directory others may write", () => {
+    mkdirSync(join(cache, ".."), { recursive: true });
+    chmodSync(join(cache, ".."), 0o777);
+    expect(spuff(ls)).toEqual({ code: 0, stdout: "[]\n", stderr: "" });
+    expect(readdirSync(join(cache, ".."))).toEqual([]);
+  });
+
   it("a cache that cannot be written costs nothing but time; SPUFF_CODE_CACHE=0 runs the modules without one", () => {
     mkdirSync(join(cache, "..", ".."), { recursive: true });
     writeFileSync(join(cache, ".."), "a file where the cache directory would be");
