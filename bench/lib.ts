@@ -13,6 +13,8 @@ export interface Timing {
   runs: number;
   /** Mean CPU time (user + system) per run: less swayed by other work on the machine than the wall time. */
   cpu: number;
+  /** Every run's wall time. */
+  times: number[];
 }
 
 /** Times whole commands with hyperfine; returns seconds. */
@@ -26,7 +28,7 @@ export function hyperfine(commands: string[], opts: { runs?: number; warmup?: nu
       { stdio: ["ignore", "ignore", "inherit"], env: opts.env ?? process.env },
     );
     const json = JSON.parse(readFileSync(out, "utf8")) as { results: { command: string; median: number; min: number; max: number; times: number[]; user: number; system: number }[] };
-    return json.results.map((r) => ({ command: r.command, median: r.median, min: r.min, max: r.max, runs: r.times.length, cpu: r.user + r.system }));
+    return json.results.map((r) => ({ command: r.command, median: r.median, min: r.min, max: r.max, runs: r.times.length, cpu: r.user + r.system, times: r.times }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -95,18 +97,29 @@ export function spread(values: number[], worst: "high" | "low" = "high") {
 }
 
 /**
- * `rounds` hyperfine runs of the same commands, side by side (each round runs every command), so a slow moment of a
- * shared machine hits all of them: per command, every round's median and the extremes of all runs.
+ * `rounds` rounds of the same commands, side by side, so a slow moment of a shared machine hits all of them: per
+ * command, every round's median and the extremes of all runs. Within a round the commands take turns in blocks of 2
+ * runs (one hyperfine call per block, with one warm-up run each), not `runs` runs of one command after another: a
+ * busy second then lands on every command of the round, not on whichever one was running (one block per command
+ * gave 1.02× and 1.73× in two rounds of the same `ls`).
  */
 export function rounds(commands: string[], opts: { rounds: number; runs: number; warmup?: number; env?: NodeJS.ProcessEnv }): { medians: number[]; cpus: number[]; min: number; max: number; runs: number }[] {
   const out = commands.map(() => ({ medians: [] as number[], cpus: [] as number[], min: Infinity, max: 0, runs: 0 }));
   for (let r = 0; r < opts.rounds; r++) {
-    hyperfine(commands, { runs: opts.runs, warmup: opts.warmup, env: opts.env }).forEach((t, i) => {
-      out[i].medians.push(t.median);
-      out[i].cpus.push(t.cpu);
-      out[i].min = Math.min(out[i].min, t.min);
-      out[i].max = Math.max(out[i].max, t.max);
-      out[i].runs += t.runs;
+    const times = commands.map(() => [] as number[]);
+    const cpu = commands.map(() => 0);
+    for (let done = 0; done < opts.runs; done += 2) {
+      hyperfine(commands, { runs: Math.min(2, opts.runs - done), warmup: done === 0 ? (opts.warmup ?? 3) : 1, env: opts.env }).forEach((t, i) => {
+        times[i].push(...t.times);
+        cpu[i] += t.cpu * t.runs;
+      });
+    }
+    times.forEach((ts, i) => {
+      out[i].medians.push(median(ts));
+      out[i].cpus.push(cpu[i] / ts.length);
+      out[i].min = Math.min(out[i].min, ...ts);
+      out[i].max = Math.max(out[i].max, ...ts);
+      out[i].runs += ts.length;
     });
   }
   return out;
