@@ -19,7 +19,7 @@ function coldStart(): void {
   };
   const worst = (t: typeof version) => Math.max(...t.medians);
   sections.push(`## 1. Cold start
-Goal: ≤ 100 ms for \`spuff --version\` / \`--help\` (worst median over ${ROUNDS} rounds of \`hyperfine -N -r 10\`). Node itself
+Goal: ≤ 100 ms for \`spuff --version\` / \`--help\` (worst median over ${ROUNDS} rounds of 10 runs each). Node itself
 (\`node -e 0\`) is the floor on this machine.
 
 | command | median of the round medians | their range | worst median | all runs | runs |
@@ -97,7 +97,7 @@ writeFileSync(
   `# Performance
 
 Written by \`npm run bench\` (bench/bench.ts) on ${date}: ${machineInfo()}.
-Whole-process timings use \`hyperfine -N\`, in rounds that time every compared command side by side; a goal holds for the
+Whole-process timings use \`hyperfine -N\`, in rounds that time every compared command side by side (taking turns in blocks of 2 runs); a goal holds for the
 worst median over the rounds. Peak RSS uses GNU \`time -f %M\`. These machines are noisy (often shared): compare ratios
 measured in the same run, not absolute numbers across runs.
 Bench run time: ${Math.round((Date.now() - started) / 1000)} s.
