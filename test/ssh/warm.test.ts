@@ -145,6 +145,14 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   const pipedOut = (command: string, output: string, during?: Parameters<typeof sh>[1]) =>
     sh(`{ "$SPUFF" ssh box -- '${command}' & echo $! > "$PIDFILE"; wait $!; echo "exit $?" >&2; } | ${output}`, during);
   const procField = (pid: number, file: string, field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1]);
+  /** The daemon once it keeps a warm connection to box, and its resident memory then (kB). */
+  const warmDaemon = async () => {
+    connection();
+    await until("the daemon answers", () => status().pid !== undefined);
+    connection();
+    const daemon = status().pid as number;
+    return { daemon, rssBefore: procField(daemon, "status", "VmRSS") };
+  };
 
   it("a pipe on stdin (`cat f | spuff ssh`) goes through on the warm connection byte for byte, read by the daemon, not by spuff", async () => {
     connection();
@@ -171,11 +179,7 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   });
 
   it("a pipe into a command that reads slowly is held back, not buffered: the daemon's and spuff's memory stay bounded", async () => {
-    connection();
-    await until("the daemon answers", () => status().pid !== undefined);
-    connection();
-    const daemon = status().pid as number;
-    const rssBefore = procField(daemon, "status", "VmRSS");
+    const { daemon, rssBefore } = await warmDaemon();
     let grew = { daemon: Number.NaN, spuff: Number.NaN };
     // 256 MiB on its way while the command sleeps before it reads any of it.
     const r = await piped("head -c 268435456 /dev/zero", "echo sleeping; sleep 2; wc -c", {
@@ -209,11 +213,7 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   });
 
   it("a pipe out of a command to a slow reader is held back, not buffered: the daemon's memory stays bounded", async () => {
-    connection();
-    await until("the daemon answers", () => status().pid !== undefined);
-    connection();
-    const daemon = status().pid as number;
-    const rssBefore = procField(daemon, "status", "VmRSS");
+    const { daemon, rssBefore } = await warmDaemon();
     let grew = Number.NaN;
     const r = await pipedOut("head -c 268435456 /dev/zero", "(echo reading >&2; sleep 4; wc -c)", {
       mark: "reading",
@@ -227,11 +227,7 @@ describe("spuff ssh reuses the guard daemon's warm connection", () => {
   });
 
   it("output to a reader that is not a pipe (a socket) and reads slowly is held back too: spuff's memory stays bounded", async () => {
-    connection();
-    await until("the daemon answers", () => status().pid !== undefined);
-    connection();
-    const daemon = status().pid as number;
-    const rssBefore = procField(daemon, "status", "VmRSS");
+    const { daemon, rssBefore } = await warmDaemon();
     // Node's "pipe" is a socket pair: spuff relays what the daemon sends it.
     const p = spawn(process.execPath, [BIN, "ssh", "box", "--", "head -c 268435456 /dev/zero"], { env, cwd: t.home, stdio: ["ignore", "pipe", "pipe"] });
     p.stdout.pause();
