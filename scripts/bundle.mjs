@@ -51,7 +51,7 @@ const plugin = {
         if (!text.includes(eager)) throw new Error("bundle: commander no longer requires node:child_process as expected");
         text = text.replace(eager, "const childProcess = { spawn: (...a) => require('node:child_process').spawn(...a) };");
       }
-      // Each module notes that it ran: launch.ts makes the code cache anew only when a run ran modules it lacks.
+      // Each module notes that it ran: launch.cts makes the code cache anew only when a run ran modules it lacks.
       return { contents: `__spuffRan[${modules++}] = 1;\n${text}`, loader: "js" };
     });
   },

@@ -12,11 +12,13 @@ type Main = (argv: string[]) => Promise<number>;
  */
 export async function loadMain(argv: string[], env: NodeJS.ProcessEnv): Promise<{ main: Main; done(): void }> {
   const bundle = join(__dirname, "spuff.cjs");
-  let fd: number;
+  let fd: number | undefined;
   try {
-    if (env.SPUFF_CODE_CACHE === "0") throw new Error("off");
-    fd = openSync(bundle, "r");
+    if (env.SPUFF_CODE_CACHE !== "0") fd = openSync(bundle, "r");
   } catch {
+    /* a tree built without the bundle */
+  }
+  if (fd === undefined) {
     const { main } = await import("./main.js");
     return { main, done() {} };
   }
