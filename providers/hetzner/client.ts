@@ -15,7 +15,7 @@ import type { operations, paths } from "./api.gen.js";
 type Json<Op, Status extends number> = Op extends { responses: { [K in Status]: { content: { "application/json": infer B } } } } ? B : never;
 export type Server = NonNullable<Json<operations["get_server"], 200>["server"]>;
 export type SshKey = Json<operations["create_ssh_key"], 201>["ssh_key"];
-export type Action = Json<operations["get_action"], 200>["action"];
+export type Action = Json<operations["get_actions"], 200>["actions"][number];
 export type ServerType = Json<operations["list_server_types"], 200>["server_types"][number];
 export type Location = Json<operations["list_locations"], 200>["locations"][number];
 export type CreateServerBody = NonNullable<operations["create_server"]["requestBody"]>["content"]["application/json"];
@@ -407,34 +407,53 @@ export class HetznerClient {
     return data?.pricing;
   }
 
-  async getAction(id: number, signal?: AbortSignal): Promise<Action> {
-    const data = await this.call(`get action ${id}`, (s) => this.http.GET("/actions/{id}", { params: { path: { id } }, signal: s }), {
+  /** The actions `ids` as the API has them now, in one request (GET /actions?id=…); an id it no longer knows is left out. */
+  async getActions(ids: number[], signal?: AbortSignal): Promise<Action[]> {
+    const data = await this.call(`get actions ${ids.join(", ")}`, (s) => this.http.GET("/actions", { params: { query: { id: ids } }, signal: s }), {
       idempotent: true,
       signal,
     });
-    if (!data) throw new ProviderError(`get action ${id}: the Hetzner API answered without an action`);
-    return data.action;
+    if (!data) throw new ProviderError(`get actions ${ids.join(", ")}: the Hetzner API answered without actions`);
+    return data.actions;
   }
 
-  /** Polls an action until it succeeds (see `pollDelay`); an `error` status throws. */
+  /** Polls an action until it succeeds (see `waitActions`); an `error` status throws. */
   async waitAction(action: Action, what: string, signal?: AbortSignal, timeoutMs = 10 * 60_000): Promise<Action> {
+    return (await this.waitActions([{ action, what }], signal, timeoutMs))[0];
+  }
+
+  /**
+   * Polls actions until every one has succeeded, all of them in one request per poll (as hcloud-go does), so waiting
+   * for a create and the actions it started (attach a volume...) takes as long as the longest, not their sum. The
+   * waits between polls are `pollDelay`'s. The first action with an `error` status throws, named by its `what`.
+   */
+  async waitActions(actions: { action: Action; what: string }[], signal?: AbortSignal, timeoutMs = 10 * 60_000): Promise<Action[]> {
     const deadline = Date.now() + timeoutMs;
-    let current = action;
-    for (let i = 0; current.status === "running"; i++) {
+    const current = actions.map((a) => a.action);
+    for (let i = 0; ; i++) {
+      for (const [k, a] of current.entries()) {
+        if (a.status !== "error") continue;
+        throw new ProviderError(`${actions[k].what}: the Hetzner action ${a.command} failed: ${a.error?.code ?? ""} ${this.redact(a.error?.message ?? "")}`.trim(), {
+          hint: "check the server in the Hetzner Cloud Console; `spuff reap` removes leftovers",
+        });
+      }
+      const running = current.filter((a) => a.status === "running");
+      if (running.length === 0) return current;
       if (Date.now() > deadline) {
-        throw new ProviderError(`${what}: the Hetzner action ${current.command} did not finish within ${Math.round(timeoutMs / 60_000)} min`, {
+        const k = current.indexOf(running[0]);
+        throw new ProviderError(`${actions[k].what}: the Hetzner action ${running[0].command} did not finish within ${Math.round(timeoutMs / 60_000)} min`, {
           hint: "check the server in the Hetzner Cloud Console",
         });
       }
       await sleep(pollDelay(i, this.opts.pollMs), signal);
-      current = await this.getAction(current.id, signal);
+      const answer = new Map((await this.getActions(running.map((a) => a.id), signal)).map((a) => [a.id, a]));
+      for (const [k, a] of current.entries()) {
+        if (a.status !== "running") continue;
+        const now = answer.get(a.id);
+        if (!now) throw new ProviderError(`${actions[k].what}: the Hetzner API no longer knows its action ${a.id} (${a.command})`);
+        current[k] = now;
+      }
     }
-    if (current.status === "error") {
-      throw new ProviderError(`${what}: the Hetzner action ${current.command} failed: ${current.error?.code ?? ""} ${this.redact(current.error?.message ?? "")}`.trim(), {
-        hint: "check the server in the Hetzner Cloud Console; `spuff reap` removes leftovers",
-      });
-    }
-    return current;
   }
 
   serverTypes(signal?: AbortSignal): Promise<ServerType[]> {

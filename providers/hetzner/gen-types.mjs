@@ -17,7 +17,7 @@ export const USED = {
   "/ssh_keys": ["get", "post"],
   "/ssh_keys/{id}": ["delete"],
   "/servers/{id}/actions/poweron": ["post"],
-  "/actions/{id}": ["get"],
+  "/actions": ["get"],
   "/server_types": ["get"],
   "/locations": ["get"],
   "/volumes": ["get", "post"],

@@ -212,8 +212,14 @@ class HetznerProvider implements Provider {
       } catch (err) {
         throw await this.explainUnavailable(err, p, signal);
       }
-      if (created.action) await api.waitAction(created.action, `create server ${spec.name}`, signal);
-      for (const a of created.nextActions ?? []) if (a.command === "attach_volume") await api.waitAction(a, `attach the workspace volume of ${spec.name}`, signal);
+      // The create and the volume's attach, polled together (the power-on is waitReady's).
+      await api.waitActions(
+        [
+          ...(created.action ? [{ action: created.action, what: `create server ${spec.name}` }] : []),
+          ...(created.nextActions ?? []).filter((a) => a.command === "attach_volume").map((action) => ({ action, what: `attach the workspace volume of ${spec.name}` })),
+        ],
+        signal,
+      );
       if (volumeId !== undefined) await this.waitAttached(volumeId, apiId(created.server.id, `create server ${spec.name}`), spec.name, signal);
       return toVm(created.server);
     } catch (err) {

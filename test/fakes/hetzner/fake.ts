@@ -53,6 +53,8 @@ export interface FakeOptions {
   onServerDeleted?: (s: FakeServerInfo) => void | Promise<void>;
   /** The project's rate limit in requests per hour (`RateLimit-Limit`; default 3600, the API's default). */
   rateLimit?: number;
+  /** Actions whose command this answers with an error end in "error" instead of "success" (real actions can fail). */
+  failAction?: (command: string) => { code: string; message: string } | undefined;
 }
 
 /** A page's `meta.pagination`, as the spec has it. */
@@ -595,6 +597,9 @@ export class HetznerFake {
         });
         return [201, { action: this.actionJson(a) }];
       }
+      case "GET /actions":
+        // Only the ids it knows, like the API (an unknown id is left out, not a 404).
+        return [200, { actions: (q.id as number[]).flatMap((i) => (this.actions.has(i) ? [this.actionJson(this.actions.get(i) as ActionRec)] : [])) }];
       case "GET /actions/{id}": {
         const a = this.actions.get(id);
         if (!a) throw notFound("action", id);
@@ -813,7 +818,7 @@ export class HetznerFake {
     const a: ActionRec = { id: this.id(), command, status: "running", progress: 0, started: stamp(), finished: null, resources, error: null };
     this.actions.set(a.id, a);
     const finish = (failed?: { code: string; message: string }) => {
-      const error = failed ?? fail?.();
+      const error = failed ?? fail?.() ?? this.opts.failAction?.(command);
       a.progress = 100;
       a.finished = stamp();
       if (error) {

@@ -78,6 +78,27 @@ describe("hetzner: workspace volumes through the CLI", { timeout: 60_000 }, () =
     expect(h.fake.volumes.size).toBe(0);
   });
 
+  it("an attach that fails fails the up with its action, and rolls back; the create and the attach were polled together", async () => {
+    h = await harness({
+      ipv4Prefix: "127.0.119.",
+      actionDelayMs: 60,
+      failAction: (command) => (command === "attach_volume" ? { code: "action_failed", message: "volume attach failed" } : undefined),
+    });
+    const up = await h.spuff(["up", "box"]);
+    expect(up.code).toBe(2);
+    expect(up.stderr).toContain("attach the workspace volume of box: the Hetzner action attach_volume failed: action_failed volume attach failed");
+    expect(up.stderr).not.toMatch(/\n\s+at /);
+    // One request per poll for both; the create's action id and the attach's.
+    const create = h.fake.requests.find((r) => r.method === "POST" && r.path === "/servers");
+    const polls = h.fake.requests.filter((r) => r.method === "GET" && r.path === "/actions" && r.start > (create?.start ?? 0));
+    expect(polls.length).toBeGreaterThan(0);
+    expect(polls[0].search).toMatch(/^\?id=\d+&id=\d+$/);
+    expect(h.fake.requests.filter((r) => r.path.startsWith("/actions/"))).toEqual([]);
+    // Nothing is left: the server, its key and the volume this up made.
+    expect(h.fake.servers.size + h.fake.sshKeys.size + h.fake.volumes.size).toBe(0);
+    expect((await h.spuff(["ls", "--json"])).stdout.trim()).toBe("[]");
+  });
+
   it("down --purge of a running VM deletes the server, then its volume", async () => {
     h = await harness({ ipv4Prefix: "127.0.118." });
     expect((await h.spuff(["up", "gone"])).code).toBe(0);
