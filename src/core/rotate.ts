@@ -67,12 +67,15 @@ function stepFailed(target: VmTarget, step: string, r: ExecResult): ProviderErro
   });
 }
 
-/** Opens a connection that accepts only `target`'s key, retrying refusals while sshd re-executes after its reload. */
-async function connectAgain(target: VmTarget, timeoutMs: number, signal?: AbortSignal): Promise<Client> {
+/**
+ * Opens a connection that accepts only `target`'s key, retrying refusals while sshd re-executes after its reload (a
+ * few milliseconds on a VM; a refused try costs one round trip). `until` "handshake": no login (see `connect`).
+ */
+async function connectAgain(target: VmTarget, timeoutMs: number, signal?: AbortSignal, until: "ready" | "handshake" = "ready"): Promise<Client> {
   const deadline = Date.now() + timeoutMs;
-  for (let delay = 20; ; delay = Math.min(delay * 2, 1000)) {
+  for (let delay = 5; ; delay = Math.min(delay * 2, 1000)) {
     try {
-      return await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())) }, signal);
+      return await connect(target, { readyTimeout: Math.max(1000, Math.min(20_000, deadline - Date.now())) }, signal, until);
     } catch (err) {
       if (err instanceof HostKeyMismatch || signal?.aborted || Date.now() + delay > deadline) throw err;
     }
@@ -89,7 +92,7 @@ async function settle(state: StateStore, old: VmTarget, next: string): Promise<s
   const onlyNew = { ...old, hostKey: next, nextHostKey: undefined };
   const onlyOld = { ...old, nextHostKey: undefined };
   try {
-    (await connectAgain(onlyNew, 3000)).end();
+    (await connectAgain(onlyNew, 3000, undefined, "handshake")).end();
     await state.update(old.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: next }));
     return "the VM presents its new key; spuff pins that one";
   } catch (err) {
@@ -114,8 +117,8 @@ async function settle(state: StateStore, old: VmTarget, next: string): Promise<s
 /**
  * Replaces the VM's host key; returns the new public key ("ssh-ed25519 AAAA..."), which the state record (hence
  * known_hosts and the generated ssh_config) then pins alone. `target` pins the key from user-data. `login`: a
- * connection that checked that key (and only it), for prepare and commit instead of a login of their own; it is
- * ended after the commit.
+ * connection that checked that key (and only it), for prepare, commit and finish instead of a login of their own; it
+ * is ended when the rotation is over.
  */
 export async function rotateHostKey(
   deps: { state: StateStore; progress: Progress },
@@ -129,15 +132,17 @@ export async function rotateHostKey(
     if (r.code !== 0) throw stepFailed(t, args.split(" ")[0], r);
     return r.stdout;
   };
+  if (login && (login.target.hostKey !== target.hostKey || login.target.nextHostKey !== undefined)) {
+    throw new Error(`the login to ${target.name} does not pin exactly the key being replaced`);
+  }
+  const first = login ? await login.client(signal) : await connect({ ...target, nextHostKey: undefined }, {}, signal);
+  let dropped = false;
+  first.once("close", () => (dropped = true));
+  const onlyNew = (key: string): VmTarget => ({ ...target, hostKey: key, nextHostKey: undefined });
 
   let next: string | undefined;
-  let confirmed: Client | undefined;
   let finishing: Promise<string> | undefined;
   try {
-    if (login && (login.target.hostKey !== target.hostKey || login.target.nextHostKey !== undefined)) {
-      throw new Error(`the login to ${target.name} does not pin exactly the key being replaced`);
-    }
-    const first = login ? await login.client(signal) : await connect({ ...target, nextHostKey: undefined }, {}, signal);
     try {
       next = parseNewHostKey(await step(first, target, "prepare"), target.hostKey, target.name);
       // Both pinned before the VM switches: whatever happens from here, the record accepts the key it presents.
@@ -148,44 +153,52 @@ export async function rotateHostKey(
           notes: [`it printed: ${JSON.stringify(shown(committed, 200))}`],
         });
       }
-    } finally {
-      if (login) login.end();
-      else first.end();
-    }
-    // The proof: a new connection that accepts nothing but the new key.
-    const onlyNew = { ...target, hostKey: next, nextHostKey: undefined };
-    try {
-      confirmed = await connectAgain(onlyNew, CONFIRM_TIMEOUT_MS, signal);
-    } catch (err) {
-      if (err instanceof HostKeyMismatch) {
-        throw new ProviderError(`replacing the host key of ${target.name} failed: after the switch its sshd still presents the old key`, { cause: err });
+      // The proof: a fresh key exchange that accepts nothing but the new key. Its signature shows the VM's sshd now
+      // holds the new private key; no login is needed for that.
+      try {
+        (await connectAgain(onlyNew(next), CONFIRM_TIMEOUT_MS, signal, "handshake")).end();
+      } catch (err) {
+        if (err instanceof HostKeyMismatch) {
+          throw new ProviderError(`replacing the host key of ${target.name} failed: after the switch its sshd still presents the old key`, { cause: err });
+        }
+        throw err;
       }
-      throw err;
+      // The tidying goes out at once, over the first connection (its sshd process is the one from before the reload),
+      // or over a login that accepts only the new key if that connection dropped; the record drops the old key while
+      // the VM runs it.
+      const key = next;
+      finishing = (async () => {
+        const tidy = dropped ? await connect(onlyNew(key), {}, signal) : first;
+        try {
+          return await step(tidy, onlyNew(key), "finish");
+        } finally {
+          if (tidy !== first) tidy.end();
+        }
+      })();
+      finishing.catch(() => {}); // awaited below, after the record is saved
+      await state.update(target.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: key }));
+    } catch (err) {
+      // Ctrl-C: `up` rolls the VM back and removes its record; nothing to settle.
+      if (next === undefined || signal?.aborted || err instanceof Interrupted) throw err;
+      await finishing?.catch(() => {});
+      const pinned = await settle(state, target, next);
+      if (err instanceof ProviderError) {
+        throw new ProviderError(err.message, { notes: [...err.notes, pinned], hint: err.hints, cause: err.cause });
+      }
+      throw new ProviderError(`replacing the host key of ${target.name} failed: ${(err as Error).message}`, { notes: [pinned], cause: err });
     }
-    // The tidying goes out at once; the record drops the old key while the VM runs it.
-    finishing = step(confirmed, { ...target, hostKey: next }, "finish");
-    finishing.catch(() => {}); // awaited below, after the record is saved
-    await state.update(target.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: next as string }));
-  } catch (err) {
-    confirmed?.end();
-    // Ctrl-C: `up` rolls the VM back and removes its record; nothing to settle.
-    if (next === undefined || signal?.aborted || err instanceof Interrupted) throw err;
-    const pinned = await settle(state, target, next);
-    if (err instanceof ProviderError) {
-      throw new ProviderError(err.message, { notes: [...err.notes, pinned], hint: err.hints, cause: err.cause });
-    }
-    throw new ProviderError(`replacing the host key of ${target.name} failed: ${(err as Error).message}`, { notes: [pinned], cause: err });
-  }
 
-  // The old key is no longer served and no longer pinned; what remains is tidying the VM's disk.
-  try {
-    await finishing;
-  } catch (err) {
-    progress.warn(
-      `${target.name} now uses its new host key, but removing the old key file and cloud-init's copies of user-data failed: ${(err as Error).message}`,
-    );
+    // The old key is no longer served and no longer pinned; what remains is tidying the VM's disk.
+    try {
+      await finishing;
+    } catch (err) {
+      progress.warn(
+        `${target.name} now uses its new host key, but removing the old key file and cloud-init's copies of user-data failed: ${(err as Error).message}`,
+      );
+    }
+    return next;
   } finally {
-    confirmed.end();
+    if (login) login.end();
+    else first.end();
   }
-  return next;
 }

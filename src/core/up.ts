@@ -163,8 +163,8 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
     const target = targetFor(record, vm, provider, clientKey.private);
     const saved = await state.update(name, (r) => ({ ...r, id: vm?.id, endpoint: { host: target.host, port: target.port } }));
 
-    // One login from here to the rotation's commit (the wait's, pinned to the key above); the rotation's proof is
-    // the only other one. A connection that drops during the cloud-init wait is replaced by a new login.
+    // One login from here to the end of the rotation (the wait's, pinned to the key above); the rotation's proof is a
+    // key exchange without a login. A connection that drops during the cloud-init wait is replaced by a new login.
     progress.phase("wait SSH");
     login = await Login.open(target, { timeoutMs: bootTimeoutMs(deps.env), signal });
 

@@ -45,6 +45,8 @@ export function pinnedConnectConfig(target: VmTarget, onMismatch: (seen: string)
       return false;
     },
     readyTimeout: 20_000,
+    // Straight to the per-VM key: ssh2's default asks with "none" first, one round trip that can only fail.
+    authHandler: ["publickey"] as never,
   };
 }
 
@@ -74,8 +76,12 @@ export function unreachable(target: VmTarget, err: Error & { level?: string; cod
   });
 }
 
-/** Opens a connection with the pinned host key; rejects with a clear error on mismatch. */
-export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, signal?: AbortSignal): Promise<ClientType> {
+/**
+ * Opens a connection with the pinned host key; rejects with a clear error on mismatch. `until` "handshake": resolves
+ * once the key exchange is done, before any login: ssh2 has then checked the server's signature over the exchange
+ * hash with the pinned key, which shows the server holds its private half (the caller ends the connection).
+ */
+export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, signal?: AbortSignal, until: "ready" | "handshake" = "ready"): Promise<ClientType> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     let mismatch: string | undefined;
@@ -93,7 +99,8 @@ export function connect(target: VmTarget, extra: Partial<ConnectConfig> = {}, si
     };
     const onAbort = () => settle(signal?.reason ?? new Error("aborted"));
     signal?.addEventListener("abort", onAbort, { once: true });
-    client.once("ready", () => settle());
+    if (until === "handshake") client.once("handshake", () => settle());
+    else client.once("ready", () => settle());
     // ssh2 may emit more than one error (e.g. a timeout, then the lost connection): listen for all of them.
     client.on("error", (err) => settle(mismatch ? hostKeyMismatchError(target, mismatch) : unreachable(target, err)));
     client.connect({ ...pinnedConnectConfig(target, (seen) => (mismatch = seen)), ...extra });

@@ -53,6 +53,8 @@ export interface StandinVm {
   hostKeyFile: string;
   /** Logins its sshd accepted so far ("Accepted publickey" in its log, across its reloads). */
   logins(): number;
+  /** Connections its sshd took so far, with or without a login ("Connection from" in its log, across its reloads). */
+  connections(): number;
   stop(): Promise<void>;
 }
 
@@ -259,12 +261,14 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
     });
     let stderr = "";
     let logins = 0;
+    let connections = 0;
     let line = "";
     const listening = new Promise<void>((resolve) => {
       child.stderr?.on("data", (d: Buffer) => {
         const lines = (line + d.toString()).split("\n");
         line = lines.pop() ?? "";
         logins += lines.filter((l) => l.includes("Accepted publickey for ")).length;
+        connections += lines.filter((l) => l.includes("Connection from ")).length;
         stderr = (stderr + d.toString()).slice(-20_000);
         if (/Server listening on /.test(stderr)) resolve();
       });
@@ -308,6 +312,7 @@ export async function startStandinVm(userData: string | Buffer, host: string, po
       dir,
       hostKeyFile,
       logins: () => logins,
+      connections: () => connections,
       stop: async () => {
         reloader.close();
         await stopSshd(child, dir);

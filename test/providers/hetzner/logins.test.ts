@@ -7,9 +7,10 @@ import { type StandinVm, startStandinVm } from "../../helpers/standin-vm.js";
 import { type Harness, harness, problems } from "./harness.js";
 
 // How many times `spuff up` logs in to the VM, counted in the log of the real sshd standing in for the server
-// ("Accepted publickey"): the SSH wait's login carries the cloud-init wait and the rotation's prepare and commit; the
-// rotation's proof is a login of its own (docs/adr/0008-host-key-rotation.md). A connection that drops during the
-// cloud-init wait is replaced by one new login; a second drop fails the up, which rolls back.
+// ("Accepted publickey", and "Connection from" for every connection): the SSH wait's login carries the cloud-init wait
+// and the rotation's prepare, commit and finish; the rotation's proof is a connection that stops after its key
+// exchange, without a login (docs/adr/0008-host-key-rotation.md). A connection that drops during the cloud-init wait
+// is replaced by one new login; a second drop fails the up, which rolls back.
 
 /** Every process below `pid` (the stand-in's listening sshd): the connections' sshd processes and their commands. */
 function descendants(pid: number): number[] {
@@ -93,16 +94,17 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
       .filter((e) => e.event === "phase" && e.status === "started")
       .map((e) => e.phase);
 
-  it("a default up logs in twice: the SSH wait's login (cloud-init, prepare, commit) and the rotation's proof", async () => {
+  it("a default up logs in once (cloud-init, prepare, commit, finish) and connects once more for the rotation's proof", async () => {
     await start();
     const up = await h.spuff(["up", "two", "--json"]);
     expect(up.stderr).toBe("");
     expect(up.code).toBe(0);
     expect(phasesOf(up.stdout).slice(-4)).toEqual(["wait SSH", "cloud-init", "rotate host key", "ready"]);
-    expect(vm?.logins()).toBe(2);
+    expect(vm?.logins()).toBe(1);
+    expect(vm?.connections()).toBe(2);
     // The VM works with the rotated key, over a login of its own.
     expect((await h.spuff(["ssh", "two", "--no-agent", "--direct", "--", "true"])).code).toBe(0);
-    expect(vm?.logins()).toBe(3);
+    expect(vm?.logins()).toBe(2);
     expect((await h.spuff(["down", "two", "--yes"])).code).toBe(0);
   });
 
@@ -110,7 +112,8 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
     await start();
     const up = await h.spuff(["up", "verb", "--verbose"]);
     expect(up.code).toBe(0);
-    expect(vm?.logins()).toBe(2);
+    expect(vm?.logins()).toBe(1);
+    expect(vm?.connections()).toBe(2);
     expect((await h.spuff(["down", "verb", "--yes"])).code).toBe(0);
   });
 
@@ -125,8 +128,9 @@ describe.skipIf(!existsSync(BIN))("hetzner: the logins of spuff up", { timeout: 
     expect(await run.exit).toBe(0);
     expect(run.stderr()).toContain("the connection to drop closed while running `cloud-init status --wait --long`; logging in again");
     expect(run.stderr()).toContain("✓ rotate host key");
-    // The wait's, the one after the drop (it also carried prepare and commit), the proof.
-    expect(vm?.logins()).toBe(3);
+    // The wait's and the one after the drop (it also carried prepare, commit and finish); then the proof's connection.
+    expect(vm?.logins()).toBe(2);
+    expect(vm?.connections()).toBe(3);
     expect((await h.spuff(["ssh", "drop", "--no-agent", "--direct", "--", "true"])).code).toBe(0);
     expect((await h.spuff(["down", "drop", "--yes"])).code).toBe(0);
   });
