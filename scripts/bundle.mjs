@@ -74,6 +74,8 @@ await build({
   // cpu-features (ssh2's, optional) is native; the AWS SDK and react are large and loaded only when used; ink: see
   // above; openapi-fetch is used for its types only.
   external: ["cpu-features", "@aws-sdk/*", "react", "react/*", "openapi-fetch"],
+  // src/cli/version.ts: the version as a literal, not a read of package.json at every start (~2 ms).
+  define: { __SPUFF_VERSION__: JSON.stringify(JSON.parse(await readFile("package.json", "utf8")).version) },
   banner: {
     js: [
       'const __spuffUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, rel)).href;',

@@ -11,4 +11,7 @@ function readVersion(): string {
   return "0.0.0";
 }
 
-export const VERSION = readVersion();
+/** Set by scripts/bundle.mjs in the bundle (the package's version at build time); tsc's output reads package.json. */
+declare const __SPUFF_VERSION__: string | undefined;
+
+export const VERSION = typeof __SPUFF_VERSION__ === "string" ? __SPUFF_VERSION__ : readVersion();

@@ -45,20 +45,21 @@ export async function inventory(deps: InventoryDeps, signal?: AbortSignal): Prom
     deps.providerNames.map(async (name) => {
       try {
         const p = await deps.provider(name);
-        const vms = await p.list(signal);
-        const features = p.info().features;
-        return vms.map((vm) => toView(vm, now, features, isMine(deps.state, vm, deps.owner)));
+        return { vms: await p.list(signal), features: p.info().features };
       } catch (err) {
         if (deps.providerNames.length === 1) throw err;
         errors.push({ provider: name, message: (err as Error).message });
-        return [];
+        return { vms: [], features: { billsWhenStopped: false, free: false } };
       }
     }),
   );
-  const vms = results.flat();
+  // The records as they are once the lists are in, read once (not once per VM: 60 servers are 120 file lookups).
   const records = deps.state.list();
+  const byName = new Map(records.map((r) => [r.name, r]));
+  const known = { read: (name: string) => byName.get(name) };
+  const vms = results.flatMap((r) => r.vms.map((vm) => toView(vm, now, r.features, isMine(known, vm, deps.owner))));
   for (const v of vms) {
-    const r = recordOf(deps.state, v);
+    const r = recordOf(known, v);
     if (r?.upPid === undefined) continue;
     // A live `up` is still creating it: never reap it from under that process. If that `up` died (crash, second
     // Ctrl-C, or a reboot that handed its pid to another process), nobody will finish or roll it back.

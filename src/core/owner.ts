@@ -91,7 +91,7 @@ export function ownedLabels(labels: Record<string, string>, me: Owner): boolean 
  * The local record that belongs to exactly this VM: same provider and name, and the same request id (or, for records
  * older than request ids, the same provider id). A record of another VM that happens to share the name is not it.
  */
-export function recordOf(state: StateStore, vm: { provider: string; name: string; id: string; labels: Record<string, string> }): VmRecord | undefined {
+export function recordOf(state: Pick<StateStore, "read">, vm: { provider: string; name: string; id: string; labels: Record<string, string> }): VmRecord | undefined {
   const r = state.read(vm.name);
   if (!r || r.provider !== vm.provider) return undefined;
   const rid = vm.labels[LABEL.requestId];
@@ -100,6 +100,6 @@ export function recordOf(state: StateStore, vm: { provider: string; name: string
 }
 
 /** This machine's VM: it carries one of this machine's owner ids, or this machine holds its record (its keys). */
-export function isMine(state: StateStore, vm: { provider: string; name: string; id: string; labels: Record<string, string> }, me: Owner): boolean {
+export function isMine(state: Pick<StateStore, "read">, vm: { provider: string; name: string; id: string; labels: Record<string, string> }, me: Owner): boolean {
   return ownedLabels(vm.labels, me) || recordOf(state, vm) !== undefined;
 }
