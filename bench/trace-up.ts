@@ -1,6 +1,6 @@
 // One timeline of `spuff up NAME --json` against the Hetzner fake with a stand-in sshd: spuff's phases and each API
 // request the fake answered, in ms from the spawn. Where the waits between them are.
-//   npm run build && unshare -n -- sh -c 'ip link set lo up && node --import tsx bench/trace-up.ts [runs]'
+//   npm run build && unshare -n -- sh -c 'ip link set lo up && node --import tsx bench/trace-up.ts [runs] [config.yaml lines...]'
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,11 +10,12 @@ import { type StandinVm, standinHooks } from "../test/helpers/standin-vm.js";
 import { SPUFF } from "./lib.js";
 
 const runs = Number(process.argv[2] ?? 2);
+const extra = process.argv.slice(3).join("\n");
 const home = mkdtempSync(join(tmpdir(), "spuff-trace-up-"));
 const standins = new Map<number, StandinVm>();
 const fake = await HetznerFake.start({ token: "trace-token", ipv4Prefix: "127.0.97.", ...standinHooks(standins) });
 mkdirSync(join(home, "cfg", "spuff"), { recursive: true });
-writeFileSync(join(home, "cfg", "spuff", "config.yaml"), "ssh:\n  user: spuff-test\n  tmux: false\n");
+writeFileSync(join(home, "cfg", "spuff", "config.yaml"), `ssh:\n  user: spuff-test\n  tmux: false\n${extra}\n`);
 const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, "cfg"), XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), CI: "true", HCLOUD_ENDPOINT: fake.endpoint, HCLOUD_TOKEN: "trace-token", SPUFF_OWNER: "traceowner01" };
 
 function run(args: string[]): Promise<{ start: number; lines: { t: number; line: string }[] }> {

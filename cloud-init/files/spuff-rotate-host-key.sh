@@ -3,11 +3,13 @@
 # The key cloud-init installed came in user-data, which the metadata service keeps serving to every process on the VM
 # (and the cloud API to whoever may read it), so spuff has the VM make a new one. spuff runs each step as root
 # (`sudo -n`) over a connection that checked the pinned key; stdout is only what spuff reads.
-#   prepare      make a new ed25519 key next to the current one (KEY.next); print its public half, one line
+#   prepare      make a new ed25519 key next to the current one (KEY.next); print its public half, one line. Then
+#                the next steps, one line each on stdin, until its end: "commit PUB", then "finish" (spuff's whole
+#                rotation in one run of this script, one sudo).
 #   commit PUB   PUB is what prepare printed: install it (the old one stays as KEY.old), reload sshd (open connections
 #                stay up); if sshd does not reload, put the old key back and fail. Prints PUB.
-#   finish       (spuff runs it over a connection that saw the new key) remove KEY.old and cloud-init's copies of
-#                user-data. Prints nothing.
+#   finish       (once a fresh connection saw the new key) remove KEY.old and cloud-init's copies of user-data. Prints
+#                nothing.
 #   abort        put KEY.old back if a commit left it, and reload sshd. Prints nothing.
 # The SPUFF_* variables exist for the test stand-in VM; sudo resets the environment, so on a VM the defaults apply.
 set -euo pipefail
@@ -40,40 +42,60 @@ restore_old() {
   ssh-keygen -y -f "$key" > "$key.pub.tmp" && chmod 0644 "$key.pub.tmp" && mv -f "$key.pub.tmp" "$key.pub"
 }
 
+prepare() {
+  rm -f "$key.next" "$key.next.pub"
+  ssh-keygen -q -t ed25519 -N '' -C '' -f "$key.next" < /dev/null > /dev/null
+  public_of "$key.next.pub"
+}
+
+commit() {
+  [ -f "$key.next" ] && [ -f "$key.next.pub" ] || die "no prepared key ($key.next): run prepare first"
+  [ "$(public_of "$key.next.pub")" = "$1" ] || die "the prepared key is not the one given"
+  ln -f "$key" "$key.old"
+  chmod 0644 "$key.next.pub"
+  mv -f "$key.next" "$key"
+  mv -f "$key.next.pub" "$key.pub"
+  if ! reload_sshd; then
+    restore_old
+    reload_sshd || true
+    die "sshd did not reload with the new key; the old key is back in place"
+  fi
+  public_of "$key.pub"
+}
+
+finish() {
+  rm -f "$key.old"
+  # cloud-init keeps the user-data it ran (raw, processed, the merged cloud-config, its pickled datasource) under
+  # each instance's directory. Without them a reboot reads the datasource again; the per-instance semaphores
+  # (sem/) stay, so the ssh module does not install the old key again.
+  for d in "$cloud"/instances/*/; do
+    [ -d "$d" ] || continue
+    rm -f "$d"user-data.txt "$d"user-data.txt.i "$d"cloud-config.txt "$d"obj.pkl
+  done
+  # cloud-init 24+ keeps the merged config (host key included) in /run too.
+  rm -f "$run"/combined-cloud-config.json "$run"/instance-data-sensitive.json
+}
+
 case "${1:-}" in
   prepare)
     [ $# = 1 ] || die "usage: prepare"
-    rm -f "$key.next" "$key.next.pub"
-    ssh-keygen -q -t ed25519 -N '' -C '' -f "$key.next" < /dev/null > /dev/null
-    public_of "$key.next.pub"
+    prepare
+    # The end of stdin (a plain `prepare`, or spuff gone) leaves things as they are: `abort` tidies.
+    while IFS= read -r step; do
+      case "$step" in
+        "commit "*) commit "${step#commit }" ;;
+        finish) finish; exit 0 ;;
+        *) die "unknown step on stdin (expected \"commit PUBLIC-KEY\" or \"finish\")" ;;
+      esac
+    done
     ;;
   commit)
     [ $# = 2 ] || die "usage: commit PUBLIC-KEY"
-    [ -f "$key.next" ] && [ -f "$key.next.pub" ] || die "no prepared key ($key.next): run prepare first"
-    [ "$(public_of "$key.next.pub")" = "$2" ] || die "the prepared key is not the one given"
-    ln -f "$key" "$key.old"
-    chmod 0644 "$key.next.pub"
-    mv -f "$key.next" "$key"
-    mv -f "$key.next.pub" "$key.pub"
-    if ! reload_sshd; then
-      restore_old
-      reload_sshd || true
-      die "sshd did not reload with the new key; the old key is back in place"
-    fi
-    public_of "$key.pub"
+    commit "$2"
     ;;
   finish)
     [ $# = 1 ] || die "usage: finish"
-    rm -f "$key.old"
-    # cloud-init keeps the user-data it ran (raw, processed, the merged cloud-config, its pickled datasource) under
-    # each instance's directory. Without them a reboot reads the datasource again; the per-instance semaphores
-    # (sem/) stay, so the ssh module does not install the old key again.
-    for d in "$cloud"/instances/*/; do
-      [ -d "$d" ] || continue
-      rm -f "$d"user-data.txt "$d"user-data.txt.i "$d"cloud-config.txt "$d"obj.pkl
-    done
-    # cloud-init 24+ keeps the merged config (host key included) in /run too.
-    rm -f "$run"/combined-cloud-config.json "$run"/instance-data-sensitive.json
+    finish
     ;;
   abort)
     [ $# = 1 ] || die "usage: abort"

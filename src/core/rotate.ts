@@ -1,6 +1,6 @@
 import type { Client } from "ssh2";
 import { ROTATE_HOST_KEY } from "../cloudinit/index.js";
-import { connect, type ExecResult, execOnClient, HostKeyMismatch, type Login, type VmTarget } from "../ssh/connect.js";
+import { connect, converseOnClient, type ExecResult, execOnClient, HostKeyMismatch, type Login, type VmTarget } from "../ssh/connect.js";
 import { parseKey } from "../ssh/ssh2.js";
 import { Interrupted, ProviderError } from "./errors.js";
 import type { Progress } from "./provider.js";
@@ -139,15 +139,27 @@ export async function rotateHostKey(
   let dropped = false;
   first.once("close", () => (dropped = true));
   const onlyNew = (key: string): VmTarget => ({ ...target, hostKey: key, nextHostKey: undefined });
+  // One run of the script (one sudo) for prepare, commit and finish: it prints the new key, then takes each next step
+  // on its stdin once spuff has done its part (pinned both keys; seen the new one).
+  const rotation = await converseOnClient(first, target, `sudo -n ${ROTATE_HOST_KEY} prepare`, signal, STEP_TIMEOUT_MS);
+  let stepName = "prepare";
+  const answer = async () => {
+    const text = await rotation.answer();
+    const ended = rotation.exited();
+    if (ended && ended.code !== 0) throw stepFailed(target, stepName, ended);
+    return text;
+  };
 
   let next: string | undefined;
-  let finishing: Promise<string> | undefined;
+  let finishing: Promise<unknown> | undefined;
   try {
     try {
-      next = parseNewHostKey(await step(first, target, "prepare"), target.hostKey, target.name);
+      next = parseNewHostKey(await answer(), target.hostKey, target.name);
       // Both pinned before the VM switches: whatever happens from here, the record accepts the key it presents.
       await state.update(target.name, (r) => ({ ...r, nextHostKey: next }));
-      const committed = await step(first, target, `commit '${next}'`);
+      stepName = "commit";
+      rotation.send(`commit ${next}\n`);
+      const committed = await answer();
       if (committed !== `${next}\n`) {
         throw new ProviderError(`replacing the host key of ${target.name} failed: the VM confirmed another key than the one it made`, {
           notes: [`it printed: ${JSON.stringify(shown(committed, 200))}`],
@@ -163,21 +175,29 @@ export async function rotateHostKey(
         }
         throw err;
       }
-      // The tidying goes out at once, over the first connection (its sshd process is the one from before the reload),
+      // The tidying goes out at once, as the script's last step (its sshd process is the one from before the reload),
       // or over a login that accepts only the new key if that connection dropped; the record drops the old key while
       // the VM runs it.
       const key = next;
+      stepName = "finish";
       finishing = (async () => {
-        const tidy = dropped ? await connect(onlyNew(key), {}, signal) : first;
-        try {
-          return await step(tidy, onlyNew(key), "finish");
-        } finally {
-          if (tidy !== first) tidy.end();
+        if (dropped) {
+          const tidy = await connect(onlyNew(key), {}, signal);
+          try {
+            return await step(tidy, onlyNew(key), "finish");
+          } finally {
+            tidy.end();
+          }
         }
+        rotation.send("finish\n");
+        const r = await rotation.close();
+        if (r.code !== 0 || r.stdout !== "") throw stepFailed(target, "finish", r);
       })();
       finishing.catch(() => {}); // awaited below, after the record is saved
       await state.update(target.name, ({ nextHostKey: _, ...r }) => ({ ...r, hostKey: key }));
     } catch (err) {
+      // Its input ends: the script stops where it is (settle's `abort` tidies).
+      if (!finishing) rotation.close().catch(() => {});
       // Ctrl-C: `up` rolls the VM back and removes its record; nothing to settle.
       if (next === undefined || signal?.aborted || err instanceof Interrupted) throw err;
       await finishing?.catch(() => {});

@@ -82,6 +82,9 @@ export async function up(deps: UpDeps, req: UpRequest): Promise<UpResult> {
   const kept = wantsVolume(config, provider) ? checked.then(() => findWorkspace(provider, name, deps.owner, signal)) : undefined;
   // Each is awaited below, in this order; a rejection before then is not unhandled.
   for (const p of [validated, found, kept]) p?.catch(() => {});
+  // One turn of the event loop lets the checks' requests leave now (a connection opens on the next turn), so their round
+  // trips overlap the key generation, rendering and state write below instead of starting after them.
+  await new Promise((r) => setImmediate(r));
   const clientKey = ed25519KeyPair(`spuff-${name}`);
   const hostKey = ed25519KeyPair(`spuff-${name}-host`);
   // The newest current baked image (docs/images.md), whose packages and image.setup the user-data then leaves out.

@@ -146,54 +146,98 @@ export async function execOnClient(
   timeoutMs = 15 * 60_000,
   onStdout?: (chunk: string) => void,
 ): Promise<ExecResult> {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort = () => {};
-  let onClose = () => {};
+  return (await converseOnClient(client, target, command, signal, timeoutMs, onStdout)).close();
+}
+
+/** A command on the VM that spuff talks to: lines to its stdin, its answers read from its stdout as they come. */
+export interface Conversation {
+  /** What it printed since the last answer, once that holds a whole line or it has exited. */
+  answer(): Promise<string>;
+  /** Its exit code and stderr once it has exited (stdout: what no answer took). */
+  exited(): ExecResult | undefined;
+  send(text: string): void;
+  /** Ends its input and waits for it to exit. */
+  close(): Promise<ExecResult>;
+}
+
+/**
+ * Runs one command on the VM without a PTY, its stdin open for `send`. It fails (every answer, and `close`) when
+ * `timeoutMs` passes, the signal aborts or the connection drops; a channel stopped that way is closed, not left open.
+ */
+export async function converseOnClient(
+  client: ClientType,
+  target: VmTarget,
+  command: string,
+  signal?: AbortSignal,
+  timeoutMs = 15 * 60_000,
+  onStdout?: (chunk: string) => void,
+): Promise<Conversation> {
   let channel: ClientChannel | undefined;
-  let finished = false;
-  try {
-    return await new Promise<ExecResult>((resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new ProviderError(`\`${command}\` on ${target.name} did not finish within ${Math.round(timeoutMs / 1000)} s`)),
-        timeoutMs,
-      );
-      onAbort = () => reject(signal?.reason);
-      onClose = () => reject(new ConnectionDropped(`the connection to ${target.name} closed while running \`${command}\``));
-      signal?.addEventListener("abort", onAbort, { once: true });
-      client.on("close", onClose);
-      client.exec(command, (err, stream) => {
-        if (err) return reject(err);
-        channel = stream;
-        stream.end(); // no input: tell the remote side at once
-        let stdout = "";
-        let stderr = "";
-        let code = 0;
-        stream.on("data", (d: Buffer) => {
-          stdout += d.toString();
-          onStdout?.(d.toString());
-        });
-        stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        stream.on("exit", (c: number | null) => (code = c ?? 255));
-        stream.on("close", () => {
-          finished = true;
-          resolve({ code, stdout, stderr });
-        });
-      });
-    });
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
-    client.off("close", onClose);
-    // Stopped before it ended (abort, timeout): on a connection that stays open, its channel must not linger.
-    if (channel && !finished) {
+  let stdout = "";
+  let stderr = "";
+  let code = 0;
+  let result: ExecResult | undefined;
+  let wake = () => {};
+  let opened: (c: ClientChannel) => void = () => {};
+  const done = new Promise<ExecResult>((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      client.off("close", onClose);
+    };
+    const fail = (err: unknown) => {
+      cleanup();
+      // Stopped before it ended: on a connection that stays open, its channel must not linger.
       try {
-        channel.signal("TERM");
-        channel.close();
+        channel?.signal("TERM");
+        channel?.close();
       } catch {
         // the connection is gone; nothing to close
       }
-    }
-  }
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new ProviderError(`\`${command}\` on ${target.name} did not finish within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+    const onAbort = () => fail(signal?.reason);
+    const onClose = () => fail(new ConnectionDropped(`the connection to ${target.name} closed while running \`${command}\``));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    client.on("close", onClose);
+    client.exec(command, (err, stream) => {
+      if (err) return fail(err);
+      channel = stream;
+      stream.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        onStdout?.(d.toString());
+        wake();
+      });
+      stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      stream.on("exit", (c: number | null) => (code = c ?? 255));
+      stream.on("close", () => {
+        cleanup();
+        result = { code, stdout, stderr };
+        resolve(result);
+      });
+      opened(stream);
+    });
+  });
+  done.catch(() => {}); // every answer and close() report it
+  const stream = await Promise.race([new Promise<ClientChannel>((r) => (opened = r)), done.then(() => undefined)]);
+  if (!stream) throw new ProviderError(`\`${command}\` on ${target.name} closed before it started`);
+  return {
+    async answer() {
+      while (!stdout.includes("\n") && !result) await Promise.race([new Promise<void>((r) => (wake = r)), done]);
+      const text = stdout;
+      stdout = "";
+      if (result) result = { ...result, stdout: "" };
+      return text;
+    },
+    exited: () => result,
+    send: (text) => stream.write(text),
+    async close() {
+      stream.end();
+      const r = await done;
+      return { ...r, stdout };
+    },
+  };
 }
 
 /**

@@ -139,11 +139,12 @@ describe("host key rotation on up", () => {
   it("a VM that answers with anything but one ed25519 public key: up fails and rolls back, nothing of it is pinned", async () => {
     await start();
     const other = ed25519KeyPair();
-    tamper = () => `#!/bin/bash\n[ "$1" = prepare ] && printf '%s\\n%s\\n' '${bare(other.public)}' '${bare(ed25519KeyPair().public)}'\n`;
+    // Two keys on one line (a line is the answer spuff reads before it sends the commit).
+    tamper = () => `#!/bin/bash\n[ "$1" = prepare ] && printf '%s %s\\n' '${bare(other.public)}' '${bare(ed25519KeyPair().public)}'\n`;
     const up = await h.spuff(["up", "evil"]);
-    expect(up.code).toBe(2);
+    expect(up.code, up.stderr).toBe(2);
     expect(up.stderr).toContain("error: the VM answered the host key rotation with something other than one ed25519 public key");
-    expect(up.stderr).toContain(`it printed: "${bare(other.public)}\\n`);
+    expect(up.stderr).toContain(`it printed: "${bare(other.public)} ssh-ed25519 `);
     expect(up.stderr).toContain("rolled back evil");
     expect(h.fake.servers.size).toBe(0);
     expect(knownHosts()).toBe("");
@@ -167,8 +168,9 @@ describe("host key rotation on up", () => {
 
   it("a VM that claims the switch but keeps presenting the old key: the fresh connection catches it, only the old key stays pinned", async () => {
     await start();
-    // The real prepare (a key is made and pinned next to the old one), then a commit that only echoes.
-    tamper = (_dir, real) => `#!/bin/bash\nif [ "$1" = commit ]; then echo "$2"; exit 0; fi\nexec /bin/bash ${real} "$@"\n`;
+    // The real prepare (a key is made and pinned next to the old one), then a commit that only echoes the key spuff sent.
+    tamper = (_dir, real) =>
+      `#!/bin/bash\nif [ "$1" = prepare ]; then /bin/bash ${real} prepare < /dev/null || exit 1; read -r step; echo "\${step#commit }"; read -r step; exit 0; fi\nexec /bin/bash ${real} "$@"\n`;
     const up = await h.spuff(["up", "liar", "--keep-on-failure"]);
     expect(up.code).toBe(2);
     expect(up.stderr).toContain("error: replacing the host key of liar failed: after the switch its sshd still presents the old key");
@@ -201,7 +203,8 @@ describe("host key rotation on up", () => {
   it("a crash while both keys are pinned: known_hosts accepts either key the VM may present, and reap removes the VM", async () => {
     await start();
     // The commit waits, so spuff can be killed after it pinned the new key next to the old one.
-    tamper = (_dir, real) => `#!/bin/bash\n[ "$1" = commit ] && sleep 3\nexec /bin/bash ${real} "$@"\n`;
+    tamper = (_dir, real) =>
+      `#!/bin/bash\nif [ "$1" = prepare ]; then /bin/bash ${real} prepare < /dev/null || exit 1; read -r step; sleep 3; exec /bin/bash ${real} commit "\${step#commit }"; fi\nexec /bin/bash ${real} "$@"\n`;
     const run = spawnCli(["--provider", "hetzner", "up", "crash"], h.env, h.home.home);
     await phaseShown(run, "rotate host key");
     const deadline = Date.now() + 10_000;
