@@ -3,13 +3,11 @@
 # The key cloud-init installed came in user-data, which the metadata service keeps serving to every process on the VM
 # (and the cloud API to whoever may read it), so spuff has the VM make a new one. spuff runs each step as root
 # (`sudo -n`) over a connection that checked the pinned key; stdout is only what spuff reads.
-#   prepare      make a new ed25519 key next to the current one (KEY.next); print its public half, one line. Then
-#                the next steps, one line each on stdin, until its end: "commit PUB", then "finish" (spuff's whole
-#                rotation in one run of this script, one sudo).
+#   prepare      make a new ed25519 key next to the current one (KEY.next); print its public half, one line; then
+#                run the steps stdin names, a line each ("commit PUB", "finish"), until its end: one sudo in all.
 #   commit PUB   PUB is what prepare printed: install it (the old one stays as KEY.old), reload sshd (open connections
 #                stay up); if sshd does not reload, put the old key back and fail. Prints PUB.
-#   finish       (once a fresh connection saw the new key) remove KEY.old and cloud-init's copies of user-data. Prints
-#                nothing.
+#   finish       (once a fresh connection saw the new key) remove KEY.old and cloud-init's copies of user-data.
 #   abort        put KEY.old back if a commit left it, and reload sshd. Prints nothing.
 # The SPUFF_* variables exist for the test stand-in VM; sudo resets the environment, so on a VM the defaults apply.
 set -euo pipefail
@@ -65,9 +63,7 @@ commit() {
 
 finish() {
   rm -f "$key.old"
-  # cloud-init keeps the user-data it ran (raw, processed, the merged cloud-config, its pickled datasource) under
-  # each instance's directory. Without them a reboot reads the datasource again; the per-instance semaphores
-  # (sem/) stay, so the ssh module does not install the old key again.
+  # cloud-init's copies of the user-data it ran; its semaphores (sem/) stay, so a reboot does not install the old key.
   for d in "$cloud"/instances/*/; do
     [ -d "$d" ] || continue
     rm -f "$d"user-data.txt "$d"user-data.txt.i "$d"cloud-config.txt "$d"obj.pkl
@@ -76,16 +72,24 @@ finish() {
   rm -f "$run"/combined-cloud-config.json "$run"/instance-data-sensitive.json
 }
 
+abort() {
+  rm -f "$key.next" "$key.next.pub"
+  if [ -f "$key.old" ]; then
+    restore_old
+    reload_sshd
+  fi
+}
+
 case "${1:-}" in
   prepare)
     [ $# = 1 ] || die "usage: prepare"
     prepare
-    # The end of stdin (a plain `prepare`, or spuff gone) leaves things as they are: `abort` tidies.
+    # The end of stdin (spuff done or gone) leaves things as they are.
     while IFS= read -r step; do
       case "$step" in
         "commit "*) commit "${step#commit }" ;;
         finish) finish; exit 0 ;;
-        *) die "unknown step on stdin (expected \"commit PUBLIC-KEY\" or \"finish\")" ;;
+        *) die "unknown step on stdin: expected commit PUBLIC-KEY or finish" ;;
       esac
     done
     ;;
@@ -93,17 +97,9 @@ case "${1:-}" in
     [ $# = 2 ] || die "usage: commit PUBLIC-KEY"
     commit "$2"
     ;;
-  finish)
-    [ $# = 1 ] || die "usage: finish"
-    finish
-    ;;
-  abort)
-    [ $# = 1 ] || die "usage: abort"
-    rm -f "$key.next" "$key.next.pub"
-    if [ -f "$key.old" ]; then
-      restore_old
-      reload_sshd
-    fi
+  finish | abort)
+    [ $# = 1 ] || die "usage: $1"
+    "$1"
     ;;
   *)
     die "usage: prepare | commit PUBLIC-KEY | finish | abort"
