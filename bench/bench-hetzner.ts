@@ -14,6 +14,11 @@ import { goal, median, ms, ratio, rounds, SPUFF, spread } from "./lib.js";
 
 /** Rounds per figure (SPUFF_BENCH_ROUNDS, default 5): a goal holds for the worst median over them. */
 const ROUNDS = Number(process.env.SPUFF_BENCH_ROUNDS ?? 5);
+/**
+ * Runs per command and round of `ls`: 20, as 10 blocks of 2 (with 10, one busy second on this shared machine moved a
+ * round's median by up to 30%: the same `ls` gave 1.02× and 1.56× in two rounds of one bench run).
+ */
+const LS_RUNS = 20;
 
 const FAKE_MAIN = join(process.cwd(), "dist/test/fakes/hetzner/main.js");
 const TOKEN = "bench-fake-token";
@@ -74,7 +79,7 @@ async function listBench(home: string): Promise<string> {
         `${SPUFF.join(" ")} --config ${userConfig} ls --json`,
         ...(hcloud ? ["hcloud server list -o json"] : []),
       ];
-      const [s, f, c, h] = rounds(cmds, { rounds: ROUNDS, runs: 10, env });
+      const [s, f, c, h] = rounds(cmds, { rounds: ROUNDS, runs: LS_RUNS, env });
       const label = (t: typeof s, name: string) => {
         const m = spread(t.medians);
         return `| \`${name}\` | ${seed} | ${ms(m.median)} | ${ms(m.min)} – ${ms(m.max)} | ${ms(m.worst)} | ${t.runs} |`;
@@ -97,7 +102,7 @@ async function listBench(home: string): Promise<string> {
   return `### \`ls\`: spuff vs its Node floor and hcloud ${hcloud ? "(Debian hcloud-cli)" : "(hcloud not installed)"}
 All list the servers of the same fake in its own process (60 servers = 2 pages of 50), with legacy \`datacenter\`
 payloads so the old hcloud-cli gets what it expects. "node + one HTTP GET" starts Node and sends the first request
-spuff sends: what a Node CLI cannot go below. Goal: \`ls --json\` ≤ 1.5× that, in every round (${ROUNDS} rounds of 10 runs).
+spuff sends: what a Node CLI cannot go below. Goal: \`ls --json\` ≤ 1.5× that, in every round (${ROUNDS} rounds of ${LS_RUNS} runs).
 "--config FILE": the same listing with a user config file of five settings (provider, location, server type, idle
 timeout, one repository), which loads the YAML parser and the schema; without a file spuff needs neither.
 
