@@ -258,8 +258,8 @@ ${[...phases.entries()].map(([p, v]) => `| ${p} | ${s(median(v.map((x) => x[0]))
 
 "validate config" includes core's key generation, user-data rendering and state write after the provider's checks;
 "wait SSH" is the login to the stand-in sshd (both sides' work counted as spuff's); "cloud-init" and the rotation's
-the rotation's one run of its script (prepare, commit, finish) run over that login; "rotate host key" also makes the
-one other connection, its proof (a key exchange, no login).
+one run of its script (prepare, commit, finish) run over that login; "rotate host key" also makes the one other
+connection, its proof (a key exchange, no login).
 `;
 }
 
