@@ -139,20 +139,19 @@ export async function rotateHostKey(
   let dropped = false;
   first.once("close", () => (dropped = true));
   const onlyNew = (key: string): VmTarget => ({ ...target, hostKey: key, nextHostKey: undefined });
-  // One run of the script (one sudo) for prepare, commit and finish: it prints the new key, then takes each next step
-  // on its stdin once spuff has done its part (pinned both keys; seen the new one).
-  const rotation = await converseOnClient(first, target, `sudo -n ${ROTATE_HOST_KEY} prepare`, signal, STEP_TIMEOUT_MS);
-  let stepName = "prepare";
-  const answer = async () => {
-    const text = await rotation.answer();
-    const ended = rotation.exited();
-    if (ended && ended.code !== 0) throw stepFailed(target, stepName, ended);
-    return text;
-  };
-
   let next: string | undefined;
   let finishing: Promise<unknown> | undefined;
   try {
+    // One run of the script (one sudo) for prepare, commit and finish: it prints the new key, then takes each next
+    // step on its stdin once spuff has done its part (pinned both keys; seen the new one).
+    const rotation = await converseOnClient(first, target, `sudo -n ${ROTATE_HOST_KEY} prepare`, signal, STEP_TIMEOUT_MS);
+    let stepName = "prepare";
+    const answer = async () => {
+      const text = await rotation.answer();
+      const ended = rotation.exited();
+      if (ended && ended.code !== 0) throw stepFailed(target, stepName, ended);
+      return text;
+    };
     try {
       next = parseNewHostKey(await answer(), target.hostKey, target.name);
       // Both pinned before the VM switches: whatever happens from here, the record accepts the key it presents.
