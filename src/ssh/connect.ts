@@ -201,23 +201,28 @@ export async function converseOnClient(
     const onClose = () => fail(new ConnectionDropped(`the connection to ${target.name} closed while running \`${command}\``));
     signal?.addEventListener("abort", onAbort, { once: true });
     client.on("close", onClose);
-    client.exec(command, (err, stream) => {
-      if (err) return fail(err);
-      channel = stream;
-      stream.on("data", (d: Buffer) => {
-        stdout += d.toString();
-        onStdout?.(d.toString());
-        wake();
+    // ssh2 throws at once on a connection that is already closed: that, too, must clear the timer and listeners.
+    try {
+      client.exec(command, (err, stream) => {
+        if (err) return fail(err);
+        channel = stream;
+        stream.on("data", (d: Buffer) => {
+          stdout += d.toString();
+          onStdout?.(d.toString());
+          wake();
+        });
+        stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        stream.on("exit", (c: number | null) => (code = c ?? 255));
+        stream.on("close", () => {
+          cleanup();
+          result = { code, stdout, stderr };
+          resolve(result);
+        });
+        opened(stream);
       });
-      stream.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      stream.on("exit", (c: number | null) => (code = c ?? 255));
-      stream.on("close", () => {
-        cleanup();
-        result = { code, stdout, stderr };
-        resolve(result);
-      });
-      opened(stream);
-    });
+    } catch (err) {
+      fail(err);
+    }
   });
   done.catch(() => {}); // every answer and close() report it
   const stream = await Promise.race([new Promise<ClientChannel>((r) => (opened = r)), done.then(() => undefined)]);
