@@ -137,16 +137,12 @@ export async function execOnVm(
 /** The connection closed under a running command: neither spuff (abort, timeout) nor the command ended it. */
 export class ConnectionDropped extends ProviderError {}
 
-/** `execOnVm` over a connection that is already open (and stays open; only the command's channel is closed). */
-export async function execOnClient(
-  client: ClientType,
-  target: VmTarget,
-  command: string,
-  signal?: AbortSignal,
-  timeoutMs = 15 * 60_000,
-  onStdout?: (chunk: string) => void,
-): Promise<ExecResult> {
-  return (await converseOnClient(client, target, command, signal, timeoutMs, onStdout)).close();
+/**
+ * `execOnVm` over a connection that is already open (and stays open; only the command's channel is closed):
+ * `converseOnClient` with no input, its parameters and defaults.
+ */
+export async function execOnClient(...args: Parameters<typeof converseOnClient>): Promise<ExecResult> {
+  return (await converseOnClient(...args)).close();
 }
 
 /** A command on the VM that spuff talks to: lines to its stdin, its answers read from its stdout as they come. */
